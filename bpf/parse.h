@@ -1,0 +1,177 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* Header parsing shared by the tc and kfree_skb programs.
+ *
+ * The same parser reads either through bpf_skb_load_bytes (tc, MODE_SKB) or through
+ * bpf_probe_read_kernel from skb->head (tracing, MODE_KERN). The mode is a literal at
+ * every call site, so after inlining only one reader remains in each program.
+ * It extracts just what the in-kernel filter needs: family, protocol, addresses and
+ * ports, of the inner packet when the outer one is VXLAN. The full decode is Go's.
+ */
+#ifndef PATHTRACE_PARSE_H
+#define PATHTRACE_PARSE_H
+
+#define MODE_SKB 0
+#define MODE_KERN 1
+
+#define ETH_P_IP_BE 0x0008
+#define ETH_P_IPV6_BE 0xDD86
+#define ETH_P_8021Q_BE 0x0081
+#define ETH_P_8021AD_BE 0xA888
+
+#define PROTO_TCP 6
+#define PROTO_UDP 17
+
+struct reader {
+	struct __sk_buff *skb; /* MODE_SKB */
+	const __u8 *base;      /* MODE_KERN: first byte of the packet */
+	__u32 limit;           /* bytes that may be read from offset 0 */
+};
+
+struct tuple {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u16 sport; /* host order */
+	__u16 dport;
+	__u8 family; /* 4 or 6, 0 when not IP */
+	__u8 proto;
+	__u8 encap;  /* 1: the tuple is the inner one of a VXLAN packet */
+	__u8 _pad;
+	__u8 osaddr[16]; /* outer addresses when encap */
+	__u8 odaddr[16];
+};
+
+volatile const __u16 cfg_vxlan_ports[MAX_VXLAN_PORTS] = {8472, 4789, 0, 0};
+
+static __always_inline int rd(const int mode, struct reader *r, __u32 off, void *dst, __u32 len)
+{
+	if (mode == MODE_SKB)
+		return bpf_skb_load_bytes(r->skb, off, dst, len);
+	if (off > r->limit || len > r->limit - off)
+		return -1;
+	return bpf_probe_read_kernel(dst, len, r->base + off);
+}
+
+static __always_inline int is_vxlan_port(__u16 port)
+{
+#pragma unroll
+	for (int i = 0; i < MAX_VXLAN_PORTS; i++) {
+		if (cfg_vxlan_ports[i] && cfg_vxlan_ports[i] == port)
+			return 1;
+	}
+	return 0;
+}
+
+/* parse_l3 reads the IP header at off and fills addresses, protocol and ports.
+ * Returns the offset of the L4 header, or -1. */
+static __always_inline int parse_l3(const int mode, struct reader *r, __u32 off, struct tuple *t)
+{
+	__u8 vb;
+	if (rd(mode, r, off, &vb, 1) < 0)
+		return -1;
+	__u8 ver = vb >> 4;
+	int fragmented = 0;
+
+	if (ver == 4) {
+		struct iphdr ip;
+		if (rd(mode, r, off, &ip, sizeof(ip)) < 0)
+			return -1;
+		t->family = 4;
+		t->proto = ip.protocol;
+		__builtin_memcpy(t->saddr, &ip.saddr, 4);
+		__builtin_memcpy(t->daddr, &ip.daddr, 4);
+		if (ip.frag_off & bpf_htons(0x1fff))
+			fragmented = 1;
+		off += (ip.ihl & 0xf) * 4;
+	} else if (ver == 6) {
+		struct ipv6hdr ip6;
+		if (rd(mode, r, off, &ip6, sizeof(ip6)) < 0)
+			return -1;
+		t->family = 6;
+		__builtin_memcpy(t->saddr, &ip6.saddr, 16);
+		__builtin_memcpy(t->daddr, &ip6.daddr, 16);
+		__u8 nh = ip6.nexthdr;
+		off += sizeof(ip6);
+		/* Skip up to four extension headers. */
+#pragma unroll
+		for (int i = 0; i < 4; i++) {
+			if (nh != 0 && nh != 43 && nh != 60 && nh != 44)
+				break;
+			__u8 ext[4];
+			if (rd(mode, r, off, ext, sizeof(ext)) < 0)
+				return -1;
+			if (nh == 44) {
+				__u16 fo = ((__u16)ext[2] << 8) | ext[3];
+				if (fo & 0xfff8)
+					fragmented = 1;
+				off += 8;
+			} else {
+				off += ((__u32)ext[1] + 1) * 8;
+			}
+			nh = ext[0];
+		}
+		t->proto = nh;
+	} else {
+		return -1;
+	}
+	if (fragmented)
+		return -1;
+	if (t->proto == PROTO_TCP || t->proto == PROTO_UDP) {
+		__u16 ports[2];
+		if (rd(mode, r, off, ports, sizeof(ports)) < 0)
+			return -1;
+		t->sport = bpf_ntohs(ports[0]);
+		t->dport = bpf_ntohs(ports[1]);
+	}
+	return off;
+}
+
+/* parse_eth returns the offset of the L3 header after an Ethernet header (one VLAN tag
+ * skipped), or -1 when the frame carries neither IPv4 nor IPv6. */
+static __always_inline int parse_eth(const int mode, struct reader *r, __u32 off)
+{
+	__u16 proto;
+	if (rd(mode, r, off + 12, &proto, sizeof(proto)) < 0)
+		return -1;
+	off += 14;
+	if (proto == ETH_P_8021Q_BE || proto == ETH_P_8021AD_BE) {
+		if (rd(mode, r, off + 2, &proto, sizeof(proto)) < 0)
+			return -1;
+		off += 4;
+	}
+	if (proto != ETH_P_IP_BE && proto != ETH_P_IPV6_BE)
+		return -1;
+	return off;
+}
+
+/* parse_pkt fills t from a packet starting at an Ethernet header (l2) or at the IP
+ * header. A VXLAN packet yields the inner tuple, with the outer addresses kept. */
+static __always_inline int parse_pkt(const int mode, struct reader *r, int l2, struct tuple *t)
+{
+	int off = 0;
+	if (l2) {
+		off = parse_eth(mode, r, 0);
+		if (off < 0)
+			return -1;
+	}
+	int l4 = parse_l3(mode, r, off, t);
+	if (l4 < 0)
+		return t->family ? 0 : -1;
+	if (t->proto != PROTO_UDP || !is_vxlan_port(t->dport))
+		return 0;
+
+	/* VXLAN: 8 bytes UDP, 8 bytes VXLAN, then the inner Ethernet frame. */
+	struct tuple inner;
+	__builtin_memset(&inner, 0, sizeof(inner));
+	int ioff = parse_eth(mode, r, l4 + 16);
+	if (ioff < 0)
+		return 0;
+	if (parse_l3(mode, r, ioff, &inner) < 0 && !inner.family)
+		return 0;
+	__builtin_memcpy(inner.osaddr, t->saddr, 16);
+	__builtin_memcpy(inner.odaddr, t->daddr, 16);
+	inner.encap = 1;
+	*t = inner;
+	return 0;
+}
+
+#endif

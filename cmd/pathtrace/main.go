@@ -1,0 +1,280 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/pflag"
+	"golang.org/x/sys/unix"
+
+	"github.com/pathtrace/pathtrace/decode"
+	"github.com/pathtrace/pathtrace/exporter"
+	"github.com/pathtrace/pathtrace/tracer"
+)
+
+// version is set by the linker: -ldflags "-X main.version=..."
+var version = "dev"
+
+// usageError is a mistake in the command line: exit status 2.
+type usageError struct{ error }
+
+const usage = `pathtrace: follow packets hop by hop through a node, and name where they died.
+
+Usage:
+  pathtrace follow [flags] SELECTOR...   trace packets matching SELECTOR
+  pathtrace version                      print the version
+  pathtrace help [follow]                this text, or a command's flags
+
+SELECTOR is IP, IP:PORT, :PORT, IPv6 or [IPv6]:PORT; both directions of a flow match.
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	var err error
+	switch args[0] {
+	case "follow":
+		err = follow(args[1:], stdout, stderr)
+	case "version", "--version":
+		fmt.Fprintf(stdout, "pathtrace %s\n", version)
+		return 0
+	case "help", "-h", "--help":
+		if len(args) > 1 && args[1] == "follow" {
+			fs, _ := followFlags()
+			fmt.Fprintf(stdout, "Usage: pathtrace follow [flags] SELECTOR...\n\n%s", fs.FlagUsages())
+			return 0
+		}
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		err = usageError{fmt.Errorf("unknown command %q", args[0])}
+	}
+	if err == nil {
+		return 0
+	}
+	if errors.Is(err, pflag.ErrHelp) {
+		return 0
+	}
+	fmt.Fprintf(stderr, "pathtrace: %v\n", err)
+	var ue usageError
+	if errors.As(err, &ue) {
+		fmt.Fprintf(stderr, "Run 'pathtrace help follow' for the flags.\n")
+		return 2
+	}
+	return 1
+}
+
+type followOpts struct {
+	proto      string
+	json       bool
+	duration   time.Duration
+	count      int
+	timeout    time.Duration
+	stall      time.Duration
+	node       string
+	readyFile  string
+	ifaces     []string
+	attachMode string
+	dropHook   string
+	netns      string
+	vxlanPorts []uint
+	snaplen    int
+	queue      int
+}
+
+func followFlags() (*pflag.FlagSet, *followOpts) {
+	o := &followOpts{}
+	host, _ := os.Hostname()
+	fs := pflag.NewFlagSet("follow", pflag.ContinueOnError)
+	fs.SortFlags = false
+	fs.StringVar(&o.proto, "proto", "any", "protocol: tcp, udp, icmp, icmpv6 or any")
+	fs.BoolVar(&o.json, "json", false, "print one JSON object per packet journey, per line")
+	fs.DurationVar(&o.duration, "duration", 0, "stop after this long (0: until interrupted)")
+	fs.IntVar(&o.count, "count", 0, "stop after this many packet journeys (0: no limit)")
+	fs.DurationVar(&o.timeout, "timeout", 500*time.Millisecond, "a packet with no further event for this long is judged (lost if nothing ended it)")
+	fs.DurationVar(&o.stall, "stall", 10*time.Millisecond, "report a stall when a hop-to-hop delay exceeds this (0: off)")
+	fs.StringVar(&o.node, "node", host, "name of this node in the output")
+	fs.StringVar(&o.readyFile, "ready-file", "", "write this file once every program is attached")
+	fs.StringSliceVar(&o.ifaces, "ifaces", tracer.DefaultIfaces, "interfaces to trace, glob patterns")
+	fs.StringVar(&o.attachMode, "attach-mode", tracer.AttachAuto, "tc attachment: auto (tcx, else clsact), tcx or clsact")
+	fs.StringVar(&o.dropHook, "drop-hook", tracer.DropAuto, "kfree_skb hook: auto (tp_btf, else raw_tp), tp_btf, raw_tp or none")
+	fs.StringVar(&o.netns, "netns", "", "trace in this network namespace (name under /run/netns, or a path) instead of the current one")
+	fs.UintSliceVar(&o.vxlanPorts, "vxlan-ports", []uint{8472, 4789}, "UDP ports that carry VXLAN (at most 4)")
+	fs.IntVar(&o.snaplen, "snaplen", decode.SnapMax, fmt.Sprintf("packet bytes copied per event (64..%d)", decode.SnapMax))
+	fs.IntVar(&o.queue, "queue", 16384, "events buffered between the kernel and the decoder (dropped and counted beyond)")
+	return fs, o
+}
+
+func follow(args []string, stdout, stderr io.Writer) error {
+	fs, o := followFlags()
+	fs.SetOutput(io.Discard)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			fmt.Fprintf(stdout, "Usage: pathtrace follow [flags] SELECTOR...\n\n%s", fs.FlagUsages())
+			return err
+		}
+		return usageError{err}
+	}
+	cfg, err := o.tracerConfig(fs.Args())
+	if err != nil {
+		return usageError{err}
+	}
+	if o.readyFile != "" {
+		if err := checkWritable(o.readyFile); err != nil {
+			return err
+		}
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	tr, err := tracer.New(cfg)
+	if err != nil {
+		return err
+	}
+	defer tr.Close()
+
+	syms, err := tracer.LoadSymbols()
+	if err != nil {
+		fmt.Fprintf(stderr, "pathtrace: drop locations in hex: %v\n", err)
+	}
+	asm := decode.NewAssembler(decode.Config{
+		Node: o.node, Timeout: o.timeout, Stall: o.stall, VXLANPorts: cfg.VXLANPorts,
+		Ifaces: tr.Ifaces(), LocalAddrs: tr.LocalAddrs(), Reasons: tr.Reasons(), Symbols: syms,
+	})
+	clock := exporter.Clock{OffsetNs: time.Now().UnixNano() - int64(monoNow())}
+	var out exporter.Writer = exporter.NewText(stdout)
+	if o.json {
+		out = exporter.NewJSON(stdout, clock)
+	}
+
+	names := make([]string, 0, len(tr.Ifaces()))
+	for _, i := range tr.Ifaces() {
+		names = append(names, i.Name+"("+i.Kind.String()+")")
+	}
+	sels := make([]string, len(cfg.Selectors))
+	for i, s := range cfg.Selectors {
+		sels[i] = s.String()
+	}
+	fmt.Fprintf(stderr, "pathtrace: node %s: following %s; %s on %d interfaces: %s\n",
+		o.node, strings.Join(sels, ", "), tr.Mode(), len(names), strings.Join(names, " "))
+	for _, n := range tr.Mode().Notes {
+		fmt.Fprintf(stderr, "pathtrace: note: %s\n", n)
+	}
+	if o.readyFile != "" {
+		if err := writeReady(o.readyFile, tr); err != nil {
+			return err
+		}
+		defer os.Remove(o.readyFile)
+	}
+
+	r := &runner{asm: asm, out: out, tr: tr, stderr: stderr, limit: o.count}
+	return r.loop(ctx, o.duration)
+}
+
+func (o *followOpts) tracerConfig(args []string) (tracer.Config, error) {
+	var cfg tracer.Config
+	if len(args) == 0 {
+		return cfg, errors.New("follow needs a SELECTOR (IP, IP:PORT, :PORT or [IPv6]:PORT)")
+	}
+	if len(args) > tracer.MaxSelectors {
+		return cfg, fmt.Errorf("%d selectors: at most %d", len(args), tracer.MaxSelectors)
+	}
+	proto, err := decode.ParseProto(o.proto)
+	if err != nil {
+		return cfg, err
+	}
+	for _, a := range args {
+		s, err := decode.ParseSelector(a)
+		if err != nil {
+			return cfg, err
+		}
+		s.Proto = proto
+		cfg.Selectors = append(cfg.Selectors, s)
+	}
+	if o.count < 0 || o.duration < 0 || o.timeout <= 0 || o.stall < 0 {
+		return cfg, errors.New("--count and --duration must not be negative, --timeout must be positive")
+	}
+	if o.snaplen < 64 || o.snaplen > decode.SnapMax {
+		return cfg, fmt.Errorf("--snaplen %d: want 64..%d", o.snaplen, decode.SnapMax)
+	}
+	if len(o.vxlanPorts) > 4 {
+		return cfg, errors.New("--vxlan-ports: at most 4")
+	}
+	for _, p := range o.vxlanPorts {
+		if p == 0 || p > 65535 {
+			return cfg, fmt.Errorf("--vxlan-ports: %d is not a port", p)
+		}
+		cfg.VXLANPorts = append(cfg.VXLANPorts, uint16(p))
+	}
+	if o.queue < 1 {
+		return cfg, errors.New("--queue must be positive")
+	}
+	if strings.TrimSpace(o.node) == "" {
+		return cfg, errors.New("--node must not be empty")
+	}
+	cfg.Netns = o.netns
+	cfg.Ifaces = o.ifaces
+	cfg.AttachMode = o.attachMode
+	cfg.DropHook = o.dropHook
+	cfg.SnapLen = o.snaplen
+	cfg.QueueLen = o.queue
+	switch cfg.AttachMode {
+	case tracer.AttachAuto, tracer.AttachTCX, tracer.AttachClsact:
+	default:
+		return cfg, fmt.Errorf("--attach-mode %q: want auto, tcx or clsact", cfg.AttachMode)
+	}
+	switch cfg.DropHook {
+	case tracer.DropAuto, tracer.DropTPBTF, tracer.DropRawTP, tracer.DropNone:
+	default:
+		return cfg, fmt.Errorf("--drop-hook %q: want auto, tp_btf, raw_tp or none", cfg.DropHook)
+	}
+	return cfg, nil
+}
+
+// checkWritable fails early, before anything is attached, when the ready file could
+// not be written.
+func checkWritable(path string) error {
+	f, err := os.CreateTemp(filepath.Dir(path), ".pathtrace-ready-*")
+	if err != nil {
+		return fmt.Errorf("--ready-file %s: cannot write in %s: %w", path, filepath.Dir(path), err)
+	}
+	name := f.Name()
+	f.Close()
+	return os.Remove(name)
+}
+
+// writeReady writes the ready file whole (through a rename), so a script that sees it
+// sees all of it.
+func writeReady(path string, tr *tracer.Tracer) error {
+	tmp := path + ".tmp"
+	body := fmt.Sprintf("mode: %s\nattached: %s\n", tr.Mode(), strings.Join(tr.Attachments(), ", "))
+	if err := os.WriteFile(tmp, []byte(body), 0o644); err != nil {
+		return fmt.Errorf("write --ready-file: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("write --ready-file: %w", err)
+	}
+	return nil
+}
+
+func monoNow() uint64 {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return uint64(ts.Nano())
+}

@@ -1,0 +1,130 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/pathtrace/pathtrace/decode"
+	"github.com/pathtrace/pathtrace/exporter"
+	"github.com/pathtrace/pathtrace/tracer"
+)
+
+// runner feeds the tracer's events to the assembler and the finished journeys to the
+// writer, and reports losses as they happen.
+type runner struct {
+	asm    *decode.Assembler
+	out    exporter.Writer
+	tr     *tracer.Tracer
+	stderr io.Writer
+	limit  int // journeys to print; 0 no limit
+
+	written  int
+	lastLost uint64
+}
+
+var errLimit = fmt.Errorf("journey limit reached")
+
+func (r *runner) emit(js []*decode.Journey) error {
+	for _, j := range js {
+		if r.limit > 0 && r.written >= r.limit {
+			return errLimit
+		}
+		if err := r.out.Write(j); err != nil {
+			return fmt.Errorf("write output: %w", err)
+		}
+		r.written++
+	}
+	if r.limit > 0 && r.written >= r.limit {
+		return errLimit
+	}
+	return nil
+}
+
+func (r *runner) loop(ctx context.Context, duration time.Duration) error {
+	var deadline <-chan time.Time
+	if duration > 0 {
+		tm := time.NewTimer(duration)
+		defer tm.Stop()
+		deadline = tm.C
+	}
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	lossCheck := time.NewTicker(time.Second)
+	defer lossCheck.Stop()
+
+	err := func() error {
+		for {
+			select {
+			case ev, ok := <-r.tr.Events():
+				if !ok {
+					return nil
+				}
+				if err := r.emit(r.asm.Add(&ev)); err != nil {
+					return err
+				}
+			case <-tick.C:
+				if err := r.emit(r.asm.Expire(monoNow())); err != nil {
+					return err
+				}
+			case <-lossCheck.C:
+				r.reportLoss(false)
+			case <-deadline:
+				return nil
+			case <-ctx.Done():
+				return nil
+			}
+		}
+	}()
+	// Detach first, so nothing new arrives, then take what the kernel already wrote.
+	cerr := r.tr.Close()
+	if err == nil {
+		for ev := range r.tr.Events() {
+			if err = r.emit(r.asm.Add(&ev)); err != nil {
+				break
+			}
+		}
+	}
+	if err == nil {
+		err = r.emit(r.asm.Flush(monoNow()))
+	}
+	r.reportLoss(true)
+	if err == errLimit {
+		err = nil
+	}
+	if err == nil && cerr != nil {
+		err = cerr
+	}
+	return err
+}
+
+// reportLoss warns when events were lost since the last report, and sums up at the end.
+func (r *runner) reportLoss(final bool) {
+	s := r.tr.Stats()
+	a := r.asm.Stats()
+	lost := s.KernelLostTotal() + s.QueueDrops + a.Evicted
+	if !final {
+		if lost > r.lastLost {
+			fmt.Fprintf(r.stderr, "pathtrace: WARNING: %d events lost in the last second (%s)\n", lost-r.lastLost, lossDetail(s, a))
+		}
+		r.lastLost = lost
+		return
+	}
+	fmt.Fprintf(r.stderr, "pathtrace: %d journeys; %d events received, %s\n", r.written, s.Received, lossDetail(s, a))
+}
+
+func lossDetail(s tracer.Stats, a decode.Stats) string {
+	var per []string
+	for slot, cpus := range s.KernelLost {
+		name := [...]string{"hops", "drops"}[slot]
+		var parts []string
+		for cpu, v := range cpus {
+			parts = append(parts, fmt.Sprintf("cpu%d=%d", cpu, v))
+		}
+		per = append(per, name+": "+strings.Join(parts, " "))
+	}
+	return fmt.Sprintf("lost: %d in the kernel (ring buffer full; %s), %d in the user queue, %d undecodable, %d journeys evicted",
+		s.KernelLostTotal(), strings.Join(per, "; "), s.QueueDrops, s.BadRecords+a.Unparsable, a.Evicted)
+}

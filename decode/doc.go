@@ -1,0 +1,41 @@
+// Package decode turns the kernel's events into packet journeys: it parses the bytes an
+// event carries (Ethernet, IPv4, IPv6, TCP, UDP, ICMP, ICMPv6, VXLAN), recognises the
+// same packet at every hop, and decides what became of it (delivered, forwarded,
+// dropped with the kernel's reason and location, or lost), with the stalls on the way.
+//
+// It is pure Go: no privileges, no kernel, no I/O of its own. Everything it needs to
+// know about the running system (interfaces, local addresses, the drop-reason names
+// from the kernel's BTF, the kallsyms table) is handed to it in a Config, so it can be
+// tested from byte fixtures. It must not load, attach or read anything from the kernel;
+// that is the tracer package's job.
+//
+// # Packet identity
+//
+// Each packet gets a 64-bit ID, an FNV-1a hash of the fields that no hop on a node or on
+// the way to another node rewrites:
+//
+//   - the IP version, the protocol, and the IP total length;
+//   - the IPv4 identification field (and, for fragments, only the header);
+//   - TCP: sequence number, acknowledgement number, flags, and the timestamp option's
+//     TSval and TSecr;
+//   - UDP: up to 16 bytes of payload (bounded by the IP length, never link padding);
+//   - ICMP and ICMPv6: type, code, echo sequence number and up to 16 bytes of payload.
+//
+// Left out on purpose: addresses and ports (NAT rewrites them, and the later NAT work
+// follows a packet through DNAT and SNAT by this ID), the TTL and hop limit (each routed
+// hop decrements them), checksums, the ICMP echo identifier (NAT rewrites it), and the
+// outer headers of a tunnel. For a VXLAN packet the ID is that of the inner packet, so
+// a packet keeps its ID through encapsulation, across the veth's namespace crossing,
+// and on the other node, which computes the same ID from the same bytes: a later join
+// of two nodes' journeys matches on it, with time order to break the rare tie.
+//
+// A TCP retransmission is not confused with the original: Linux gives it a new IPv4
+// identification (the per-socket counter advances with every packet sent) and, with
+// TCP timestamps on (the default), a new TSval. Where both are absent (IPv6 with
+// timestamps turned off), a retransmission sent before the original's journey closed
+// joins that journey; the retransmission timer (200 ms or more) and the journey
+// timeout bound how often that can happen.
+//
+// Events of one ID are one journey until no event arrives for the timeout; then the
+// journey is closed and judged. Hops are ordered by their kernel timestamps.
+package decode

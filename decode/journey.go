@@ -1,0 +1,382 @@
+package decode
+
+import (
+	"fmt"
+	"net/netip"
+	"sort"
+	"time"
+)
+
+// IfaceKind is the role an interface plays on a node's packet path.
+type IfaceKind uint8
+
+// Interface roles. They also name the hop classes of later metrics.
+const (
+	KindUnknown IfaceKind = iota
+	KindPod               // host side of a pod's veth
+	KindBridge            // the CNI bridge (cni0)
+	KindOverlay           // a tunnel device (flannel.1, any VXLAN or Geneve)
+	KindUplink            // the node's underlay NIC (eth0)
+)
+
+func (k IfaceKind) String() string {
+	switch k {
+	case KindPod:
+		return "pod"
+	case KindBridge:
+		return "bridge"
+	case KindOverlay:
+		return "overlay"
+	case KindUplink:
+		return "uplink"
+	}
+	return "unknown"
+}
+
+// Iface is a traced interface of the node.
+type Iface struct {
+	Index int
+	Name  string
+	Kind  IfaceKind
+}
+
+// Verdict is what became of a packet.
+type Verdict uint8
+
+// Verdicts.
+const (
+	Unfinished Verdict = iota // tracing stopped before the packet's fate was known
+	Delivered                 // handed to a pod, or to the node's own stack
+	Forwarded                 // left the node through the uplink or a tunnel
+	Dropped                   // kfree_skb freed it
+	Lost                      // seen, then nothing within the timeout and no drop
+)
+
+func (v Verdict) String() string {
+	switch v {
+	case Delivered:
+		return "delivered"
+	case Forwarded:
+		return "forwarded"
+	case Dropped:
+		return "dropped"
+	case Lost:
+		return "lost"
+	}
+	return "unfinished"
+}
+
+// Hop is one sighting of a packet on an interface.
+type Hop struct {
+	Node    string
+	Ifindex uint32
+	Ifname  string
+	Kind    IfaceKind
+	Dir     Dir
+	TimeNs  uint64 // CLOCK_MONOTONIC of the node
+	Len     uint32 // skb->len at this hop
+	Flow    Flow   // the (inner) flow as seen here; NAT may change it between hops
+	Outer   *Outer // the VXLAN header when the packet is encapsulated here
+	TTL     uint8
+}
+
+// Name is "ifname dir", as in "cni0 ingress".
+func (h *Hop) Name() string { return h.Ifname + " " + h.Dir.String() }
+
+// Drop is the kernel's account of a packet's death.
+type Drop struct {
+	Reason   string // as the running kernel names it, e.g. NETFILTER_DROP; "" when the kernel gives none
+	Code     uint32
+	Location string // symbol+0xoff
+	Addr     uint64
+	Ifname   string // skb->dev at the time, may be empty
+	Netns    uint32
+	TimeNs   uint64
+}
+
+// Stall is the largest hop-to-hop delay above the stall threshold.
+type Stall struct {
+	From    string // hop before the delay, "flannel.1 egress"
+	Hop     string // hop after it, "eth0 egress"
+	DeltaNs uint64
+}
+
+// Journey is one packet's path through a node.
+type Journey struct {
+	ID       uint64
+	Node     string
+	Flow     Flow // as first seen
+	TCPFlags uint8
+	IPLen    uint16
+	Hops     []Hop
+	Drop     *Drop
+	Verdict  Verdict
+	// Where says where the verdict happened: the interface that delivered or
+	// forwarded the packet, or the last hop before it was lost or dropped.
+	Where string
+	Stall *Stall
+
+	lastNs uint64
+}
+
+// Config is what the assembler needs to know about the node.
+type Config struct {
+	Node       string
+	Timeout    time.Duration // a journey with no event for this long is closed
+	Stall      time.Duration // hop-to-hop delays above this are stalls; 0 disables
+	VXLANPorts []uint16
+	Ifaces     []Iface      // the traced interfaces, by index
+	LocalAddrs []netip.Addr // addresses of the node: packets to them end in its stack
+	Reasons    DropReasons  // nil: the kernel reports no drop reasons
+	Symbols    *Symbols     // nil: locations in hex
+	MaxOpen    int          // bound on journeys in flight; 0 means 65536
+}
+
+// Stats counts what the assembler did, including what it could not use.
+type Stats struct {
+	Events     uint64 // events added
+	Unparsable uint64 // events whose bytes were not an IP packet
+	NotDrops   uint64 // kfree_skb events whose reason says consumed
+	Evicted    uint64 // journeys closed early because MaxOpen was reached
+	Journeys   uint64 // journeys closed
+}
+
+// Assembler groups events into journeys by packet identity. It is not safe for
+// concurrent use; one goroutine feeds it.
+type Assembler struct {
+	cfg     Config
+	ifaces  map[uint32]Iface
+	local   map[netip.Addr]bool
+	open    map[uint64]*Journey
+	stats   Stats
+	timeNs  uint64
+	maxOpen int
+}
+
+// NewAssembler returns an assembler for one node.
+func NewAssembler(cfg Config) *Assembler {
+	if len(cfg.VXLANPorts) == 0 {
+		cfg.VXLANPorts = DefaultVXLANPorts
+	}
+	a := &Assembler{
+		cfg:     cfg,
+		ifaces:  make(map[uint32]Iface, len(cfg.Ifaces)),
+		local:   make(map[netip.Addr]bool, len(cfg.LocalAddrs)),
+		open:    make(map[uint64]*Journey),
+		maxOpen: cfg.MaxOpen,
+	}
+	if a.maxOpen <= 0 {
+		a.maxOpen = 65536
+	}
+	for _, i := range cfg.Ifaces {
+		a.ifaces[uint32(i.Index)] = i
+	}
+	for _, ad := range cfg.LocalAddrs {
+		a.local[ad.Unmap()] = true
+	}
+	return a
+}
+
+// Stats returns the counters so far.
+func (a *Assembler) Stats() Stats { return a.stats }
+
+// Open returns the number of journeys in flight.
+func (a *Assembler) Open() int { return len(a.open) }
+
+// Add files one event into its journey. Journeys evicted to stay within MaxOpen are
+// returned closed.
+func (a *Assembler) Add(ev *Event) []*Journey {
+	a.stats.Events++
+	var p Packet
+	if err := ParsePacket(ev.Packet(), ev.L2, a.cfg.VXLANPorts, &p); err != nil {
+		a.stats.Unparsable++
+		return nil
+	}
+	if ev.Kind == KindDrop && a.cfg.Reasons != nil && a.cfg.Reasons.NotADrop(ev.Reason) {
+		a.stats.NotDrops++
+		return nil
+	}
+	var evicted []*Journey
+	j := a.open[p.ID]
+	if j == nil {
+		if len(a.open) >= a.maxOpen {
+			evicted = a.evictOldest()
+		}
+		j = &Journey{ID: p.ID, Node: a.cfg.Node, Flow: p.Flow, TCPFlags: p.TCPFlags, IPLen: p.IPLen}
+		a.open[p.ID] = j
+	}
+	if ev.TimeNs > j.lastNs {
+		j.lastNs = ev.TimeNs
+	}
+	switch ev.Kind {
+	case KindHop:
+		h := Hop{Node: a.cfg.Node, Ifindex: ev.Ifindex, Dir: ev.Dir, TimeNs: ev.TimeNs,
+			Len: ev.Len, Flow: p.Flow, TTL: p.TTL}
+		if p.Outer != nil {
+			o := *p.Outer
+			h.Outer = &o
+		}
+		if i, ok := a.ifaces[ev.Ifindex]; ok {
+			h.Ifname, h.Kind = i.Name, i.Kind
+		} else {
+			h.Ifname = ev.IfnameString()
+			if h.Ifname == "" {
+				h.Ifname = fmt.Sprintf("if%d", ev.Ifindex)
+			}
+		}
+		j.Hops = append(j.Hops, h)
+	case KindDrop:
+		d := &Drop{Code: ev.Reason, Addr: ev.Location, Ifname: ev.IfnameString(),
+			Netns: ev.Netns, TimeNs: ev.TimeNs, Location: a.cfg.Symbols.Symbolize(ev.Location)}
+		if a.cfg.Reasons != nil {
+			d.Reason = a.cfg.Reasons.Name(ev.Reason)
+		}
+		if j.Drop == nil {
+			j.Drop = d
+		}
+	}
+	if ev.TimeNs > a.timeNs {
+		a.timeNs = ev.TimeNs
+	}
+	return evicted
+}
+
+func (a *Assembler) evictOldest() []*Journey {
+	var oldest *Journey
+	for _, j := range a.open {
+		if oldest == nil || j.lastNs < oldest.lastNs {
+			oldest = j
+		}
+	}
+	if oldest == nil {
+		return nil
+	}
+	a.stats.Evicted++
+	delete(a.open, oldest.ID)
+	a.finish(oldest, true)
+	return []*Journey{oldest}
+}
+
+// Expire closes the journeys that had no event for the timeout, as of nowNs
+// (CLOCK_MONOTONIC), and returns them oldest first.
+func (a *Assembler) Expire(nowNs uint64) []*Journey {
+	timeout := uint64(a.cfg.Timeout)
+	var done []*Journey
+	for id, j := range a.open {
+		if nowNs >= j.lastNs && nowNs-j.lastNs >= timeout {
+			delete(a.open, id)
+			a.finish(j, true)
+			done = append(done, j)
+		}
+	}
+	sortJourneys(done)
+	return done
+}
+
+// Flush closes every open journey. Those whose timeout had not run out as of nowNs and
+// whose fate is unknown are Unfinished rather than Lost.
+func (a *Assembler) Flush(nowNs uint64) []*Journey {
+	timeout := uint64(a.cfg.Timeout)
+	var done []*Journey
+	for id, j := range a.open {
+		delete(a.open, id)
+		a.finish(j, nowNs >= j.lastNs && nowNs-j.lastNs >= timeout)
+		done = append(done, j)
+	}
+	sortJourneys(done)
+	return done
+}
+
+func sortJourneys(js []*Journey) {
+	sort.Slice(js, func(i, k int) bool { return js[i].firstNs() < js[k].firstNs() })
+}
+
+func (j *Journey) firstNs() uint64 {
+	if len(j.Hops) > 0 {
+		return j.Hops[0].TimeNs
+	}
+	if j.Drop != nil {
+		return j.Drop.TimeNs
+	}
+	return j.lastNs
+}
+
+// FirstNs is the time of the journey's first event.
+func (j *Journey) FirstNs() uint64 { return j.firstNs() }
+
+// finish orders the hops, finds the largest stall and decides the verdict. timedOut
+// says whether the timeout ran out (else a journey without an end is Unfinished).
+func (a *Assembler) finish(j *Journey, timedOut bool) {
+	a.stats.Journeys++
+	sort.SliceStable(j.Hops, func(i, k int) bool { return j.Hops[i].TimeNs < j.Hops[k].TimeNs })
+	if a.cfg.Stall > 0 {
+		for i := 1; i < len(j.Hops); i++ {
+			d := j.Hops[i].TimeNs - j.Hops[i-1].TimeNs
+			if d > uint64(a.cfg.Stall) && (j.Stall == nil || d > j.Stall.DeltaNs) {
+				j.Stall = &Stall{From: j.Hops[i-1].Name(), Hop: j.Hops[i].Name(), DeltaNs: d}
+			}
+		}
+	}
+	if j.Drop != nil {
+		j.Verdict = Dropped
+		if n := len(j.Hops); n > 0 {
+			j.Where = j.Hops[n-1].Name()
+		}
+		return
+	}
+	if len(j.Hops) == 0 {
+		j.Verdict = Unfinished
+		return
+	}
+	last := &j.Hops[len(j.Hops)-1]
+	j.Where = last.Ifname
+	switch {
+	case last.Dir == Egress && last.Kind == KindPod:
+		j.Verdict = Delivered
+	case last.Dir == Egress && (last.Kind == KindUplink || last.Kind == KindOverlay):
+		j.Verdict = Forwarded
+	case last.Dir == Ingress && a.toLocal(last):
+		j.Verdict = Delivered
+	default:
+		j.Where = last.Name()
+		if timedOut {
+			j.Verdict = Lost
+		} else {
+			j.Verdict = Unfinished
+		}
+	}
+}
+
+// toLocal reports whether the packet at an ingress hop is addressed to the node. For a
+// VXLAN packet that is the inner destination: an outer one addressed to the node must
+// still reach the tunnel device.
+func (a *Assembler) toLocal(h *Hop) bool {
+	return a.local[h.Flow.Dst.Addr().Unmap()]
+}
+
+// Summary is the verdict in words, as the human output prints it.
+func (j *Journey) Summary() string {
+	switch j.Verdict {
+	case Delivered:
+		last := j.Hops[len(j.Hops)-1]
+		if last.Dir == Egress {
+			return "delivered to pod via " + last.Ifname
+		}
+		return "delivered to the node's stack via " + last.Ifname
+	case Forwarded:
+		return "forwarded via " + j.Where
+	case Dropped:
+		s := "dropped"
+		if j.Drop.Reason != "" {
+			s += ": " + j.Drop.Reason
+		}
+		s += " at " + j.Drop.Location
+		if j.Where != "" {
+			s += " (after " + j.Where + ")"
+		}
+		return s
+	case Lost:
+		return "lost after " + j.Where + ": no further hop and no drop within the timeout"
+	}
+	return "unfinished: tracing stopped before the packet's fate was known"
+}

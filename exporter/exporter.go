@@ -1,0 +1,223 @@
+package exporter
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/pathtrace/pathtrace/decode"
+)
+
+// Writer writes journeys somewhere.
+type Writer interface {
+	Write(j *decode.Journey) error
+}
+
+// Clock converts the kernel's CLOCK_MONOTONIC timestamps to wall-clock time.
+type Clock struct {
+	OffsetNs int64 // wall-clock ns minus monotonic ns, measured once at start
+}
+
+// Wall returns the wall-clock time, in Unix ns, of a monotonic timestamp.
+func (c Clock) Wall(monoNs uint64) int64 { return int64(monoNs) + c.OffsetNs }
+
+// Text writes one block per journey, as a person reads it.
+type Text struct {
+	w *bufio.Writer
+}
+
+// NewText returns a text writer; every journey is flushed as soon as it is written.
+func NewText(w io.Writer) *Text { return &Text{w: bufio.NewWriter(w)} }
+
+// Header is the first line of a journey: the flow, the protocol, TCP flags and length.
+func Header(j *decode.Journey) string {
+	var b strings.Builder
+	f := j.Flow
+	fmt.Fprintf(&b, "%s → %s %s", f.Endpoint(f.Src), f.Endpoint(f.Dst), strings.ToUpper(decode.ProtoName(f.Proto)))
+	if f.Proto == decode.ProtoTCP {
+		fmt.Fprintf(&b, " [%s]", decode.TCPFlagString(j.TCPFlags))
+	}
+	fmt.Fprintf(&b, " len=%d", j.IPLen)
+	return b.String()
+}
+
+// Offset formats a duration as the hop lines show it: µs below 100 ms, then ms.
+func Offset(ns uint64) string {
+	d := time.Duration(ns)
+	if d < 100*time.Millisecond {
+		return fmt.Sprintf("+%dµs", ns/1000)
+	}
+	return fmt.Sprintf("+%.1fms", float64(ns)/1e6)
+}
+
+func (t *Text) Write(j *decode.Journey) error {
+	w := t.w
+	fmt.Fprintln(w, Header(j))
+	start := j.FirstNs()
+	name := 0
+	for _, h := range j.Hops {
+		name = max(name, len(h.Ifname))
+	}
+	if j.Drop != nil {
+		name = max(name, len("✗ dropped"))
+	}
+	dropShown := j.Drop == nil
+	showDrop := func() {
+		d := j.Drop
+		fmt.Fprintf(w, "  %-10s%s  %-*s  ", Offset(d.TimeNs-start), j.Node, name, "✗ dropped")
+		if d.Reason != "" {
+			fmt.Fprintf(w, "%s ", d.Reason)
+		}
+		fmt.Fprintf(w, "at %s", d.Location)
+		if d.Ifname != "" {
+			fmt.Fprintf(w, " (dev %s)", d.Ifname)
+		}
+		fmt.Fprintln(w)
+		dropShown = true
+	}
+	for i := range j.Hops {
+		h := &j.Hops[i]
+		if !dropShown && j.Drop.TimeNs < h.TimeNs {
+			showDrop()
+		}
+		fmt.Fprintf(w, "  %-10s%s  %-*s  %-7s", Offset(h.TimeNs-start), h.Node, name, h.Ifname, h.Dir)
+		if o := h.Outer; o != nil {
+			fmt.Fprintf(w, "  vxlan vni=%d %s→%s", o.VNI, o.Src, o.Dst)
+		}
+		if h.Flow != j.Flow && h.Flow != j.Flow.Reverse() {
+			fmt.Fprintf(w, "  as %s → %s", h.Flow.Endpoint(h.Flow.Src), h.Flow.Endpoint(h.Flow.Dst))
+		}
+		fmt.Fprintln(w)
+	}
+	if !dropShown {
+		showDrop()
+	}
+	if s := j.Stall; s != nil {
+		fmt.Fprintf(w, "  stall: %s between %s and %s\n", time.Duration(s.DeltaNs).Round(time.Microsecond), s.From, s.Hop)
+	}
+	fmt.Fprintf(w, "  %s\n\n", j.Summary())
+	return w.Flush()
+}
+
+// JSON writes one object per journey, per line.
+type JSON struct {
+	w     *bufio.Writer
+	enc   *json.Encoder
+	clock Clock
+}
+
+// NewJSON returns a JSON Lines writer; t_ns fields are wall-clock Unix ns.
+func NewJSON(w io.Writer, clock Clock) *JSON {
+	bw := bufio.NewWriter(w)
+	enc := json.NewEncoder(bw)
+	enc.SetEscapeHTML(false)
+	return &JSON{w: bw, enc: enc, clock: clock}
+}
+
+// JourneyJSON is the JSON form of a journey. Field names are an interface: add, never
+// rename.
+type JourneyJSON struct {
+	ID       string     `json:"id"`
+	Node     string     `json:"node"`
+	Flow     FlowJSON   `json:"flow"`
+	TCPFlags string     `json:"tcp_flags,omitempty"`
+	Len      uint16     `json:"len"`
+	Hops     []HopJSON  `json:"hops"`
+	Verdict  string     `json:"verdict"`
+	Where    string     `json:"where,omitempty"`
+	Summary  string     `json:"summary"`
+	Drop     *DropJSON  `json:"drop,omitempty"`
+	Stall    *StallJSON `json:"stall,omitempty"`
+}
+
+// FlowJSON is a 5-tuple.
+type FlowJSON struct {
+	Proto string `json:"proto"`
+	Src   string `json:"src"`
+	Dst   string `json:"dst"`
+}
+
+// HopJSON is one hop.
+type HopJSON struct {
+	Node    string     `json:"node"`
+	Ifname  string     `json:"ifname"`
+	Ifindex uint32     `json:"ifindex"`
+	Kind    string     `json:"kind"`
+	Dir     string     `json:"dir"`
+	TNs     int64      `json:"t_ns"`
+	DeltaNs uint64     `json:"delta_ns"`
+	Len     uint32     `json:"len"`
+	Flow    *FlowJSON  `json:"flow,omitempty"` // only where NAT changed it
+	VXLAN   *VXLANJSON `json:"vxlan,omitempty"`
+}
+
+// VXLANJSON is the underlay header of an encapsulated hop.
+type VXLANJSON struct {
+	VNI uint32 `json:"vni"`
+	Src string `json:"src"`
+	Dst string `json:"dst"`
+}
+
+// DropJSON is the kernel's account of a drop.
+type DropJSON struct {
+	Reason   string `json:"reason,omitempty"`
+	Code     uint32 `json:"code"`
+	Location string `json:"location"`
+	Ifname   string `json:"ifname,omitempty"`
+	TNs      int64  `json:"t_ns"`
+}
+
+// StallJSON is the largest hop-to-hop delay above the threshold.
+type StallJSON struct {
+	Hop     string `json:"hop"`
+	From    string `json:"from"`
+	DeltaNs uint64 `json:"delta_ns"`
+}
+
+func flowJSON(f decode.Flow) FlowJSON {
+	return FlowJSON{Proto: decode.ProtoName(f.Proto), Src: f.Endpoint(f.Src), Dst: f.Endpoint(f.Dst)}
+}
+
+// ToJSON converts a journey.
+func ToJSON(j *decode.Journey, clock Clock) JourneyJSON {
+	out := JourneyJSON{
+		ID: fmt.Sprintf("%016x", j.ID), Node: j.Node, Flow: flowJSON(j.Flow), Len: j.IPLen,
+		Verdict: j.Verdict.String(), Where: j.Where, Summary: j.Summary(), Hops: []HopJSON{},
+	}
+	if j.Flow.Proto == decode.ProtoTCP {
+		out.TCPFlags = decode.TCPFlagString(j.TCPFlags)
+	}
+	for i := range j.Hops {
+		h := &j.Hops[i]
+		hj := HopJSON{Node: h.Node, Ifname: h.Ifname, Ifindex: h.Ifindex, Kind: h.Kind.String(),
+			Dir: h.Dir.String(), TNs: clock.Wall(h.TimeNs), Len: h.Len}
+		if i > 0 {
+			hj.DeltaNs = h.TimeNs - j.Hops[i-1].TimeNs
+		}
+		if h.Flow != j.Flow && h.Flow != j.Flow.Reverse() {
+			f := flowJSON(h.Flow)
+			hj.Flow = &f
+		}
+		if o := h.Outer; o != nil {
+			hj.VXLAN = &VXLANJSON{VNI: o.VNI, Src: o.Src.String(), Dst: o.Dst.String()}
+		}
+		out.Hops = append(out.Hops, hj)
+	}
+	if d := j.Drop; d != nil {
+		out.Drop = &DropJSON{Reason: d.Reason, Code: d.Code, Location: d.Location, Ifname: d.Ifname, TNs: clock.Wall(d.TimeNs)}
+	}
+	if s := j.Stall; s != nil {
+		out.Stall = &StallJSON{Hop: s.Hop, From: s.From, DeltaNs: s.DeltaNs}
+	}
+	return out
+}
+
+func (x *JSON) Write(j *decode.Journey) error {
+	if err := x.enc.Encode(ToJSON(j, x.clock)); err != nil {
+		return err
+	}
+	return x.w.Flush()
+}

@@ -1,0 +1,186 @@
+package tracer
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/pathtrace/pathtrace/decode"
+)
+
+// DefaultIfaces match the host side of pod veths, the CNI bridge, the flannel tunnel
+// and the uplink of a flannel node.
+var DefaultIfaces = []string{"veth*", "cni0", "flannel.1", "eth0"}
+
+// iface is a traced interface with what attaching needs.
+type iface struct {
+	decode.Iface
+	l2 bool // has an Ethernet header
+}
+
+// findLinks lists the namespace's interfaces whose names match one of the glob
+// patterns, with their roles.
+func findLinks(h *netlink.Handle, patterns []string) ([]iface, error) {
+	for _, p := range patterns {
+		if _, err := path.Match(p, ""); err != nil {
+			return nil, fmt.Errorf("interface pattern %q: %w", p, err)
+		}
+	}
+	all, err := h.LinkList()
+	if err != nil {
+		return nil, fmt.Errorf("list interfaces: %w", err)
+	}
+	uplinks := uplinkIndexes(h, all)
+	var out []iface
+	for _, l := range all {
+		a := l.Attrs()
+		if a.Flags&net.FlagLoopback != 0 || !matchAny(patterns, a.Name) {
+			continue
+		}
+		out = append(out, iface{
+			Iface: decode.Iface{Index: a.Index, Name: a.Name, Kind: classify(l, uplinks)},
+			l2:    len(a.HardwareAddr) == 6,
+		})
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("no interface matches %s (see `ip link`; set --ifaces)", strings.Join(patterns, ","))
+	}
+	return out, nil
+}
+
+func matchAny(patterns []string, name string) bool {
+	for _, p := range patterns {
+		if ok, _ := path.Match(p, name); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// uplinkIndexes returns the interfaces that carry the node's traffic out: those under a
+// tunnel device and those with a default route.
+func uplinkIndexes(h *netlink.Handle, all []netlink.Link) map[int]bool {
+	up := map[int]bool{}
+	for _, l := range all {
+		if v, ok := l.(*netlink.Vxlan); ok && v.VtepDevIndex > 0 {
+			up[v.VtepDevIndex] = true
+		}
+		if p := l.Attrs().ParentIndex; p > 0 && isTunnel(l.Type()) {
+			up[p] = true
+		}
+	}
+	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+		routes, err := h.RouteList(nil, fam)
+		if err != nil {
+			continue
+		}
+		for _, r := range routes {
+			if r.Dst == nil || r.Dst.IP.IsUnspecified() && isZeroMask(r.Dst.Mask) {
+				up[r.LinkIndex] = true
+			}
+		}
+	}
+	return up
+}
+
+func isZeroMask(m []byte) bool {
+	for _, b := range m {
+		if b != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func isTunnel(t string) bool {
+	switch t {
+	case "vxlan", "geneve", "ipip", "gre", "gretap", "ip6tnl", "ip6gre", "ip6gretap", "sit", "wireguard", "vti", "vti6":
+		return true
+	}
+	return false
+}
+
+// classify gives an interface its role: tunnels are overlay, bridges bridge, the
+// devices a tunnel or the default route uses are uplinks, other veths face pods.
+func classify(l netlink.Link, uplinks map[int]bool) decode.IfaceKind {
+	switch {
+	case isTunnel(l.Type()):
+		return decode.KindOverlay
+	case l.Type() == "bridge":
+		return decode.KindBridge
+	case uplinks[l.Attrs().Index]:
+		return decode.KindUplink
+	case l.Type() == "veth":
+		return decode.KindPod
+	}
+	return decode.KindUplink
+}
+
+// localAddrs lists the namespace's own addresses.
+func localAddrs(h *netlink.Handle) ([]netip.Addr, error) {
+	addrs, err := h.AddrList(nil, netlink.FAMILY_ALL)
+	if err != nil {
+		return nil, fmt.Errorf("list addresses: %w", err)
+	}
+	var out []netip.Addr
+	for _, a := range addrs {
+		if ip, ok := netip.AddrFromSlice(a.IP); ok {
+			out = append(out, ip.Unmap())
+		}
+	}
+	return out, nil
+}
+
+// podNetns finds the network namespaces at the far end of the node's veths, so that
+// drops inside a pod count as this node's. The kernel names a peer namespace only by
+// an ID local to the node's namespace; candidates from /run/netns and /proc/*/ns/net
+// are asked for their ID until every peer is found.
+func podNetns(h *netlink.Handle, links []netlink.Link) []uint32 {
+	want := map[int]bool{}
+	for _, l := range links {
+		if l.Type() == "veth" && l.Attrs().NetNsID >= 0 {
+			want[l.Attrs().NetNsID] = true
+		}
+	}
+	if len(want) == 0 {
+		return nil
+	}
+	var cands []string
+	for _, dir := range []string{"/run/netns", "/var/run/netns"} {
+		if m, err := filepath.Glob(filepath.Join(dir, "*")); err == nil {
+			cands = append(cands, m...)
+		}
+	}
+	if m, err := filepath.Glob("/proc/[0-9]*/ns/net"); err == nil {
+		cands = append(cands, m...)
+	}
+	seen := map[uint32]bool{}
+	var out []uint32
+	for _, c := range cands {
+		if len(want) == 0 {
+			break
+		}
+		ino, err := inodeOf(c)
+		if err != nil || seen[ino] {
+			continue
+		}
+		seen[ino] = true
+		f, err := os.Open(c)
+		if err != nil {
+			continue
+		}
+		id, err := h.GetNetNsIdByFd(int(f.Fd()))
+		f.Close()
+		if err == nil && want[id] {
+			delete(want, id)
+			out = append(out, ino)
+		}
+	}
+	return out
+}

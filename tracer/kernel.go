@@ -1,0 +1,69 @@
+package tracer
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/cilium/ebpf/btf"
+
+	"github.com/pathtrace/pathtrace/decode"
+)
+
+// KernelBTF is where the running kernel publishes its BTF.
+const KernelBTF = "/sys/kernel/btf/vmlinux"
+
+// checkBTF fails with what to do when the kernel has no BTF: the programs are CO-RE and
+// cannot be relocated without it.
+func checkBTF() error {
+	if _, err := os.Stat(KernelBTF); err != nil {
+		return fmt.Errorf("kernel BTF not found at %s (%v): pathtrace needs a kernel built with CONFIG_DEBUG_INFO_BTF=y (most distribution kernels since 5.10 have it)", KernelBTF, err)
+	}
+	return nil
+}
+
+// DropReasons reads the names of enum skb_drop_reason from the running kernel's BTF.
+// It returns nil, without error, on kernels that have no such enum (before 5.17).
+func DropReasons(spec *btf.Spec) (decode.DropReasons, error) {
+	var e *btf.Enum
+	if err := spec.TypeByName("skb_drop_reason", &e); err != nil {
+		if errors.Is(err, btf.ErrNotFound) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("look up enum skb_drop_reason in kernel BTF: %w", err)
+	}
+	entries := make(map[string]uint32, len(e.Values))
+	for _, v := range e.Values {
+		entries[v.Name] = uint32(v.Value)
+	}
+	return decode.NewDropReasons(entries), nil
+}
+
+// kfreeSkbHasReason reports whether the kfree_skb tracepoint passes a drop reason: its
+// BTF prototype btf_trace_kfree_skb(void *, skb, location, reason, ...) has four
+// parameters or more.
+func kfreeSkbHasReason(spec *btf.Spec) bool {
+	var td *btf.Typedef
+	if err := spec.TypeByName("btf_trace_kfree_skb", &td); err != nil {
+		return false
+	}
+	ptr, ok := td.Type.(*btf.Pointer)
+	if !ok {
+		return false
+	}
+	fp, ok := ptr.Target.(*btf.FuncProto)
+	if !ok {
+		return false
+	}
+	return len(fp.Params) >= 4
+}
+
+// LoadSymbols reads /proc/kallsyms.
+func LoadSymbols() (*decode.Symbols, error) {
+	f, err := os.Open("/proc/kallsyms")
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return decode.ParseKallsyms(f)
+}

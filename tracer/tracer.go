@@ -1,0 +1,578 @@
+package tracer
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
+	"github.com/cilium/ebpf/rlimit"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/pathtrace/pathtrace/bpf"
+	"github.com/pathtrace/pathtrace/decode"
+)
+
+// Drop hook modes.
+const (
+	DropAuto  = "auto"
+	DropTPBTF = "tp_btf"
+	DropRawTP = "raw_tp"
+	DropNone  = "none"
+)
+
+// Config is everything the tracer needs to know; there are no other settings.
+type Config struct {
+	Netns      string            // "" for the caller's namespace; a name under /run/netns, or a path
+	Ifaces     []string          // glob patterns of interfaces to trace; nil means DefaultIfaces
+	AttachMode string            // AttachAuto, AttachTCX or AttachClsact
+	DropHook   string            // DropAuto, DropTPBTF, DropRawTP or DropNone
+	Selectors  []decode.Selector // which packets to report; at most MaxSelectors
+	SnapLen    int               // packet bytes per event, 1..decode.SnapMax; 0 means the maximum
+	VXLANPorts []uint16          // nil means decode.DefaultVXLANPorts; at most 4
+	QueueLen   int               // events buffered between the ring buffer and the consumer; 0 means 16384
+	RingBytes  int               // ring buffer size, a power of two multiple of the page size; 0 means 4 MiB
+}
+
+// MaxSelectors is how many selectors the kernel side checks (MAX_FILTERS).
+const MaxSelectors = 8
+
+// Mode says how the tracer ended up attached on this kernel.
+type Mode struct {
+	TC          string // "tcx" or "clsact"
+	Drop        string // "tp_btf", "raw_tp", "raw_tp (no drop reasons)" or "none"
+	DropReasons bool   // the kernel names drop reasons
+	Notes       []string
+}
+
+func (m Mode) String() string {
+	return fmt.Sprintf("tc via %s, drops via %s", m.TC, m.Drop)
+}
+
+// Stats counts events along the way, including every one that was lost.
+type Stats struct {
+	Received   uint64     // records read from the ring buffer
+	QueueDrops uint64     // records dropped because the consumer's queue was full
+	BadRecords uint64     // records that did not decode
+	KernelLost [][]uint64 // [slot][cpu]: events the kernel could not put in the ring buffer; slot 0 tc, 1 drops
+}
+
+// KernelLostTotal sums KernelLost.
+func (s Stats) KernelLostTotal() uint64 {
+	var n uint64
+	for _, per := range s.KernelLost {
+		for _, v := range per {
+			n += v
+		}
+	}
+	return n
+}
+
+// Tracer is a set of loaded and attached programs and the reader of their events.
+type Tracer struct {
+	cfg      Config
+	ns       *nsRef
+	nl       *netlink.Handle
+	maps     bpf.PathTraceMaps
+	progs    []*ebpf.Program
+	attached []detacher
+	ifaces   []iface
+	local    []netip.Addr
+	reasons  decode.DropReasons
+	mode     Mode
+	rd       *ringbuf.Reader
+	queue    chan decode.Event
+	wg       sync.WaitGroup
+
+	received, queueDrops, badRecords atomic.Uint64
+	closeOnce                        sync.Once
+	closeErr                         error
+	final                            *Stats // the counters as Close left them
+}
+
+// New checks the kernel, loads the programs, attaches them and starts reading events.
+// On any error everything done so far is undone.
+func New(cfg Config) (t *Tracer, err error) {
+	if err := validate(&cfg); err != nil {
+		return nil, err
+	}
+	if os.Geteuid() != 0 {
+		// Capabilities may still suffice; the kernel has the last word below.
+		if !hasCaps() {
+			return nil, errors.New("not permitted: run as root or grant CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN (and CAP_SYS_ADMIN on kernels before 5.8)")
+		}
+	}
+	if err := checkBTF(); err != nil {
+		return nil, err
+	}
+	t = &Tracer{cfg: cfg}
+	defer func() {
+		if err != nil {
+			t.Close()
+			t = nil
+		}
+	}()
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return t, fmt.Errorf("raise RLIMIT_MEMLOCK for BPF maps: %w", err)
+	}
+	if t.ns, err = openNetns(cfg.Netns); err != nil {
+		return t, err
+	}
+	if cfg.Netns == "" {
+		t.nl, err = netlink.NewHandle()
+	} else {
+		t.nl, err = netlink.NewHandleAt(t.ns.handle)
+	}
+	if err != nil {
+		return t, fmt.Errorf("netlink in %s: %w", t.ns, err)
+	}
+	if t.ifaces, err = findLinks(t.nl, cfg.Ifaces); err != nil {
+		return t, fmt.Errorf("%s: %w", t.ns, err)
+	}
+	if t.local, err = localAddrs(t.nl); err != nil {
+		return t, err
+	}
+	kspec, err := btf.LoadKernelSpec()
+	if err != nil {
+		return t, fmt.Errorf("read kernel BTF: %w", err)
+	}
+	if t.reasons, err = DropReasons(kspec); err != nil {
+		return t, err
+	}
+	if err := t.load(kspec); err != nil {
+		return t, err
+	}
+	if err := t.attachTC(); err != nil {
+		return t, err
+	}
+	if err := t.attachDrop(kspec); err != nil {
+		return t, err
+	}
+	if t.rd, err = ringbuf.NewReader(t.maps.Events); err != nil {
+		return t, fmt.Errorf("open ring buffer: %w", err)
+	}
+	t.queue = make(chan decode.Event, cfg.QueueLen)
+	t.wg.Add(1)
+	go t.read()
+	return t, nil
+}
+
+func validate(cfg *Config) error {
+	if len(cfg.Ifaces) == 0 {
+		cfg.Ifaces = DefaultIfaces
+	}
+	switch cfg.AttachMode {
+	case "":
+		cfg.AttachMode = AttachAuto
+	case AttachAuto, AttachTCX, AttachClsact:
+	default:
+		return fmt.Errorf("attach mode %q: want auto, tcx or clsact", cfg.AttachMode)
+	}
+	switch cfg.DropHook {
+	case "":
+		cfg.DropHook = DropAuto
+	case DropAuto, DropTPBTF, DropRawTP, DropNone:
+	default:
+		return fmt.Errorf("drop hook %q: want auto, tp_btf, raw_tp or none", cfg.DropHook)
+	}
+	if len(cfg.Selectors) == 0 {
+		return errors.New("no selector: say which packets to follow")
+	}
+	if len(cfg.Selectors) > MaxSelectors {
+		return fmt.Errorf("%d selectors: at most %d", len(cfg.Selectors), MaxSelectors)
+	}
+	if cfg.SnapLen == 0 {
+		cfg.SnapLen = decode.SnapMax
+	}
+	if cfg.SnapLen < 0 || cfg.SnapLen > decode.SnapMax {
+		return fmt.Errorf("snap length %d: want 1..%d", cfg.SnapLen, decode.SnapMax)
+	}
+	if cfg.VXLANPorts == nil {
+		cfg.VXLANPorts = decode.DefaultVXLANPorts
+	}
+	if len(cfg.VXLANPorts) > 4 {
+		return fmt.Errorf("%d VXLAN ports: at most 4", len(cfg.VXLANPorts))
+	}
+	if cfg.QueueLen == 0 {
+		cfg.QueueLen = 16384
+	}
+	if cfg.RingBytes == 0 {
+		cfg.RingBytes = 4 << 20
+	}
+	if cfg.RingBytes < os.Getpagesize() || cfg.RingBytes&(cfg.RingBytes-1) != 0 {
+		return fmt.Errorf("ring buffer size %d: want a power of two of at least one page", cfg.RingBytes)
+	}
+	return nil
+}
+
+// hasCaps reports whether the effective set holds CAP_BPF, CAP_PERFMON and
+// CAP_NET_ADMIN, or CAP_SYS_ADMIN.
+func hasCaps() bool {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return false
+	}
+	has := func(c uint) bool { return data[c/32].Effective&(1<<(c%32)) != 0 }
+	if has(unix.CAP_SYS_ADMIN) && has(unix.CAP_NET_ADMIN) {
+		return true
+	}
+	return has(unix.CAP_BPF) && has(unix.CAP_PERFMON) && has(unix.CAP_NET_ADMIN)
+}
+
+type tcProgs struct {
+	Ingress   *ebpf.Program `ebpf:"tc_ingress"`
+	Egress    *ebpf.Program `ebpf:"tc_egress"`
+	IngressL3 *ebpf.Program `ebpf:"tc_ingress_l3"`
+	EgressL3  *ebpf.Program `ebpf:"tc_egress_l3"`
+}
+
+func (t *Tracer) spec() (*ebpf.CollectionSpec, error) {
+	spec, err := bpf.LoadPathTrace()
+	if err != nil {
+		return nil, err
+	}
+	spec.Maps[bpf.PathTraceMapEvents].MaxEntries = uint32(t.cfg.RingBytes)
+	if err := spec.Variables[bpf.PathTraceVarCfgSnaplen].Set(uint32(t.cfg.SnapLen)); err != nil {
+		return nil, fmt.Errorf("set snap length: %w", err)
+	}
+	var ports [4]uint16
+	copy(ports[:], t.cfg.VXLANPorts)
+	if err := spec.Variables[bpf.PathTraceVarCfgVxlanPorts].Set(ports); err != nil {
+		return nil, fmt.Errorf("set VXLAN ports: %w", err)
+	}
+	return spec, nil
+}
+
+func (t *Tracer) replacements() map[string]*ebpf.Map {
+	return map[string]*ebpf.Map{
+		bpf.PathTraceMapEvents:     t.maps.Events,
+		bpf.PathTraceMapFilters:    t.maps.Filters,
+		bpf.PathTraceMapLost:       t.maps.Lost,
+		bpf.PathTraceMapNetnsAllow: t.maps.NetnsAllow,
+	}
+}
+
+// load creates the maps and fills the selectors and the namespace allow-list.
+func (t *Tracer) load(kspec *btf.Spec) error {
+	spec, err := t.spec()
+	if err != nil {
+		return err
+	}
+	if err := spec.LoadAndAssign(&t.maps, &ebpf.CollectionOptions{Programs: ebpf.ProgramOptions{KernelTypes: kspec}}); err != nil {
+		return loadError("create BPF maps", err)
+	}
+	for i, s := range t.cfg.Selectors {
+		f := filterOf(s)
+		if err := t.maps.Filters.Put(uint32(i), &f); err != nil {
+			return fmt.Errorf("set selector %s: %w", s, err)
+		}
+	}
+	allow := append([]uint32{t.ns.inode}, podNetns(t.nl, t.linkList())...)
+	for _, ino := range allow {
+		if err := t.maps.NetnsAllow.Put(ino, uint8(1)); err != nil {
+			return fmt.Errorf("allow network namespace %d: %w", ino, err)
+		}
+	}
+	return nil
+}
+
+func (t *Tracer) linkList() []netlink.Link {
+	ls, _ := t.nl.LinkList()
+	return ls
+}
+
+func filterOf(s decode.Selector) bpf.PathTraceFilter {
+	f := bpf.PathTraceFilter{Used: 1, Proto: s.Proto, Port: s.Port}
+	if s.Addr.IsValid() {
+		f.HasAddr = 1
+		if s.Addr.Is4() {
+			f.Family = 4
+			a := s.Addr.As4()
+			copy(f.Addr[:], a[:])
+		} else {
+			f.Family = 6
+			a := s.Addr.As16()
+			copy(f.Addr[:], a[:])
+		}
+	}
+	return f
+}
+
+// loadError explains a load failure: permissions get what to do, verifier errors their
+// full log.
+func loadError(what string, err error) error {
+	var ve *ebpf.VerifierError
+	if errors.As(err, &ve) {
+		return fmt.Errorf("%s: the kernel's verifier rejected it: %+v", what, ve)
+	}
+	if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
+		return fmt.Errorf("%s: %w: run as root or grant CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN", what, err)
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
+
+func (t *Tracer) attachTC() error {
+	spec, err := t.spec()
+	if err != nil {
+		return err
+	}
+	var p tcProgs
+	if err := spec.LoadAndAssign(&p, &ebpf.CollectionOptions{MapReplacements: t.replacements()}); err != nil {
+		return loadError("load tc programs", err)
+	}
+	t.progs = append(t.progs, p.Ingress, p.Egress, p.IngressL3, p.EgressL3)
+
+	mode := t.cfg.AttachMode
+	for i, l := range t.ifaces {
+		in, eg := p.Ingress, p.Egress
+		if !l.l2 {
+			in, eg = p.IngressL3, p.EgressL3
+		}
+		if mode != AttachClsact {
+			a, err := attachTCX(t.ns, l, in, true)
+			if err != nil && i == 0 && mode == AttachAuto && errors.Is(err, ebpf.ErrNotSupported) {
+				mode = AttachClsact
+				t.mode.Notes = append(t.mode.Notes, "tcx links not supported by this kernel (needs 6.6): using clsact")
+			} else if err != nil {
+				return err
+			} else {
+				t.attached = append(t.attached, a)
+				mode = AttachTCX
+				b, err := attachTCX(t.ns, l, eg, false)
+				if err != nil {
+					return err
+				}
+				t.attached = append(t.attached, b)
+				continue
+			}
+		}
+		q, err := ensureClsact(t.nl, l)
+		if err != nil {
+			return err
+		}
+		for _, ingress := range []bool{true, false} {
+			prog := eg
+			if ingress {
+				prog = in
+			}
+			a, err := attachClsact(t.nl, l, prog, ingress, q)
+			if err != nil {
+				if q != nil && len(t.attached) == 0 || q != nil && ingress {
+					_ = t.nl.QdiscDel(q)
+				}
+				return err
+			}
+			t.attached = append(t.attached, a)
+		}
+	}
+	t.mode.TC = mode
+	return nil
+}
+
+type dropProgs struct {
+	BTF *ebpf.Program `ebpf:"kfree_skb_btf"`
+}
+type rawProgs struct {
+	Raw *ebpf.Program `ebpf:"kfree_skb_raw"`
+}
+type rawNoReasonProgs struct {
+	Raw *ebpf.Program `ebpf:"kfree_skb_raw_noreason"`
+}
+
+func (t *Tracer) attachDrop(kspec *btf.Spec) error {
+	hook := t.cfg.DropHook
+	if hook == DropNone {
+		t.mode.Drop = DropNone
+		t.mode.Notes = append(t.mode.Notes, "drop tracing off (--drop-hook none): drops show as lost")
+		return nil
+	}
+	spec, err := t.spec()
+	if err != nil {
+		return err
+	}
+	opts := &ebpf.CollectionOptions{MapReplacements: t.replacements(), Programs: ebpf.ProgramOptions{KernelTypes: kspec}}
+	hasReason := kfreeSkbHasReason(kspec)
+	if hook == DropAuto || hook == DropTPBTF {
+		var p dropProgs
+		err := spec.LoadAndAssign(&p, opts)
+		if err == nil {
+			t.progs = append(t.progs, p.BTF)
+			var l link.Link
+			l, err = link.AttachTracing(link.TracingOptions{Program: p.BTF, AttachType: ebpf.AttachTraceRawTp})
+			if err == nil {
+				t.attached = append(t.attached, &tcxAttachment{l: l, name: "tp_btf kfree_skb"})
+				t.mode.Drop, t.mode.DropReasons = DropTPBTF, true
+				return nil
+			}
+		}
+		if hook == DropTPBTF {
+			return loadError("attach tp_btf/kfree_skb", err)
+		}
+		t.mode.Notes = append(t.mode.Notes, fmt.Sprintf("tp_btf kfree_skb unavailable (%v): using the raw tracepoint", firstLine(err)))
+	}
+	var prog *ebpf.Program
+	if hasReason {
+		var p rawProgs
+		err = spec.LoadAndAssign(&p, opts)
+		prog = p.Raw
+	} else {
+		var p rawNoReasonProgs
+		err = spec.LoadAndAssign(&p, opts)
+		prog = p.Raw
+	}
+	if err != nil {
+		return loadError("load raw_tp/kfree_skb", err)
+	}
+	t.progs = append(t.progs, prog)
+	l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: "kfree_skb", Program: prog})
+	if err != nil {
+		return loadError("attach raw tracepoint kfree_skb", err)
+	}
+	t.attached = append(t.attached, &tcxAttachment{l: l, name: "raw_tp kfree_skb"})
+	t.mode.Drop, t.mode.DropReasons = DropRawTP, hasReason
+	if !hasReason {
+		t.mode.Drop = DropRawTP + " (no drop reasons)"
+		t.mode.Notes = append(t.mode.Notes, "this kernel's kfree_skb carries no drop reason (needs 5.17): drops are reported with their location only")
+	}
+	return nil
+}
+
+func firstLine(err error) string {
+	s := err.Error()
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		s = s[:i]
+	}
+	return s
+}
+
+// read moves records from the ring buffer to the queue, counting what does not fit.
+func (t *Tracer) read() {
+	defer t.wg.Done()
+	defer close(t.queue)
+	var rec ringbuf.Record
+	for {
+		if err := t.rd.ReadInto(&rec); err != nil {
+			if errors.Is(err, ringbuf.ErrClosed) {
+				return
+			}
+			if errors.Is(err, ringbuf.ErrFlushed) || errors.Is(err, os.ErrDeadlineExceeded) {
+				continue
+			}
+			t.badRecords.Add(1)
+			continue
+		}
+		t.received.Add(1)
+		var ev decode.Event
+		if err := decode.ParseEvent(rec.RawSample, &ev); err != nil {
+			t.badRecords.Add(1)
+			continue
+		}
+		select {
+		case t.queue <- ev:
+		default:
+			t.queueDrops.Add(1)
+		}
+	}
+}
+
+// Events is the bounded queue of decoded events. It is closed after Close.
+func (t *Tracer) Events() <-chan decode.Event { return t.queue }
+
+// Ifaces are the traced interfaces with their roles.
+func (t *Tracer) Ifaces() []decode.Iface {
+	out := make([]decode.Iface, len(t.ifaces))
+	for i, l := range t.ifaces {
+		out[i] = l.Iface
+	}
+	return out
+}
+
+// LocalAddrs are the traced namespace's own addresses.
+func (t *Tracer) LocalAddrs() []netip.Addr { return t.local }
+
+// Reasons are the kernel's drop-reason names; nil when drops carry none.
+func (t *Tracer) Reasons() decode.DropReasons {
+	if !t.mode.DropReasons {
+		return nil
+	}
+	return t.reasons
+}
+
+// Mode says how the tracer attached.
+func (t *Tracer) Mode() Mode { return t.mode }
+
+// Attachments names every attachment, for the user and for tests.
+func (t *Tracer) Attachments() []string {
+	out := make([]string, len(t.attached))
+	for i, a := range t.attached {
+		out[i] = a.String()
+	}
+	return out
+}
+
+// Stats reads the counters, the kernel's per-CPU lost counts included.
+func (t *Tracer) Stats() Stats {
+	if t.final != nil {
+		return *t.final
+	}
+	s := Stats{Received: t.received.Load(), QueueDrops: t.queueDrops.Load(), BadRecords: t.badRecords.Load()}
+	if t.maps.Lost != nil {
+		for slot := uint32(0); slot < 2; slot++ {
+			var per []uint64
+			if err := t.maps.Lost.Lookup(slot, &per); err == nil {
+				s.KernelLost = append(s.KernelLost, per)
+			}
+		}
+	}
+	return s
+}
+
+// Close detaches every program, lets the reader drain what the kernel already wrote,
+// and frees everything. Events is closed once the reader is done. It is safe to call
+// more than once and on a partly built Tracer.
+func (t *Tracer) Close() error {
+	t.closeOnce.Do(func() {
+		var errs []error
+		for i := len(t.attached) - 1; i >= 0; i-- {
+			if err := t.attached[i].detach(); err != nil {
+				errs = append(errs, fmt.Errorf("detach %s: %w", t.attached[i], err))
+			}
+		}
+		t.attached = nil
+		if t.rd != nil {
+			// Nothing new can arrive: give the reader a moment to take what is there.
+			deadline := time.Now().Add(time.Second)
+			for t.rd.AvailableBytes() > 0 && time.Now().Before(deadline) {
+				time.Sleep(5 * time.Millisecond)
+			}
+			t.rd.Close()
+			t.wg.Wait()
+		}
+		final := t.Stats()
+		t.final = &final
+		for _, p := range t.progs {
+			if p != nil {
+				p.Close()
+			}
+		}
+		t.maps.Close()
+		if t.nl != nil {
+			t.nl.Close()
+		}
+		if t.ns != nil {
+			t.ns.close()
+		}
+		t.closeErr = errors.Join(errs...)
+	})
+	return t.closeErr
+}
