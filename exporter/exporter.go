@@ -62,12 +62,12 @@ func (t *Text) Write(j *decode.Journey) error {
 		name = max(name, len(h.Ifname))
 	}
 	if j.Drop != nil {
-		name = max(name, len("✗ dropped"))
+		name = max(name, len("dropped"))
 	}
 	dropShown := j.Drop == nil
 	showDrop := func() {
 		d := j.Drop
-		fmt.Fprintf(w, "  %-10s%s  %-*s  ", Offset(d.TimeNs-start), j.Node, name, "✗ dropped")
+		fmt.Fprintf(w, "  %-10s%s  %-*s  ", Offset(d.TimeNs-start), j.Node, name, "dropped")
 		if d.Reason != "" {
 			fmt.Fprintf(w, "%s ", d.Reason)
 		}
