@@ -40,6 +40,12 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
+// signals is caught from the start, so that an interrupt at any moment, even while
+// programs are being attached, ends in a clean detach.
+var signals = make(chan os.Signal, 1)
+
+func init() { signal.Notify(signals, os.Interrupt, syscall.SIGTERM) }
+
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
@@ -139,8 +145,15 @@ func follow(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
+	go func() {
+		select {
+		case <-signals:
+			stop()
+		case <-ctx.Done():
+		}
+	}()
 
 	tr, err := tracer.New(cfg)
 	if err != nil {

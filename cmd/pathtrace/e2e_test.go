@@ -1,0 +1,192 @@
+package main
+
+import (
+	"os/exec"
+	"regexp"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var locationRE = regexp.MustCompile(`^[A-Za-z0-9_.]+\+0x[0-9a-f]+$`)
+
+// A cross-node TCP connection: each node shows the SYN's hops in order, and both nodes
+// give the packet the same identity.
+func TestCrossNodeTCP(t *testing.T) {
+	needLab(t)
+	for _, mode := range []string{"tcx", "clsact"} {
+		t.Run(mode, func(t *testing.T) {
+			a := startFollow(t, "node-a", "--attach-mode", mode, "--proto", "tcp", "10.244.2.57:8080")
+			b := startFollow(t, "node-b", "--attach-mode", mode, "--proto", "tcp", "10.244.2.57:8080")
+			if out, err := pod(t, "a-api", "tcp", "10.244.2.57:8080"); err != nil || !strings.Contains(out, "ok api-b") {
+				t.Fatalf("client: %v %s", err, out)
+			}
+			ja, jb := a.stop(t), b.stop(t)
+			synA := find(ja, "S", "10.244.1.23:", "10.244.2.57:8080")
+			synB := find(jb, "S", "10.244.1.23:", "10.244.2.57:8080")
+			if len(synA) != 1 || len(synB) != 1 {
+				t.Fatalf("want one SYN journey per node, got node-a:\n%snode-b:\n%s", dump(ja), dump(jb))
+			}
+			wantA := []string{"veth1a23 ingress", "cni0 ingress", "flannel.1 egress", "eth0 egress"}
+			wantB := []string{"eth0 ingress", "flannel.1 ingress", "cni0 egress", "veth2b57 egress"}
+			if got := hopNames(synA[0]); !slices.Equal(got, wantA) || synA[0].Verdict != "forwarded" {
+				t.Errorf("node-a SYN: hops %v verdict %s, want %v forwarded", got, synA[0].Verdict, wantA)
+			}
+			if got := hopNames(synB[0]); !slices.Equal(got, wantB) || synB[0].Verdict != "delivered" {
+				t.Errorf("node-b SYN: hops %v verdict %s, want %v delivered", got, synB[0].Verdict, wantB)
+			}
+			if v := synA[0].Hops[3].VXLAN; v == nil || v.VNI != 1 || v.Src != "10.0.0.11" || v.Dst != "10.0.0.12" {
+				t.Errorf("node-a eth0 egress: vxlan %+v, want vni 1 10.0.0.11→10.0.0.12", v)
+			}
+			if synA[0].ID != synB[0].ID {
+				t.Errorf("the SYN has id %s on node-a and %s on node-b", synA[0].ID, synB[0].ID)
+			}
+			for i, h := range synA[0].Hops {
+				if i > 0 && h.TNs < synA[0].Hops[i-1].TNs {
+					t.Errorf("node-a hops out of time order: %+v", synA[0].Hops)
+				}
+			}
+			// The SYN-ACK comes back the other way on both nodes.
+			if len(find(ja, "S.", "10.244.2.57:8080", "10.244.1.23:")) != 1 {
+				t.Errorf("node-a: no SYN-ACK journey:\n%s", dump(ja))
+			}
+		})
+	}
+	assertNothingLeft(t)
+}
+
+// A FORWARD rule that drops one port: the SYN dies in netfilter and says so.
+func TestPolicyDrop(t *testing.T) {
+	needLab(t)
+	fault(t, "policy")
+	for _, hook := range []string{"tp_btf", "raw_tp"} {
+		t.Run(hook, func(t *testing.T) {
+			f := startFollow(t, "node-b", "--drop-hook", hook, "10.244.1.42:6379")
+			if out, err := pod(t, "b-api", "tcp", "10.244.1.42:6379", "--timeout", "500ms"); err == nil {
+				t.Fatalf("client got through the policy: %s", out)
+			}
+			js := f.stop(t)
+			syn := find(js, "S", "10.244.2.57:", "10.244.1.42:6379")
+			if len(syn) == 0 {
+				t.Fatalf("no SYN journey:\n%s", dump(js))
+			}
+			j := syn[0]
+			if j.Verdict != "dropped" || j.Drop == nil || j.Drop.Reason != "NETFILTER_DROP" {
+				t.Fatalf("SYN: verdict %s drop %+v, want dropped NETFILTER_DROP\n%s", j.Verdict, j.Drop, dump(js))
+			}
+			if !locationRE.MatchString(j.Drop.Location) {
+				t.Errorf("drop location %q is not symbol+0xoff", j.Drop.Location)
+			}
+			if want := []string{"veth2b57 ingress", "cni0 ingress"}; !slices.Equal(hopNames(j), want) {
+				t.Errorf("hops %v, want %v", hopNames(j), want)
+			}
+		})
+	}
+	assertNothingLeft(t)
+}
+
+// Strict rp_filter with an asymmetric route: node-b drops what arrives on flannel.1.
+func TestRPFilterDrop(t *testing.T) {
+	needLab(t)
+	fault(t, "rpfilter")
+	f := startFollow(t, "node-b", "10.244.1.23")
+	if out, err := pod(t, "a-api", "tcp", "10.244.2.57:8080", "--timeout", "500ms"); err == nil {
+		t.Fatalf("client got through: %s", out)
+	}
+	js := f.stop(t)
+	syn := find(js, "S", "10.244.1.23:", "10.244.2.57:8080")
+	if len(syn) == 0 || syn[0].Verdict != "dropped" || syn[0].Drop.Reason != "IP_RPFILTER" {
+		t.Fatalf("want the SYN dropped with IP_RPFILTER, got:\n%s", dump(js))
+	}
+	if got := hopNames(syn[0]); !slices.Equal(got, []string{"eth0 ingress", "flannel.1 ingress"}) {
+		t.Errorf("hops %v, want eth0 ingress, flannel.1 ingress", got)
+	}
+}
+
+// A blackhole route: the packet is dropped where the route lookup fails, and the
+// location names that function.
+func TestBlackholeDrop(t *testing.T) {
+	needLab(t)
+	fault(t, "blackhole")
+	f := startFollow(t, "node-a", "10.244.2.57")
+	pod(t, "a-api", "tcp", "10.244.2.57:8080", "--timeout", "500ms")
+	js := f.stop(t)
+	syn := find(js, "S", "10.244.1.23:", "10.244.2.57:8080")
+	if len(syn) == 0 || syn[0].Verdict != "dropped" || syn[0].Drop == nil {
+		t.Fatalf("want the SYN dropped, got:\n%s", dump(js))
+	}
+	if !locationRE.MatchString(syn[0].Drop.Location) {
+		t.Errorf("drop location %q is not symbol+0xoff", syn[0].Drop.Location)
+	}
+	if syn[0].Where != "cni0 ingress" {
+		t.Errorf("dropped after %q, want cni0 ingress", syn[0].Where)
+	}
+}
+
+// A 1 Mbit/s tbf on the tunnel: a burst queues (a stall between flannel.1 and eth0)
+// and overflows (QDISC_DROP).
+func TestSlowTunnel(t *testing.T) {
+	needLab(t)
+	fault(t, "slow")
+	f := startFollow(t, "node-a", "--proto", "udp", "10.244.2.57:8080")
+	pod(t, "a-api", "udp", "10.244.2.57:8080", "--count", "60", "--size", "1000")
+	time.Sleep(time.Second) // let the queue drain
+	js := f.stop(t)
+	stalls, qdrops := 0, 0
+	for _, j := range js {
+		if j.Stall != nil && j.Stall.From == "flannel.1 egress" && j.Stall.Hop == "eth0 egress" && j.Stall.DeltaNs > uint64(10*time.Millisecond) {
+			stalls++
+		}
+		if j.Verdict == "dropped" && j.Drop.Reason == "QDISC_DROP" {
+			qdrops++
+		}
+	}
+	if stalls == 0 || qdrops == 0 {
+		t.Fatalf("want stalls and qdisc drops on the slow tunnel, got %d stalls, %d drops:\n%s", stalls, qdrops, dump(js))
+	}
+	t.Logf("%d journeys: %d stalled between flannel.1 and eth0, %d QDISC_DROP", len(js), stalls, qdrops)
+}
+
+// SIGTERM at any moment, even while programs are being attached, leaves nothing behind.
+func TestSignalCleanup(t *testing.T) {
+	needLab(t)
+	for _, delay := range []time.Duration{20 * time.Millisecond, 60 * time.Millisecond, 150 * time.Millisecond, time.Second} {
+		for _, mode := range []string{"tcx", "clsact"} {
+			cmd := exec.Command(binDir+"/pathtrace", "follow", "--netns", labPrefix+"-node-a", "--attach-mode", mode, "10.244.2.57")
+			out := &strings.Builder{}
+			cmd.Stderr = out
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(delay)
+			cmd.Process.Signal(syscall.SIGTERM)
+			if err := cmd.Wait(); err != nil {
+				t.Errorf("%s, SIGTERM after %v: %v\n%s", mode, delay, err, out)
+			}
+			assertNothingLeft(t)
+		}
+	}
+}
+
+// Someone else's clsact qdisc and filter stay as they were.
+func TestClsactKeepsOthers(t *testing.T) {
+	needLab(t)
+	inNode(t, "node-a", "tc", "qdisc", "add", "dev", "cni0", "clsact")
+	t.Cleanup(func() {
+		exec.Command("ip", "netns", "exec", labPrefix+"-node-a", "tc", "qdisc", "del", "dev", "cni0", "clsact").Run()
+	})
+	// A u32 filter that matches nothing (no MAC in the lab starts 12:34:56:78), at prio 1.
+	inNode(t, "node-a", "tc", "filter", "add", "dev", "cni0", "ingress", "prio", "1", "u32", "match", "u32", "0x12345678", "0xffffffff", "at", "0")
+	f := startFollow(t, "node-a", "--attach-mode", "clsact", "10.244.2.57")
+	pod(t, "a-api", "tcp", "10.244.2.57:8080")
+	js := f.stop(t)
+	if len(find(js, "S", "10.244.1.23:", "10.244.2.57:8080")) != 1 {
+		t.Errorf("no SYN journey with a foreign filter present:\n%s", dump(js))
+	}
+	filters := inNode(t, "node-a", "tc", "filter", "show", "dev", "cni0", "ingress")
+	if !strings.Contains(filters, "12345678") || strings.Contains(filters, "pathtrace") {
+		t.Errorf("after exit, cni0 ingress filters should be the foreign u32 only:\n%s", filters)
+	}
+}

@@ -1,0 +1,285 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/pathtrace/pathtrace/exporter"
+)
+
+// The privileged tests build the lab (scripts/lab.sh) under its own prefix, run the
+// real pathtrace binary in its node namespaces and send real packets between its pods.
+// Where the environment says they must run (CI=true, as .ci/run sets, or
+// PATHTRACE_REQUIRE_PRIVILEGED=1) a missing privilege is a failure, not a skip.
+
+const labPrefix = "ptt"
+
+var (
+	binDir   string // built binaries
+	labErr   error  // why the lab could not be built
+	labUp    bool
+	repoRoot string
+)
+
+func mustRun() bool {
+	return os.Getenv("CI") == "true" || os.Getenv("PATHTRACE_REQUIRE_PRIVILEGED") == "1"
+}
+
+// needLab skips (or, where they must run, fails) tests that need root and the lab.
+func needLab(t *testing.T) {
+	t.Helper()
+	if !labUp {
+		if mustRun() {
+			t.Fatalf("privileged test cannot run: %v", labErr)
+		}
+		t.Skipf("privileged test skipped: %v", labErr)
+	}
+}
+
+func TestMain(m *testing.M) {
+	os.Exit(testMain(m))
+}
+
+func testMain(m *testing.M) int {
+	wd, _ := os.Getwd()
+	repoRoot = filepath.Join(wd, "..", "..")
+	dir, err := os.MkdirTemp("", "pathtrace-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	binDir = dir
+	for _, b := range []string{"pathtrace", "labpod"} {
+		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, b), "./cmd/"+b)
+		cmd.Dir = repoRoot
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "build %s: %v\n%s", b, err, out)
+			return 1
+		}
+	}
+	switch {
+	case os.Geteuid() != 0:
+		labErr = fmt.Errorf("not root")
+	default:
+		lab("down")
+		if out, err := lab("up"); err != nil {
+			labErr = fmt.Errorf("lab up: %v\n%s", err, out)
+			lab("down")
+		} else {
+			labUp = true
+		}
+	}
+	code := m.Run()
+	if labUp {
+		if out, err := lab("down"); err != nil {
+			fmt.Fprintf(os.Stderr, "lab down: %v\n%s", err, out)
+			code = 1
+		}
+	}
+	return code
+}
+
+func lab(args ...string) (string, error) {
+	cmd := exec.Command(filepath.Join(repoRoot, "scripts", "lab.sh"), args...)
+	cmd.Env = append(os.Environ(), "LAB_PREFIX="+labPrefix, "LABPOD="+filepath.Join(binDir, "labpod"))
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// fault turns a lab fault on for the rest of the test.
+func fault(t *testing.T, name string) {
+	t.Helper()
+	if out, err := lab("fault", name); err != nil {
+		t.Fatalf("fault %s: %v\n%s", name, err, out)
+	}
+	t.Cleanup(func() {
+		if out, err := lab("fault", name, "off"); err != nil {
+			t.Errorf("fault %s off: %v\n%s", name, err, out)
+		}
+	})
+}
+
+// pod runs labpod in a pod namespace ("a-api", "b-api", "a-redis").
+func pod(t *testing.T, name string, args ...string) (string, error) {
+	t.Helper()
+	full := append([]string{"netns", "exec", labPrefix + "-" + name, filepath.Join(binDir, "labpod")}, args...)
+	out, err := exec.Command("ip", full...).CombinedOutput()
+	return string(out), err
+}
+
+// inNode runs a command in a node namespace.
+func inNode(t *testing.T, node string, args ...string) string {
+	t.Helper()
+	full := append([]string{"netns", "exec", labPrefix + "-" + node}, args...)
+	out, err := exec.Command("ip", full...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ip %s: %v\n%s", strings.Join(full, " "), err, out)
+	}
+	return string(out)
+}
+
+type follower struct {
+	node   string
+	cmd    *exec.Cmd
+	stdout bytes.Buffer
+	stderr bytes.Buffer
+	done   chan error
+}
+
+// startFollow runs `pathtrace follow --json` in a node's namespace and waits until its
+// programs are attached.
+func startFollow(t *testing.T, node string, args ...string) *follower {
+	t.Helper()
+	ready := filepath.Join(t.TempDir(), "ready")
+	full := append([]string{"follow", "--json", "--netns", labPrefix + "-" + node, "--node", node,
+		"--ready-file", ready, "--timeout", "300ms"}, args...)
+	f := &follower{node: node, done: make(chan error, 1)}
+	f.cmd = exec.Command(filepath.Join(binDir, "pathtrace"), full...)
+	f.cmd.Stdout, f.cmd.Stderr = &f.stdout, &f.stderr
+	if err := f.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { f.done <- f.cmd.Wait() }()
+	t.Cleanup(func() {
+		if f.cmd.ProcessState == nil {
+			f.cmd.Process.Kill()
+			<-f.done
+		}
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if _, err := os.Stat(ready); err == nil {
+			return f
+		}
+		select {
+		case err := <-f.done:
+			t.Fatalf("pathtrace follow exited before it was ready: %v\n%s", err, f.stderr.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pathtrace follow not ready after 20s\n%s", f.stderr.String())
+		}
+	}
+}
+
+// stop lets the journeys in flight time out, interrupts the follower and returns what it
+// printed.
+func (f *follower) stop(t *testing.T) []exporter.JourneyJSON {
+	t.Helper()
+	time.Sleep(600 * time.Millisecond)
+	f.cmd.Process.Signal(syscall.SIGINT)
+	select {
+	case err := <-f.done:
+		if err != nil {
+			t.Fatalf("pathtrace follow on %s: %v\n%s", f.node, err, f.stderr.String())
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatalf("pathtrace follow on %s did not exit after SIGINT\n%s", f.node, f.stderr.String())
+	}
+	return parseJourneys(t, f.stdout.Bytes())
+}
+
+func parseJourneys(t *testing.T, b []byte) []exporter.JourneyJSON {
+	t.Helper()
+	var out []exporter.JourneyJSON
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		var j exporter.JourneyJSON
+		if err := json.Unmarshal(sc.Bytes(), &j); err != nil {
+			t.Fatalf("bad JSON line %q: %v", sc.Text(), err)
+		}
+		out = append(out, j)
+	}
+	return out
+}
+
+func hopNames(j exporter.JourneyJSON) []string {
+	var s []string
+	for _, h := range j.Hops {
+		s = append(s, h.Ifname+" "+h.Dir)
+	}
+	return s
+}
+
+// find returns the journeys of TCP packets with exactly these flags from src to dst.
+func find(js []exporter.JourneyJSON, flags, src, dst string) []exporter.JourneyJSON {
+	var out []exporter.JourneyJSON
+	for _, j := range js {
+		if j.TCPFlags == flags && strings.HasPrefix(j.Flow.Src, src) && strings.HasPrefix(j.Flow.Dst, dst) {
+			out = append(out, j)
+		}
+	}
+	return out
+}
+
+func dump(js []exporter.JourneyJSON) string {
+	var b strings.Builder
+	for _, j := range js {
+		fmt.Fprintf(&b, "  %s %s→%s [%s] %v %s %s\n", j.Flow.Proto, j.Flow.Src, j.Flow.Dst, j.TCPFlags, hopNames(j), j.Verdict, j.Summary)
+	}
+	return b.String()
+}
+
+// assertNothingLeft checks that no pathtrace program is loaded anywhere and that the
+// node namespaces carry no tc filter or clsact qdisc.
+func assertNothingLeft(t *testing.T) {
+	t.Helper()
+	// Programs are freed asynchronously after the last reference goes.
+	var left []string
+	for try := 0; try < 50; try++ {
+		left = loadedPrograms(t)
+		if len(left) == 0 {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if len(left) > 0 {
+		t.Errorf("programs still loaded after exit: %v", left)
+	}
+	for _, node := range []string{"node-a", "node-b"} {
+		for _, dev := range []string{"eth0", "cni0", "flannel.1"} {
+			if q := inNode(t, node, "tc", "qdisc", "show", "dev", dev); strings.Contains(q, "clsact") {
+				t.Errorf("%s %s still has a clsact qdisc: %s", node, dev, q)
+			}
+		}
+	}
+}
+
+var ourPrograms = map[string]bool{"tc_ingress": true, "tc_egress": true, "tc_ingress_l3": true,
+	"tc_egress_l3": true, "kfree_skb_btf": true, "kfree_skb_raw": true, "kfree_skb_raw_n": true}
+
+func loadedPrograms(t *testing.T) []string {
+	t.Helper()
+	var out []string
+	id := ebpf.ProgramID(0)
+	for {
+		next, err := ebpf.ProgramGetNextID(id)
+		if err != nil {
+			return out
+		}
+		id = next
+		p, err := ebpf.NewProgramFromID(id)
+		if err != nil {
+			continue
+		}
+		info, err := p.Info()
+		p.Close()
+		if err == nil && ourPrograms[info.Name] {
+			out = append(out, fmt.Sprintf("%s (id %d)", info.Name, id))
+		}
+	}
+}
