@@ -1,0 +1,51 @@
+# pathtrace: make help lists the targets.
+SHELL := /bin/bash
+GO ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+# The clang that made the committed BPF objects; check-generate needs the same one.
+CLANG ?= clang-14
+BIN := bin
+
+.PHONY: help generate check-generate build test test-unit lint demo bench lab-up lab-down clean deps
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
+
+deps: ## install the Debian packages that generate, test and demo need (as root)
+	scripts/install-deps.sh
+
+generate: ## rebuild the BPF objects and their Go bindings with $(CLANG) (bpf2go)
+	@command -v $(CLANG) >/dev/null || { echo "$(CLANG) not found: run 'make deps'" >&2; exit 1; }
+	cd bpf && $(GO) generate ./...
+
+check-generate: generate ## fail when the committed BPF objects differ from a fresh generate
+	@git diff --exit-code --stat -- bpf/ || { echo "bpf/: generated files differ from the committed ones: run 'make generate' and commit" >&2; exit 1; }
+
+build: ## build static binaries into bin/
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o $(BIN)/pathtrace ./cmd/pathtrace
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/labpod ./cmd/labpod
+
+lint: ## gofmt and go vet
+	@bad=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$bad" ]; then echo "gofmt would change: $$bad" >&2; exit 1; fi
+	$(GO) vet ./...
+
+test: lint ## all tests; as root the privileged suite builds the netns lab and runs too
+	$(GO) test -count=1 -timeout 20m ./...
+
+test-unit: ## the tests that need no root
+	$(GO) test -count=1 ./decode/... ./exporter/...
+
+bench: ## benchmarks: decode events per second per core
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s -cpu 1 ./decode/...
+
+demo: build ## build the lab, follow a cross-node connection and a policy drop, tear down
+	scripts/demo.sh
+
+lab-up: build ## build the two-node lab (network namespaces only)
+	LABPOD=$(BIN)/labpod scripts/lab.sh up
+
+lab-down: ## tear the lab down
+	scripts/lab.sh down
+
+clean: ## remove built binaries
+	rm -rf $(BIN)

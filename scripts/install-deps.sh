@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# install-deps.sh installs the Debian packages pathtrace's build, tests and lab use.
+# Go itself is expected on PATH.
+set -euo pipefail
+[[ $(id -u) == 0 ]] || { echo "install-deps.sh: run as root (apt-get)" >&2; exit 1; }
+pkgs=(
+	clang-14 llvm-14 libbpf-dev # make generate: the pinned clang, llvm-strip, libbpf headers
+	iproute2 iptables nftables  # the lab: ip, tc, bridge, iptables (nft backend)
+	iputils-ping tcpdump        # poking at the lab by hand
+	git make file
+)
+missing=()
+for p in "${pkgs[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+echo "install-deps.sh: ${#pkgs[@]} packages present"
