@@ -29,7 +29,7 @@ lint: ## gofmt and go vet
 	@bad=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$bad" ]; then echo "gofmt would change: $$bad" >&2; exit 1; fi
 	$(GO) vet ./...
 
-test: lint ## all tests; as root the privileged suite builds the netns lab and runs too
+test: deps lint ## all tests; as root the privileged suite builds the netns lab and runs too
 	$(GO) test -count=1 -timeout 20m ./...
 
 test-unit: ## the tests that need no root
@@ -38,7 +38,7 @@ test-unit: ## the tests that need no root
 bench: ## benchmarks: decode events per second per core
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s -cpu 1 ./decode/...
 
-demo: build ## build the lab, follow a cross-node connection and a policy drop, tear down
+demo: deps build ## build the lab, follow a cross-node connection and a policy drop, tear down
 	scripts/demo.sh
 
 lab-up: build ## build the two-node lab (network namespaces only)

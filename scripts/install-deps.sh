@@ -2,7 +2,6 @@
 # install-deps.sh installs the Debian packages pathtrace's build, tests and lab use.
 # Go itself is expected on PATH.
 set -euo pipefail
-[[ $(id -u) == 0 ]] || { echo "install-deps.sh: run as root (apt-get)" >&2; exit 1; }
 pkgs=(
 	clang-14 llvm-14 libbpf-dev # make generate: the pinned clang, llvm-strip, libbpf headers
 	iproute2 iptables nftables  # the lab: ip, tc, bridge, iptables (nft backend)
@@ -14,6 +13,7 @@ for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
 done
 if ((${#missing[@]})); then
+	[[ $(id -u) == 0 ]] || { echo "install-deps.sh: missing ${missing[*]}: run as root to apt-get install them" >&2; exit 1; }
 	export DEBIAN_FRONTEND=noninteractive
 	apt-get update -qq
 	apt-get install -y -qq --no-install-recommends "${missing[@]}"
