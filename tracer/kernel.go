@@ -15,9 +15,9 @@ const KernelBTF = "/sys/kernel/btf/vmlinux"
 
 // checkBTF fails with what to do when the kernel has no BTF: the programs are CO-RE and
 // cannot be relocated without it.
-func checkBTF() error {
-	if _, err := os.Stat(KernelBTF); err != nil {
-		return fmt.Errorf("kernel BTF not found at %s (%v): pathtrace needs a kernel built with CONFIG_DEBUG_INFO_BTF=y (most distribution kernels since 5.10 have it)", KernelBTF, err)
+func checkBTF(path string) error {
+	if _, err := os.Stat(path); err != nil {
+		return fmt.Errorf("kernel BTF not found at %s (%v): pathtrace needs a kernel built with CONFIG_DEBUG_INFO_BTF=y (most distribution kernels since 5.10 have it)", path, err)
 	}
 	return nil
 }

@@ -41,6 +41,7 @@ type Config struct {
 	VXLANPorts []uint16          // nil means decode.DefaultVXLANPorts; at most 4
 	QueueLen   int               // events buffered between the ring buffer and the consumer; 0 means 16384
 	RingBytes  int               // ring buffer size, a power of two multiple of the page size; 0 means 4 MiB
+	BTFPath    string            // the kernel's BTF; "" means KernelBTF
 }
 
 // MaxSelectors is how many selectors the kernel side checks (MAX_FILTERS).
@@ -93,10 +94,10 @@ type Tracer struct {
 	queue    chan decode.Event
 	wg       sync.WaitGroup
 
-	received, queueDrops, badRecords atomic.Uint64
-	closeOnce                        sync.Once
-	closeErr                         error
-	final                            *Stats // the counters as Close left them
+	counters  counters
+	closeOnce sync.Once
+	closeErr  error
+	final     *Stats // the counters as Close left them
 }
 
 // New checks the kernel, loads the programs, attaches them and starts reading events.
@@ -111,7 +112,7 @@ func New(cfg Config) (t *Tracer, err error) {
 			return nil, errors.New("not permitted: run as root or grant CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN (and CAP_SYS_ADMIN on kernels before 5.8)")
 		}
 	}
-	if err := checkBTF(); err != nil {
+	if err := checkBTF(cfg.BTFPath); err != nil {
 		return nil, err
 	}
 	t = &Tracer{cfg: cfg}
@@ -141,9 +142,9 @@ func New(cfg Config) (t *Tracer, err error) {
 	if t.local, err = localAddrs(t.nl); err != nil {
 		return t, err
 	}
-	kspec, err := btf.LoadKernelSpec()
+	kspec, err := btf.LoadSpec(cfg.BTFPath)
 	if err != nil {
-		return t, fmt.Errorf("read kernel BTF: %w", err)
+		return t, fmt.Errorf("read kernel BTF from %s: %w", cfg.BTFPath, err)
 	}
 	if t.reasons, err = DropReasons(kspec); err != nil {
 		return t, err
@@ -151,7 +152,7 @@ func New(cfg Config) (t *Tracer, err error) {
 	if err := t.load(kspec); err != nil {
 		return t, err
 	}
-	if err := t.attachTC(); err != nil {
+	if err := t.attachTC(kspec); err != nil {
 		return t, err
 	}
 	if err := t.attachDrop(kspec); err != nil {
@@ -204,6 +205,9 @@ func validate(cfg *Config) error {
 	}
 	if cfg.QueueLen == 0 {
 		cfg.QueueLen = 16384
+	}
+	if cfg.BTFPath == "" {
+		cfg.BTFPath = KernelBTF
 	}
 	if cfg.RingBytes == 0 {
 		cfg.RingBytes = 4 << 20
@@ -321,13 +325,13 @@ func loadError(what string, err error) error {
 	return fmt.Errorf("%s: %w", what, err)
 }
 
-func (t *Tracer) attachTC() error {
+func (t *Tracer) attachTC(kspec *btf.Spec) error {
 	spec, err := t.spec()
 	if err != nil {
 		return err
 	}
 	var p tcProgs
-	if err := spec.LoadAndAssign(&p, &ebpf.CollectionOptions{MapReplacements: t.replacements()}); err != nil {
+	if err := spec.LoadAndAssign(&p, &ebpf.CollectionOptions{MapReplacements: t.replacements(), Programs: ebpf.ProgramOptions{KernelTypes: kspec}}); err != nil {
 		return loadError("load tc programs", err)
 	}
 	t.progs = append(t.progs, p.Ingress, p.Egress, p.IngressL3, p.EgressL3)
@@ -455,32 +459,48 @@ func firstLine(err error) string {
 	return s
 }
 
-// read moves records from the ring buffer to the queue, counting what does not fit.
+// read moves records from the ring buffer to the queue until the reader is closed.
 func (t *Tracer) read() {
 	defer t.wg.Done()
 	defer close(t.queue)
+	pump(t.rd, t.queue, &t.counters)
+}
+
+// counters are the user-space side of the loss accounting.
+type counters struct {
+	received, queueDrops, badRecords atomic.Uint64
+}
+
+// recordReader is what pump needs of a ringbuf.Reader.
+type recordReader interface {
+	ReadInto(*ringbuf.Record) error
+}
+
+// pump decodes records into q without ever blocking the reader: when q is full the
+// event is dropped and counted.
+func pump(rd recordReader, q chan<- decode.Event, c *counters) {
 	var rec ringbuf.Record
 	for {
-		if err := t.rd.ReadInto(&rec); err != nil {
+		if err := rd.ReadInto(&rec); err != nil {
 			if errors.Is(err, ringbuf.ErrClosed) {
 				return
 			}
 			if errors.Is(err, ringbuf.ErrFlushed) || errors.Is(err, os.ErrDeadlineExceeded) {
 				continue
 			}
-			t.badRecords.Add(1)
+			c.badRecords.Add(1)
 			continue
 		}
-		t.received.Add(1)
+		c.received.Add(1)
 		var ev decode.Event
 		if err := decode.ParseEvent(rec.RawSample, &ev); err != nil {
-			t.badRecords.Add(1)
+			c.badRecords.Add(1)
 			continue
 		}
 		select {
-		case t.queue <- ev:
+		case q <- ev:
 		default:
-			t.queueDrops.Add(1)
+			c.queueDrops.Add(1)
 		}
 	}
 }
@@ -525,7 +545,7 @@ func (t *Tracer) Stats() Stats {
 	if t.final != nil {
 		return *t.final
 	}
-	s := Stats{Received: t.received.Load(), QueueDrops: t.queueDrops.Load(), BadRecords: t.badRecords.Load()}
+	s := Stats{Received: t.counters.received.Load(), QueueDrops: t.counters.queueDrops.Load(), BadRecords: t.counters.badRecords.Load()}
 	if t.maps.Lost != nil {
 		for slot := uint32(0); slot < 2; slot++ {
 			var per []uint64

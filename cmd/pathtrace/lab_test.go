@@ -61,6 +61,7 @@ func testMain(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	binDir = dir
+	os.Chmod(dir, 0o755) // the no-privileges test runs the binary as nobody
 	for _, b := range []string{"pathtrace", "labpod"} {
 		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, b), "./cmd/"+b)
 		cmd.Dir = repoRoot

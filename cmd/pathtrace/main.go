@@ -100,6 +100,7 @@ type followOpts struct {
 	vxlanPorts []uint
 	snaplen    int
 	queue      int
+	ringSize   int
 }
 
 func followFlags() (*pflag.FlagSet, *followOpts) {
@@ -122,6 +123,7 @@ func followFlags() (*pflag.FlagSet, *followOpts) {
 	fs.UintSliceVar(&o.vxlanPorts, "vxlan-ports", []uint{8472, 4789}, "UDP ports that carry VXLAN (at most 4)")
 	fs.IntVar(&o.snaplen, "snaplen", decode.SnapMax, fmt.Sprintf("packet bytes copied per event (64..%d)", decode.SnapMax))
 	fs.IntVar(&o.queue, "queue", 16384, "events buffered between the kernel and the decoder (dropped and counted beyond)")
+	fs.IntVar(&o.ringSize, "ring-size", 4<<20, "kernel ring buffer bytes, a power of two (events beyond are dropped and counted per CPU)")
 	return fs, o
 }
 
@@ -246,6 +248,10 @@ func (o *followOpts) tracerConfig(args []string) (tracer.Config, error) {
 	cfg.DropHook = o.dropHook
 	cfg.SnapLen = o.snaplen
 	cfg.QueueLen = o.queue
+	cfg.RingBytes = o.ringSize
+	if o.ringSize < os.Getpagesize() || o.ringSize&(o.ringSize-1) != 0 {
+		return cfg, fmt.Errorf("--ring-size %d: want a power of two of at least %d", o.ringSize, os.Getpagesize())
+	}
 	switch cfg.AttachMode {
 	case tracer.AttachAuto, tracer.AttachTCX, tracer.AttachClsact:
 	default:
