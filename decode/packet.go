@@ -109,8 +109,10 @@ type Packet struct {
 	ICMPCode uint8
 	ICMPID   uint16
 	ICMPSeq  uint16
-	Fragment bool // not the first fragment: no L4 header
-	l3       int  // offset of the (inner) IP header in the snapshot
+	Fragment bool   // not the first fragment: no L4 header
+	fragOff  uint16 // fragment offset (8-byte units): tells a datagram's fragments apart
+	fragID   uint32 // IPv6 fragment header's identification (IPv4's is IPID)
+	l3       int    // offset of the (inner) IP header in the snapshot
 	// ID identifies the packet at every hop, across NAT, encapsulation and nodes;
 	// see the package documentation.
 	ID uint64
@@ -212,7 +214,8 @@ func parseIP(c *cursor, p *Packet) (int, error) {
 		}
 		p.IPLen = binary.BigEndian.Uint16(h[2:])
 		p.IPID = binary.BigEndian.Uint16(h[4:])
-		p.Fragment = binary.BigEndian.Uint16(h[6:])&0x1fff != 0
+		p.fragOff = binary.BigEndian.Uint16(h[6:]) & 0x1fff
+		p.Fragment = p.fragOff != 0
 		p.TTL = h[8]
 		p.Flow.Proto = h[9]
 		src := netip.AddrFrom4([4]byte(h[12:16]))
@@ -243,7 +246,9 @@ func parseIP(c *cursor, p *Packet) (int, error) {
 			}
 			e := c.b[off:]
 			if nh == 44 {
-				if binary.BigEndian.Uint16(e[2:])&0xfff8 != 0 {
+				p.fragOff = binary.BigEndian.Uint16(e[2:]) >> 3
+				p.fragID = binary.BigEndian.Uint32(e[4:])
+				if p.fragOff != 0 {
 					p.Fragment = true
 				}
 				off += 8
@@ -343,7 +348,10 @@ func identity(c *cursor, l4 int, p *Packet) uint64 {
 	h.u16(p.IPLen)
 	h.u16(p.IPID)
 	if p.Fragment {
+		// Only the header: the offset (and IPv6's identification) tell fragments apart.
 		h.byte(1)
+		h.u16(p.fragOff)
+		h.u32(p.fragID)
 		return uint64(h)
 	}
 	switch p.Flow.Proto {

@@ -33,6 +33,9 @@ func ParseSelector(s string) (Selector, error) {
 			return bad("missing ]")
 		}
 		host = s[1:end]
+		if host == "" {
+			return bad("empty address in []")
+		}
 		rest := s[end+1:]
 		if rest != "" {
 			if !strings.HasPrefix(rest, ":") {

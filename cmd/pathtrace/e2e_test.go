@@ -64,23 +64,28 @@ func TestPolicyDrop(t *testing.T) {
 	for _, hook := range []string{"tp_btf", "raw_tp"} {
 		t.Run(hook, func(t *testing.T) {
 			f := startFollow(t, "node-b", "--drop-hook", hook, "10.244.1.42:6379")
-			if out, err := pod(t, "b-api", "tcp", "10.244.1.42:6379", "--timeout", "500ms"); err == nil {
+			// 1.5 s: long enough for the kernel to retransmit the SYN once (after 1 s).
+			if out, err := pod(t, "b-api", "tcp", "10.244.1.42:6379", "--timeout", "1500ms"); err == nil {
 				t.Fatalf("client got through the policy: %s", out)
 			}
 			js := f.stop(t)
 			syn := find(js, "S", "10.244.2.57:", "10.244.1.42:6379")
-			if len(syn) == 0 {
-				t.Fatalf("no SYN journey:\n%s", dump(js))
+			if len(syn) != 2 {
+				t.Fatalf("want the SYN and its retransmission, got:\n%s", dump(js))
 			}
-			j := syn[0]
-			if j.Verdict != "dropped" || j.Drop == nil || j.Drop.Reason != "NETFILTER_DROP" {
-				t.Fatalf("SYN: verdict %s drop %+v, want dropped NETFILTER_DROP\n%s", j.Verdict, j.Drop, dump(js))
+			if syn[0].ID == syn[1].ID {
+				t.Errorf("the retransmitted SYN has the original's identity %s", syn[0].ID)
 			}
-			if !locationRE.MatchString(j.Drop.Location) {
-				t.Errorf("drop location %q is not symbol+0xoff", j.Drop.Location)
-			}
-			if want := []string{"veth2b57 ingress", "cni0 ingress"}; !slices.Equal(hopNames(j), want) {
-				t.Errorf("hops %v, want %v", hopNames(j), want)
+			for _, j := range syn {
+				if j.Verdict != "dropped" || j.Drop == nil || j.Drop.Reason != "NETFILTER_DROP" {
+					t.Fatalf("SYN: verdict %s drop %+v, want dropped NETFILTER_DROP\n%s", j.Verdict, j.Drop, dump(js))
+				}
+				if !locationRE.MatchString(j.Drop.Location) {
+					t.Errorf("drop location %q is not symbol+0xoff", j.Drop.Location)
+				}
+				if want := []string{"veth2b57 ingress", "cni0 ingress"}; !slices.Equal(hopNames(j), want) {
+					t.Errorf("hops %v, want %v", hopNames(j), want)
+				}
 			}
 		})
 	}
