@@ -195,3 +195,30 @@ func TestClsactKeepsOthers(t *testing.T) {
 		t.Errorf("after exit, cni0 ingress filters should be the foreign u32 only:\n%s", filters)
 	}
 }
+
+// A datagram to a port nobody listens on dies inside the pod's namespace. It belongs
+// to node-b, where the pod runs: node-b reports the drop, node-a (which forwarded the
+// packet) must not claim it.
+func TestDropInsidePod(t *testing.T) {
+	needLab(t)
+	a := startFollow(t, "node-a", "--proto", "udp", "10.244.2.57:9999")
+	b := startFollow(t, "node-b", "--proto", "udp", "10.244.2.57:9999")
+	pod(t, "a-api", "udp", "10.244.2.57:9999", "--count", "1")
+	ja, jb := a.stop(t), b.stop(t)
+	if len(ja) != 1 || ja[0].Verdict != "forwarded" {
+		t.Errorf("node-a: want one forwarded journey, got:\n%s", dump(ja))
+	}
+	if len(jb) != 1 || jb[0].Verdict != "dropped" || jb[0].Drop.Reason != "NO_SOCKET" {
+		t.Fatalf("node-b: want one journey dropped with NO_SOCKET, got:\n%s", dump(jb))
+	}
+	want := []string{"eth0 ingress", "flannel.1 ingress", "cni0 egress", "veth2b57 egress"}
+	if got := hopNames(jb[0]); !slices.Equal(got, want) {
+		t.Errorf("node-b hops %v, want %v", got, want)
+	}
+	if jb[0].Drop.Ifname != "eth0" {
+		t.Errorf("drop on device %q, want the pod's eth0", jb[0].Drop.Ifname)
+	}
+	if ja[0].ID != jb[0].ID {
+		t.Errorf("ids differ between nodes: %s, %s", ja[0].ID, jb[0].ID)
+	}
+}
