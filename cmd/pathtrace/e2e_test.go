@@ -222,3 +222,43 @@ func TestDropInsidePod(t *testing.T) {
 		t.Errorf("ids differ between nodes: %s, %s", ja[0].ID, jb[0].ID)
 	}
 }
+
+// With drop tracing off, a packet that vanishes is judged lost after its last hop once
+// the timeout runs out.
+func TestLostWithoutDropHook(t *testing.T) {
+	needLab(t)
+	fault(t, "policy")
+	f := startFollow(t, "node-b", "--drop-hook", "none", "10.244.1.42:6379")
+	pod(t, "b-api", "tcp", "10.244.1.42:6379", "--timeout", "500ms")
+	js := f.stop(t)
+	syn := find(js, "S", "10.244.2.57:", "10.244.1.42:6379")
+	if len(syn) != 1 || syn[0].Verdict != "lost" || syn[0].Where != "cni0 ingress" || syn[0].Drop != nil {
+		t.Fatalf("want the SYN lost after cni0 ingress, got:\n%s", dump(js))
+	}
+	if !strings.Contains(f.stderr.String(), "drop tracing off") {
+		t.Errorf("the mode line should say drops are not traced:\n%s", f.stderr.String())
+	}
+}
+
+// --duration ends the run by itself, and --count after that many journeys.
+func TestDurationAndCount(t *testing.T) {
+	needLab(t)
+	start := time.Now()
+	code, stderr := runBin(t, nil, "follow", "--netns", labPrefix+"-node-a", "--duration", "1s", "10.244.2.57")
+	if code != 0 || time.Since(start) > 10*time.Second || !strings.Contains(stderr, "0 journeys") {
+		t.Errorf("--duration 1s: exit %d after %v, stderr %q", code, time.Since(start), stderr)
+	}
+	f := startFollow(t, "node-a", "--count", "2", "--proto", "tcp", "10.244.2.57:8080")
+	pod(t, "a-api", "tcp", "10.244.2.57:8080")
+	select {
+	case err := <-f.done:
+		if err != nil {
+			t.Fatalf("--count 2: %v\n%s", err, f.stderr.String())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("--count 2 did not stop by itself\n%s", f.stderr.String())
+	}
+	if js := parseJourneys(t, f.stdout.Bytes()); len(js) != 2 {
+		t.Errorf("--count 2 printed %d journeys:\n%s", len(js), dump(js))
+	}
+}
