@@ -25,9 +25,10 @@ build: ## build static binaries into bin/
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o $(BIN)/pathtrace ./cmd/pathtrace
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/labpod ./cmd/labpod
 
-lint: ## gofmt and go vet
+lint: ## gofmt, go vet and staticcheck (pinned in go.mod as a tool)
 	@bad=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$bad" ]; then echo "gofmt would change: $$bad" >&2; exit 1; fi
 	$(GO) vet ./...
+	$(GO) tool staticcheck ./...
 
 test: deps lint ## all tests; as root the privileged suite builds the netns lab and runs too
 	$(GO) test -count=1 -timeout 20m ./...
