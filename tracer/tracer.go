@@ -27,6 +27,9 @@ const (
 	DropAuto  = "auto"
 	DropTPBTF = "tp_btf"
 	DropRawTP = "raw_tp"
+	// DropRawTPNoReason ignores the reason argument, as pathtrace must on kernels before
+	// 5.17; forcing it lets that path be tested on newer ones.
+	DropRawTPNoReason = "raw_tp_noreason"
 	DropNone  = "none"
 )
 
@@ -35,7 +38,7 @@ type Config struct {
 	Netns      string            // "" for the caller's namespace; a name under /run/netns, or a path
 	Ifaces     []string          // glob patterns of interfaces to trace; nil means DefaultIfaces
 	AttachMode string            // AttachAuto, AttachTCX or AttachClsact
-	DropHook   string            // DropAuto, DropTPBTF, DropRawTP or DropNone
+	DropHook   string            // DropAuto, DropTPBTF, DropRawTP, DropRawTPNoReason or DropNone
 	Selectors  []decode.Selector // which packets to report; at most MaxSelectors
 	SnapLen    int               // packet bytes per event, 1..decode.SnapMax; 0 means the maximum
 	VXLANPorts []uint16          // nil means decode.DefaultVXLANPorts; at most 4
@@ -181,9 +184,9 @@ func validate(cfg *Config) error {
 	switch cfg.DropHook {
 	case "":
 		cfg.DropHook = DropAuto
-	case DropAuto, DropTPBTF, DropRawTP, DropNone:
+	case DropAuto, DropTPBTF, DropRawTP, DropRawTPNoReason, DropNone:
 	default:
-		return fmt.Errorf("drop hook %q: want auto, tp_btf, raw_tp or none", cfg.DropHook)
+		return fmt.Errorf("drop hook %q: want auto, tp_btf, raw_tp, raw_tp_noreason or none", cfg.DropHook)
 	}
 	if len(cfg.Selectors) == 0 {
 		return errors.New("no selector: say which packets to follow")
@@ -405,7 +408,7 @@ func (t *Tracer) attachDrop(kspec *btf.Spec) error {
 		return err
 	}
 	opts := &ebpf.CollectionOptions{MapReplacements: t.replacements(), Programs: ebpf.ProgramOptions{KernelTypes: kspec}}
-	hasReason := kfreeSkbHasReason(kspec)
+	hasReason := kfreeSkbHasReason(kspec) && hook != DropRawTPNoReason
 	if hook == DropAuto || hook == DropTPBTF {
 		var p dropProgs
 		err := spec.LoadAndAssign(&p, opts)

@@ -118,7 +118,7 @@ func followFlags() (*pflag.FlagSet, *followOpts) {
 	fs.StringVar(&o.readyFile, "ready-file", "", "write this file once every program is attached")
 	fs.StringSliceVar(&o.ifaces, "ifaces", tracer.DefaultIfaces, "interfaces to trace, glob patterns")
 	fs.StringVar(&o.attachMode, "attach-mode", tracer.AttachAuto, "tc attachment: auto (tcx, else clsact), tcx or clsact")
-	fs.StringVar(&o.dropHook, "drop-hook", tracer.DropAuto, "kfree_skb hook: auto (tp_btf, else raw_tp), tp_btf, raw_tp or none")
+	fs.StringVar(&o.dropHook, "drop-hook", tracer.DropAuto, "kfree_skb hook: auto (tp_btf, else raw_tp), tp_btf, raw_tp, raw_tp_noreason (as before 5.17) or none")
 	fs.StringVar(&o.netns, "netns", "", "trace in this network namespace (name under /run/netns, or a path) instead of the current one")
 	fs.UintSliceVar(&o.vxlanPorts, "vxlan-ports", []uint{8472, 4789}, "UDP ports that carry VXLAN (at most 4)")
 	fs.IntVar(&o.snaplen, "snaplen", decode.SnapMax, fmt.Sprintf("packet bytes copied per event (64..%d)", decode.SnapMax))
@@ -258,9 +258,9 @@ func (o *followOpts) tracerConfig(args []string) (tracer.Config, error) {
 		return cfg, fmt.Errorf("--attach-mode %q: want auto, tcx or clsact", cfg.AttachMode)
 	}
 	switch cfg.DropHook {
-	case tracer.DropAuto, tracer.DropTPBTF, tracer.DropRawTP, tracer.DropNone:
+	case tracer.DropAuto, tracer.DropTPBTF, tracer.DropRawTP, tracer.DropRawTPNoReason, tracer.DropNone:
 	default:
-		return cfg, fmt.Errorf("--drop-hook %q: want auto, tp_btf, raw_tp or none", cfg.DropHook)
+		return cfg, fmt.Errorf("--drop-hook %q: want auto, tp_btf, raw_tp, raw_tp_noreason or none", cfg.DropHook)
 	}
 	return cfg, nil
 }
