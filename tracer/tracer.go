@@ -30,7 +30,7 @@ const (
 	// DropRawTPNoReason ignores the reason argument, as pathtrace must on kernels before
 	// 5.17; forcing it lets that path be tested on newer ones.
 	DropRawTPNoReason = "raw_tp_noreason"
-	DropNone  = "none"
+	DropNone          = "none"
 )
 
 // Config is everything the tracer needs to know; there are no other settings.
