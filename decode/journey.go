@@ -1,9 +1,10 @@
 package decode
 
 import (
+	"cmp"
 	"fmt"
 	"net/netip"
-	"sort"
+	"slices"
 	"time"
 )
 
@@ -116,7 +117,8 @@ type Journey struct {
 	Where string
 	Stall *Stall
 
-	lastNs uint64
+	lastNs     uint64
+	prev, next *Journey // the assembler's open journeys, by lastNs
 }
 
 // Config is what the assembler needs to know about the node.
@@ -148,9 +150,12 @@ type Assembler struct {
 	ifaces  map[uint32]Iface
 	local   map[netip.Addr]bool
 	open    map[uint64]*Journey
+	oldest  *Journey // the open journeys as a list in lastNs order, oldest first
+	newest  *Journey
 	stats   Stats
 	timeNs  uint64
 	maxOpen int
+	pkt     Packet // Add's scratch: a Packet points into itself, so a local one escapes
 }
 
 // NewAssembler returns an assembler for one node.
@@ -187,8 +192,8 @@ func (a *Assembler) Open() int { return len(a.open) }
 // returned closed.
 func (a *Assembler) Add(ev *Event) []*Journey {
 	a.stats.Events++
-	var p Packet
-	if err := ParsePacket(ev.Packet(), ev.L2, a.cfg.VXLANPorts, &p); err != nil {
+	p := &a.pkt
+	if err := ParsePacket(ev.Packet(), ev.L2, a.cfg.VXLANPorts, p); err != nil {
 		a.stats.Unparsable++
 		return nil
 	}
@@ -200,13 +205,16 @@ func (a *Assembler) Add(ev *Event) []*Journey {
 	j := a.open[p.ID]
 	if j == nil {
 		if len(a.open) >= a.maxOpen {
-			evicted = a.evictOldest()
+			evicted = a.evictOldest(max(a.timeNs, ev.TimeNs))
 		}
-		j = &Journey{ID: p.ID, Node: a.cfg.Node, Flow: p.Flow, TCPFlags: p.TCPFlags, IPLen: p.IPLen}
+		j = &Journey{ID: p.ID, Node: a.cfg.Node, Flow: p.Flow, TCPFlags: p.TCPFlags, IPLen: p.IPLen,
+			lastNs: ev.TimeNs, Hops: make([]Hop, 0, 4)}
 		a.open[p.ID] = j
-	}
-	if ev.TimeNs > j.lastNs {
+		a.link(j)
+	} else if ev.TimeNs > j.lastNs {
 		j.lastNs = ev.TimeNs
+		a.unlink(j)
+		a.link(j)
 	}
 	switch ev.Kind {
 	case KindHop:
@@ -241,19 +249,58 @@ func (a *Assembler) Add(ev *Event) []*Journey {
 	return evicted
 }
 
-func (a *Assembler) evictOldest() []*Journey {
-	var oldest *Journey
-	for _, j := range a.open {
-		if oldest == nil || j.lastNs < oldest.lastNs {
-			oldest = j
-		}
+// link inserts j into the list of open journeys by its lastNs, after those with the
+// same. Events come nearly in time order, so the walk from the newest end is short.
+func (a *Assembler) link(j *Journey) {
+	after := a.newest
+	for after != nil && after.lastNs > j.lastNs {
+		after = after.prev
 	}
+	j.prev = after
+	if after == nil {
+		j.next = a.oldest
+		a.oldest = j
+	} else {
+		j.next = after.next
+		after.next = j
+	}
+	if j.next == nil {
+		a.newest = j
+	} else {
+		j.next.prev = j
+	}
+}
+
+func (a *Assembler) unlink(j *Journey) {
+	if j.prev == nil {
+		a.oldest = j.next
+	} else {
+		j.prev.next = j.next
+	}
+	if j.next == nil {
+		a.newest = j.prev
+	} else {
+		j.next.prev = j.prev
+	}
+	j.prev, j.next = nil, nil
+}
+
+// close removes j from the open journeys and judges it.
+func (a *Assembler) close(j *Journey, timedOut bool) {
+	delete(a.open, j.ID)
+	a.unlink(j)
+	a.finish(j, timedOut)
+}
+
+// evictOldest closes the journey with the oldest last event. As in Flush, it is Lost
+// only if its timeout had run out by nowNs; else, with no end seen, Unfinished.
+func (a *Assembler) evictOldest(nowNs uint64) []*Journey {
+	oldest := a.oldest
 	if oldest == nil {
 		return nil
 	}
 	a.stats.Evicted++
-	delete(a.open, oldest.ID)
-	a.finish(oldest, true)
+	a.close(oldest, nowNs >= oldest.lastNs && nowNs-oldest.lastNs >= uint64(a.cfg.Timeout))
 	return []*Journey{oldest}
 }
 
@@ -262,12 +309,10 @@ func (a *Assembler) evictOldest() []*Journey {
 func (a *Assembler) Expire(nowNs uint64) []*Journey {
 	timeout := uint64(a.cfg.Timeout)
 	var done []*Journey
-	for id, j := range a.open {
-		if nowNs >= j.lastNs && nowNs-j.lastNs >= timeout {
-			delete(a.open, id)
-			a.finish(j, true)
-			done = append(done, j)
-		}
+	// The list is in lastNs order: the expired journeys are at its start.
+	for j := a.oldest; j != nil && nowNs >= j.lastNs && nowNs-j.lastNs >= timeout; j = a.oldest {
+		a.close(j, true)
+		done = append(done, j)
 	}
 	sortJourneys(done)
 	return done
@@ -278,9 +323,8 @@ func (a *Assembler) Expire(nowNs uint64) []*Journey {
 func (a *Assembler) Flush(nowNs uint64) []*Journey {
 	timeout := uint64(a.cfg.Timeout)
 	var done []*Journey
-	for id, j := range a.open {
-		delete(a.open, id)
-		a.finish(j, nowNs >= j.lastNs && nowNs-j.lastNs >= timeout)
+	for j := a.oldest; j != nil; j = a.oldest {
+		a.close(j, nowNs >= j.lastNs && nowNs-j.lastNs >= timeout)
 		done = append(done, j)
 	}
 	sortJourneys(done)
@@ -288,7 +332,7 @@ func (a *Assembler) Flush(nowNs uint64) []*Journey {
 }
 
 func sortJourneys(js []*Journey) {
-	sort.Slice(js, func(i, k int) bool { return js[i].firstNs() < js[k].firstNs() })
+	slices.SortFunc(js, func(x, y *Journey) int { return cmp.Compare(x.firstNs(), y.firstNs()) })
 }
 
 func (j *Journey) firstNs() uint64 {
@@ -308,7 +352,15 @@ func (j *Journey) FirstNs() uint64 { return j.firstNs() }
 // says whether the timeout ran out (else a journey without an end is Unfinished).
 func (a *Assembler) finish(j *Journey, timedOut bool) {
 	a.stats.Journeys++
-	sort.SliceStable(j.Hops, func(i, k int) bool { return j.Hops[i].TimeNs < j.Hops[k].TimeNs })
+	// Insertion sort, stable: the hops come nearly in order, and it allocates nothing.
+	for i := 1; i < len(j.Hops); i++ {
+		for k := i; k > 0 && j.Hops[k].TimeNs < j.Hops[k-1].TimeNs; k-- {
+			j.Hops[k], j.Hops[k-1] = j.Hops[k-1], j.Hops[k]
+		}
+	}
+	if len(j.Hops) > 0 {
+		j.Flow = j.Hops[0].Flow // as first seen, whatever order the events came in
+	}
 	if a.cfg.Stall > 0 {
 		for i := 1; i < len(j.Hops); i++ {
 			d := j.Hops[i].TimeNs - j.Hops[i-1].TimeNs
