@@ -67,7 +67,7 @@ func (t *Text) Write(j *decode.Journey) error {
 	dropShown := j.Drop == nil
 	showDrop := func() {
 		d := j.Drop
-		fmt.Fprintf(w, "  %-10s%s  %-*s  ", Offset(d.TimeNs-start), j.Node, name, "dropped")
+		fmt.Fprintf(w, "  %-9s %s  %-*s  ", Offset(d.TimeNs-start), j.Node, name, "dropped")
 		if d.Reason != "" {
 			fmt.Fprintf(w, "%s ", d.Reason)
 		}
@@ -83,14 +83,14 @@ func (t *Text) Write(j *decode.Journey) error {
 		if !dropShown && j.Drop.TimeNs < h.TimeNs {
 			showDrop()
 		}
-		fmt.Fprintf(w, "  %-10s%s  %-*s  %-7s", Offset(h.TimeNs-start), h.Node, name, h.Ifname, h.Dir)
+		line := fmt.Sprintf("  %-9s %s  %-*s  %-7s", Offset(h.TimeNs-start), h.Node, name, h.Ifname, h.Dir)
 		if o := h.Outer; o != nil {
-			fmt.Fprintf(w, "  vxlan vni=%d %s→%s", o.VNI, o.Src, o.Dst)
+			line += fmt.Sprintf("  vxlan vni=%d %s→%s", o.VNI, o.Src, o.Dst)
 		}
 		if h.Flow != j.Flow && h.Flow != j.Flow.Reverse() {
-			fmt.Fprintf(w, "  as %s → %s", h.Flow.Endpoint(h.Flow.Src), h.Flow.Endpoint(h.Flow.Dst))
+			line += fmt.Sprintf("  as %s → %s", h.Flow.Endpoint(h.Flow.Src), h.Flow.Endpoint(h.Flow.Dst))
 		}
-		fmt.Fprintln(w)
+		fmt.Fprintln(w, strings.TrimRight(line, " "))
 	}
 	if !dropShown {
 		showDrop()
