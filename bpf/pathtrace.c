@@ -50,9 +50,49 @@ struct {
 	__type(value, __u8);
 } netns_allow SEC(".maps");
 
+/* Flows that a selector caught, under every tuple NAT gives them (conntrack's original
+ * and reply tuples, both ways round): the packets of a followed flow stay followed after
+ * DNAT and SNAT and on the way back. Value: the index of the selector. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct ct_tuple);
+	__type(value, __u32);
+} flows SEC(".maps");
+
+/* state[0] != 0 once flows has an entry: until then the tc programs skip its lookup. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} state SEC(".maps");
+
+/* Where struct nf_conn keeps its tuples, status and mark. User space reads the offsets
+ * from the kernel's BTF (vmlinux or the nf_conntrack module's) and leaves ct_enabled 0
+ * when it cannot: nf_conn may live in a module, out of reach of CO-RE against vmlinux. */
+volatile const __u32 ct_enabled = 0;
+volatile const __u32 ct_off_tuple = 0;  /* offsetof(struct nf_conn, tuplehash[0].tuple) */
+volatile const __u32 ct_tuple_step = 0; /* sizeof(struct nf_conntrack_tuple_hash) */
+volatile const __u32 ct_off_status = 0;
+volatile const __u32 ct_off_mark = 0; /* 0: no mark field */
+
+/* struct nf_conntrack_tuple as the kernel lays it out (stable since 2.6: user space
+ * checks it against BTF before it sets ct_enabled). */
+struct nf_tuple_raw {
+	__u8 src[16];
+	__be16 sport;
+	__u16 l3num;
+	__u8 dst[16];
+	__be16 dport;
+	__u8 protonum;
+	__u8 dir;
+};
+
 /* Force the generated Go types. */
 const struct event *unused_event __attribute__((unused));
 const struct filter *unused_filter __attribute__((unused));
+const struct ct_tuple *unused_ct_tuple __attribute__((unused));
 
 static __always_inline int addr_eq(const __u8 *a, const __u8 *b, __u8 family)
 {
@@ -85,8 +125,8 @@ static __always_inline int filter_one(const struct filter *f, const struct tuple
 	return 0;
 }
 
-/* match returns the index of the first filter that matches, or -1. */
-static __always_inline int match(const struct tuple *t)
+/* match_filters returns the index of the first selector that matches, or -1. */
+static __always_inline int match_filters(const struct tuple *t)
 {
 #pragma unroll
 	for (__u32 i = 0; i < MAX_FILTERS; i++) {
@@ -98,6 +138,35 @@ static __always_inline int match(const struct tuple *t)
 			return i;
 	}
 	return -1;
+}
+
+static __always_inline void key_of(struct ct_tuple *k, const struct tuple *t)
+{
+	__builtin_memcpy(k->saddr, t->saddr, 16);
+	__builtin_memcpy(k->daddr, t->daddr, 16);
+	k->sport = t->sport;
+	k->dport = t->dport;
+	k->proto = t->proto;
+	k->family = t->family;
+	k->_pad[0] = 0;
+	k->_pad[1] = 0;
+}
+
+/* match returns the index of the selector that follows the packet, or -1: directly, or
+ * through a flow the selector caught before NAT changed its addresses. */
+static __always_inline int match(const struct tuple *t)
+{
+	int fi = match_filters(t);
+	if (fi >= 0)
+		return fi;
+	__u32 zero = 0;
+	__u32 *active = bpf_map_lookup_elem(&state, &zero);
+	if (!active || !*active)
+		return -1;
+	struct ct_tuple k;
+	key_of(&k, t);
+	__u32 *v = bpf_map_lookup_elem(&flows, &k);
+	return v ? (int)*v : -1;
 }
 
 static __always_inline void count_lost(__u32 slot)
@@ -120,6 +189,13 @@ static __always_inline __u32 snap_len(__u32 avail)
 		n = SNAP_MAX;
 	asm volatile("" : "+r"(n));
 	return ((n - 1) & (SNAP_MAX - 1)) + 1;
+}
+
+/* clear_nf zeroes the netfilter and conntrack fields: ring buffer memory is not. */
+static __always_inline void clear_nf(struct event *ev)
+{
+	__builtin_memset(&ev->hook, 0, __builtin_offsetof(struct event, data) - __builtin_offsetof(struct event, hook));
+	ev->ct_info = CT_NONE;
 }
 
 static __always_inline int handle_tc(struct __sk_buff *skb, __u8 dir, int l2)
@@ -151,6 +227,7 @@ static __always_inline int handle_tc(struct __sk_buff *skb, __u8 dir, int l2)
 	ev->flags = l2 ? EVF_L2 : 0;
 	ev->filter = fi;
 	__builtin_memset(ev->ifname, 0, sizeof(ev->ifname));
+	clear_nf(ev);
 	__u32 n = snap_len(skb->len);
 	ev->snap_len = 0;
 	if (n && bpf_skb_load_bytes(skb, 0, ev->data, n) == 0)
@@ -171,6 +248,115 @@ int tc_ingress_l3(struct __sk_buff *skb) { return handle_tc(skb, DIR_INGRESS, 0)
 
 SEC("tc")
 int tc_egress_l3(struct __sk_buff *skb) { return handle_tc(skb, DIR_EGRESS, 0); }
+
+static __always_inline void tuple_of(struct ct_tuple *k, const struct nf_tuple_raw *r)
+{
+	__builtin_memcpy(k->saddr, r->src, 16);
+	__builtin_memcpy(k->daddr, r->dst, 16);
+	k->proto = r->protonum;
+	k->family = r->l3num == 10 ? 6 : 4; /* AF_INET6 : AF_INET */
+	if (k->family == 4) {
+		/* only the first four bytes of an IPv4 union nf_inet_addr are the address */
+		__builtin_memset(k->saddr + 4, 0, 12);
+		__builtin_memset(k->daddr + 4, 0, 12);
+	}
+	if (r->protonum == PROTO_TCP || r->protonum == PROTO_UDP || r->protonum == 132 /* SCTP */) {
+		k->sport = bpf_ntohs(r->sport);
+		k->dport = bpf_ntohs(r->dport);
+	} else {
+		k->sport = 0;
+		k->dport = 0;
+	}
+	k->_pad[0] = 0;
+	k->_pad[1] = 0;
+}
+
+static __always_inline void reverse(struct ct_tuple *dst, const struct ct_tuple *src)
+{
+	__builtin_memcpy(dst->saddr, src->daddr, 16);
+	__builtin_memcpy(dst->daddr, src->saddr, 16);
+	dst->sport = src->dport;
+	dst->dport = src->sport;
+	dst->proto = src->proto;
+	dst->family = src->family;
+	dst->_pad[0] = 0;
+	dst->_pad[1] = 0;
+}
+
+static __always_inline void follow_tuple(const struct ct_tuple *k, __u32 fi)
+{
+	struct ct_tuple r;
+	bpf_map_update_elem(&flows, k, &fi, BPF_ANY);
+	reverse(&r, k);
+	bpf_map_update_elem(&flows, &r, &fi, BPF_ANY);
+}
+
+/* read_ct copies the packet's conntrack entry into ev. With fi >= 0 it also follows the
+ * entry's tuples, so the packets of this flow match after NAT. */
+static __always_inline void read_ct(struct sk_buff *skb, struct event *ev, int fi)
+{
+	if (!ct_enabled || !bpf_core_field_exists(skb->_nfct))
+		return;
+	ev->flags |= EVF_CT;
+	unsigned long nfct = BPF_CORE_READ(skb, _nfct);
+	const __u8 *ct = (const __u8 *)(nfct & ~7UL);
+	__u8 info = nfct & 7;
+	if (!ct && info != 7 /* IP_CT_UNTRACKED */) {
+		ev->ct_info = CT_NONE;
+		return;
+	}
+	ev->ct_info = info;
+	if (!ct)
+		return;
+	struct nf_tuple_raw raw;
+	if (bpf_probe_read_kernel(&raw, sizeof(raw), ct + ct_off_tuple) == 0)
+		tuple_of(&ev->ct_orig, &raw);
+	if (bpf_probe_read_kernel(&raw, sizeof(raw), ct + ct_off_tuple + ct_tuple_step) == 0)
+		tuple_of(&ev->ct_reply, &raw);
+	unsigned long status = 0;
+	bpf_probe_read_kernel(&status, sizeof(status), ct + ct_off_status);
+	ev->ct_status = (__u32)status;
+	if (ct_off_mark)
+		bpf_probe_read_kernel(&ev->ct_mark, sizeof(ev->ct_mark), ct + ct_off_mark);
+	if (fi < 0 || !ev->ct_orig.family)
+		return;
+	follow_tuple(&ev->ct_orig, fi);
+	follow_tuple(&ev->ct_reply, fi);
+	__u32 zero = 0, one = 1;
+	bpf_map_update_elem(&state, &zero, &one, BPF_ANY);
+}
+
+/* match_ct tries the selectors on the tuples of the packet's conntrack entry: the first
+ * packet of a connection that NAT already rewrote (after DNAT at PREROUTING, say) is
+ * still the followed one. Returns the selector's index or -1. */
+static __always_inline int match_ct(struct sk_buff *skb)
+{
+	if (!ct_enabled || !bpf_core_field_exists(skb->_nfct))
+		return -1;
+	unsigned long nfct = BPF_CORE_READ(skb, _nfct);
+	const __u8 *ct = (const __u8 *)(nfct & ~7UL);
+	if (!ct)
+		return -1;
+	struct nf_tuple_raw raw;
+	struct ct_tuple k;
+	struct tuple t;
+	for (int dir = 0; dir < 2; dir++) {
+		if (bpf_probe_read_kernel(&raw, sizeof(raw), ct + ct_off_tuple + dir * ct_tuple_step))
+			return -1;
+		tuple_of(&k, &raw);
+		__builtin_memset(&t, 0, sizeof(t));
+		__builtin_memcpy(t.saddr, k.saddr, 16);
+		__builtin_memcpy(t.daddr, k.daddr, 16);
+		t.sport = k.sport;
+		t.dport = k.dport;
+		t.proto = k.proto;
+		t.family = k.family;
+		int fi = match_filters(&t);
+		if (fi >= 0)
+			return fi;
+	}
+	return -1;
+}
 
 static __always_inline __u32 skb_netns(struct sk_buff *skb)
 {
@@ -224,6 +410,8 @@ static __always_inline int handle_drop(struct sk_buff *skb, __u64 location, __u3
 	__builtin_memset(ev->ifname, 0, sizeof(ev->ifname));
 	if (dev)
 		bpf_probe_read_kernel_str(ev->ifname, sizeof(ev->ifname), dev->name);
+	clear_nf(ev);
+	read_ct(skb, ev, -1);
 	__u32 n = snap_len(tail - nh);
 	ev->snap_len = 0;
 	if (n && bpf_probe_read_kernel(ev->data, n, head + nh) == 0)
@@ -253,4 +441,91 @@ SEC("raw_tp/kfree_skb")
 int kfree_skb_raw_noreason(struct bpf_raw_tracepoint_args *ctx)
 {
 	return handle_drop((struct sk_buff *)ctx->args[0], ctx->args[1], 0);
+}
+
+static __always_inline void dev_name(char *dst, struct net_device *dev)
+{
+	if (dev)
+		bpf_probe_read_kernel_str(dst, 16, dev->name);
+}
+
+/* handle_nf reports a packet at a netfilter hook, with its conntrack state, and follows
+ * its flow through NAT. It always accepts: the verdict is the ruleset's, not ours. */
+static __always_inline int handle_nf(struct sk_buff *skb, const struct nf_hook_state *st, __u8 pos)
+{
+	const __u8 *head = BPF_CORE_READ(skb, head);
+	__u16 nh = BPF_CORE_READ(skb, network_header);
+	__u32 tail = BPF_CORE_READ(skb, tail);
+	if (!head || nh == (__u16)~0U || tail <= nh)
+		return 1;
+	struct reader r = {.base = head + nh, .limit = tail - nh};
+	struct tuple t;
+	__builtin_memset(&t, 0, sizeof(t));
+	if (parse_pkt(MODE_KERN, &r, 0, &t) < 0)
+		return 1;
+	int fi = match(&t);
+	if (fi < 0)
+		fi = match_ct(skb);
+	if (fi < 0)
+		return 1;
+
+	struct event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
+	if (!ev) {
+		count_lost(LOST_NF);
+		return 1;
+	}
+	ev->ts_ns = bpf_ktime_get_ns();
+	ev->skb = (__u64)skb;
+	ev->location = 0;
+	ev->len = BPF_CORE_READ(skb, len);
+	ev->reason = 0;
+	ev->protocol = BPF_CORE_READ(skb, protocol);
+	ev->kind = EV_NF;
+	ev->dir = DIR_NONE;
+	ev->flags = 0;
+	ev->filter = fi;
+	__builtin_memset(ev->ifname, 0, sizeof(ev->ifname));
+	clear_nf(ev);
+	ev->hook = BPF_CORE_READ(st, hook);
+	ev->pf = BPF_CORE_READ(st, pf);
+	ev->nf_pos = pos;
+	struct net_device *in = BPF_CORE_READ(st, in);
+	struct net_device *out = BPF_CORE_READ(st, out);
+	ev->ifindex = in ? BPF_CORE_READ(in, ifindex) : 0;
+	ev->out_ifindex = out ? BPF_CORE_READ(out, ifindex) : 0;
+	dev_name(ev->ifname, in);
+	dev_name(ev->out_ifname, out);
+	struct net *net = BPF_CORE_READ(st, net);
+	ev->netns = net ? BPF_CORE_READ(net, ns.inum) : 0;
+	/* The conntrack entry of a tunnel's outer packet is the underlay's, not the flow's:
+	 * following it would follow every packet between the two nodes. */
+	read_ct(skb, ev, t.encap ? -1 : fi);
+	__u32 n = snap_len(tail - nh);
+	ev->snap_len = 0;
+	if (n && bpf_probe_read_kernel(ev->data, n, head + nh) == 0)
+		ev->snap_len = n;
+	bpf_ringbuf_submit(ev, 0);
+	return 1; /* NF_ACCEPT */
+}
+
+/* BPF netfilter links (6.4+), attached at the first and the last priority of each hook,
+ * so the packet is seen before and after the ruleset (and NAT) had its way. */
+SEC("netfilter")
+int nf_first(struct bpf_nf_ctx *ctx) { return handle_nf(ctx->skb, ctx->state, NF_FIRST); }
+
+SEC("netfilter")
+int nf_last(struct bpf_nf_ctx *ctx) { return handle_nf(ctx->skb, ctx->state, NF_LAST); }
+
+/* Older kernels: nf_hook_slow runs the hooks of one hook point; a kprobe on it sees the
+ * packet on entry to each (not after: NAT shows on the next hop instead). Netfilter
+ * links are per namespace, a kprobe is not: drop packets of other namespaces. */
+SEC("kprobe/nf_hook_slow")
+int BPF_KPROBE(kp_nf_hook_slow, struct sk_buff *skb, const struct nf_hook_state *st)
+{
+	struct net *net = BPF_CORE_READ(st, net);
+	__u32 ns = net ? BPF_CORE_READ(net, ns.inum) : 0;
+	if (!bpf_map_lookup_elem(&netns_allow, &ns))
+		return 0;
+	handle_nf(skb, st, NF_ENTRY);
+	return 0;
 }

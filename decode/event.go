@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"net/netip"
 )
 
 // SnapMax is the largest number of packet bytes an event carries (SNAP_MAX in
@@ -11,7 +12,15 @@ import (
 const SnapMax = 256
 
 // EventSize is the size of struct event in bpf/pathtrace.h.
-const EventSize = 64 + SnapMax
+const EventSize = dataOff + SnapMax
+
+// Offsets in struct event (bpf/pathtrace.h).
+const (
+	nfOff   = 64  // hook, nf_pos, pf, ct_info, ct_status, ct_mark, out_ifindex, out_ifname
+	origOff = 96  // struct ct_tuple ct_orig
+	replOff = 136 // struct ct_tuple ct_reply
+	dataOff = 176
+)
 
 // Kind says which hook produced an event.
 type Kind uint8
@@ -20,7 +29,37 @@ type Kind uint8
 const (
 	KindHop  Kind = 1 // a tc program saw the packet on an interface
 	KindDrop Kind = 2 // kfree_skb freed the packet
+	KindNF   Kind = 3 // a netfilter hook saw the packet
 )
+
+// Netfilter positions (event.nf_pos).
+const (
+	NFFirst = 0 // the first priority of the hook: before the ruleset
+	NFLast  = 1 // the last priority: after it (and after NAT)
+	NFEntry = 2 // entry to nf_hook_slow (kprobe fallback)
+)
+
+// CTNone is ct_info when the packet carries no conntrack entry.
+const CTNone = 0xff
+
+// CTTuple is a struct ct_tuple as the kernel wrote it.
+type CTTuple [40]byte
+
+// Flow decodes the tuple; ok is false when it is empty.
+func (c *CTTuple) Flow() (f Flow, ok bool) {
+	fam := c[37]
+	var s, d netip.Addr
+	switch fam {
+	case 4:
+		s, d = netip.AddrFrom4([4]byte(c[0:4])), netip.AddrFrom4([4]byte(c[16:20]))
+	case 6:
+		s, d = netip.AddrFrom16([16]byte(c[0:16])), netip.AddrFrom16([16]byte(c[16:32]))
+	default:
+		return Flow{}, false
+	}
+	ne := binary.NativeEndian
+	return Flow{Proto: c[36], Src: netip.AddrPortFrom(s, ne.Uint16(c[32:])), Dst: netip.AddrPortFrom(d, ne.Uint16(c[34:]))}, true
+}
 
 // Dir is the direction of a hop.
 type Dir uint8
@@ -58,17 +97,34 @@ type Event struct {
 	L2       bool // Data starts at an Ethernet header, else at the IP header
 	Filter   uint8
 	Ifname   [16]byte
-	SnapLen  uint16
-	Data     [SnapMax]byte
+	// Netfilter (KindNF) and conntrack (KindNF, KindDrop) fields.
+	Hook       uint8 // NF_INET_*: 0 PREROUTING .. 4 POSTROUTING
+	NFPos      uint8 // NFFirst, NFLast, NFEntry
+	PF         uint8 // NFPROTO_IPV4 (2) or NFPROTO_IPV6 (10)
+	HasCT      bool  // the conntrack fields were read
+	CTInfo     uint8 // enum ip_conntrack_info, or CTNone
+	CTStatus   uint32
+	CTMark     uint32
+	OutIfindex uint32
+	OutIfname  [16]byte
+	CTOrig     CTTuple
+	CTReply    CTTuple
+	SnapLen    uint16
+	Data       [SnapMax]byte
 }
 
+// OutIfnameString returns the output device of a netfilter event.
+func (e *Event) OutIfnameString() string { return cstr(e.OutIfname[:]) }
+
 // IfnameString returns the interface name the kernel reported.
-func (e *Event) IfnameString() string {
-	n := bytes.IndexByte(e.Ifname[:], 0)
+func (e *Event) IfnameString() string { return cstr(e.Ifname[:]) }
+
+func cstr(b []byte) string {
+	n := bytes.IndexByte(b, 0)
 	if n < 0 {
-		n = len(e.Ifname)
+		n = len(b)
 	}
-	return string(e.Ifname[:n])
+	return string(b[:n])
 }
 
 // Packet returns the captured bytes.
@@ -92,14 +148,22 @@ func ParseEvent(b []byte, ev *Event) error {
 	ev.Kind = Kind(b[44])
 	ev.Dir = Dir(b[45])
 	ev.L2 = b[46]&1 != 0
+	ev.HasCT = b[46]&2 != 0
 	ev.Filter = b[47]
 	copy(ev.Ifname[:], b[48:64])
+	ev.Hook, ev.NFPos, ev.PF, ev.CTInfo = b[nfOff], b[nfOff+1], b[nfOff+2], b[nfOff+3]
+	ev.CTStatus = ne.Uint32(b[nfOff+4:])
+	ev.CTMark = ne.Uint32(b[nfOff+8:])
+	ev.OutIfindex = ne.Uint32(b[nfOff+12:])
+	copy(ev.OutIfname[:], b[nfOff+16:origOff])
+	copy(ev.CTOrig[:], b[origOff:replOff])
+	copy(ev.CTReply[:], b[replOff:dataOff])
 	if snap > SnapMax {
 		return fmt.Errorf("event snap_len %d exceeds %d", snap, SnapMax)
 	}
 	ev.SnapLen = snap
-	copy(ev.Data[:snap], b[64:64+int(snap)])
-	if ev.Kind != KindHop && ev.Kind != KindDrop {
+	copy(ev.Data[:snap], b[dataOff:dataOff+int(snap)])
+	if ev.Kind != KindHop && ev.Kind != KindDrop && ev.Kind != KindNF {
 		return fmt.Errorf("event of unknown kind %d", ev.Kind)
 	}
 	return nil
@@ -121,10 +185,20 @@ func AppendEvent(b []byte, ev *Event) []byte {
 	r[44] = byte(ev.Kind)
 	r[45] = byte(ev.Dir)
 	if ev.L2 {
-		r[46] = 1
+		r[46] |= 1
+	}
+	if ev.HasCT {
+		r[46] |= 2
 	}
 	r[47] = ev.Filter
 	copy(r[48:64], ev.Ifname[:])
-	copy(r[64:], ev.Data[:ev.SnapLen])
+	r[nfOff], r[nfOff+1], r[nfOff+2], r[nfOff+3] = ev.Hook, ev.NFPos, ev.PF, ev.CTInfo
+	ne.PutUint32(r[nfOff+4:], ev.CTStatus)
+	ne.PutUint32(r[nfOff+8:], ev.CTMark)
+	ne.PutUint32(r[nfOff+12:], ev.OutIfindex)
+	copy(r[nfOff+16:origOff], ev.OutIfname[:])
+	copy(r[origOff:replOff], ev.CTOrig[:])
+	copy(r[replOff:dataOff], ev.CTReply[:])
+	copy(r[dataOff:], ev.Data[:ev.SnapLen])
 	return append(b, r[:]...)
 }

@@ -96,7 +96,7 @@ func TestParseEventErrors(t *testing.T) {
 
 	if err := decode.ParseEvent(rec[:decode.EventSize-1], &ev); err == nil {
 		t.Error("short record: no error")
-	} else if !strings.Contains(err.Error(), "319") || !strings.Contains(err.Error(), "320") {
+	} else if !strings.Contains(err.Error(), "431") || !strings.Contains(err.Error(), "432") {
 		t.Errorf("short record: error %q does not give both sizes", err)
 	}
 	if err := decode.ParseEvent(nil, &ev); err == nil {
@@ -117,14 +117,14 @@ func TestParseEventErrors(t *testing.T) {
 		t.Errorf("snap_len 256: err %v, SnapLen %d", err, ev.SnapLen)
 	}
 
-	for _, kind := range []byte{0, 3, 255} {
+	for _, kind := range []byte{0, 4, 255} {
 		bad := append([]byte(nil), rec...)
 		bad[44] = kind
 		if err := decode.ParseEvent(bad, &ev); err == nil || !strings.Contains(err.Error(), "unknown kind") {
 			t.Errorf("kind %d: error %v", kind, err)
 		}
 	}
-	for _, kind := range []decode.Kind{decode.KindHop, decode.KindDrop} {
+	for _, kind := range []decode.Kind{decode.KindHop, decode.KindDrop, decode.KindNF} {
 		ok := append([]byte(nil), rec...)
 		ok[44] = byte(kind)
 		if err := decode.ParseEvent(ok, &ev); err != nil || ev.Kind != kind {
@@ -138,7 +138,7 @@ func TestParseEventErrors(t *testing.T) {
 // ParseEvent follows.
 func TestEventLayout(t *testing.T) {
 	var k bpf.PathTraceEvent
-	if got := unsafe.Sizeof(k); got != decode.EventSize || decode.EventSize != 320 {
+	if got := unsafe.Sizeof(k); got != decode.EventSize || decode.EventSize != 432 {
 		t.Fatalf("sizeof(struct event) = %d, decode.EventSize = %d, want 320", got, decode.EventSize)
 	}
 	if got := len(k.Data); got != decode.SnapMax {
@@ -162,7 +162,17 @@ func TestEventLayout(t *testing.T) {
 		{"Flags", unsafe.Offsetof(k.Flags), 46},
 		{"Filter", unsafe.Offsetof(k.Filter), 47},
 		{"Ifname", unsafe.Offsetof(k.Ifname), 48},
-		{"Data", unsafe.Offsetof(k.Data), 64},
+		{"Hook", unsafe.Offsetof(k.Hook), 64},
+		{"NfPos", unsafe.Offsetof(k.NfPos), 65},
+		{"Pf", unsafe.Offsetof(k.Pf), 66},
+		{"CtInfo", unsafe.Offsetof(k.CtInfo), 67},
+		{"CtStatus", unsafe.Offsetof(k.CtStatus), 68},
+		{"CtMark", unsafe.Offsetof(k.CtMark), 72},
+		{"OutIfindex", unsafe.Offsetof(k.OutIfindex), 76},
+		{"OutIfname", unsafe.Offsetof(k.OutIfname), 80},
+		{"CtOrig", unsafe.Offsetof(k.CtOrig), 96},
+		{"CtReply", unsafe.Offsetof(k.CtReply), 136},
+		{"Data", unsafe.Offsetof(k.Data), 176},
 	} {
 		if f.got != f.want {
 			t.Errorf("offsetof(%s) = %d, ParseEvent reads it at %d", f.name, f.got, f.want)

@@ -13,11 +13,12 @@ type IfaceKind uint8
 
 // Interface roles. They also name the hop classes of later metrics.
 const (
-	KindUnknown IfaceKind = iota
-	KindPod               // host side of a pod's veth
-	KindBridge            // the CNI bridge (cni0)
-	KindOverlay           // a tunnel device (flannel.1, any VXLAN or Geneve)
-	KindUplink            // the node's underlay NIC (eth0)
+	KindUnknown   IfaceKind = iota
+	KindPod                 // host side of a pod's veth
+	KindBridge              // the CNI bridge (cni0)
+	KindOverlay             // a tunnel device (flannel.1, any VXLAN or Geneve)
+	KindUplink              // the node's underlay NIC (eth0)
+	KindNetfilter           // not an interface: a netfilter hook
 )
 
 func (k IfaceKind) String() string {
@@ -30,8 +31,63 @@ func (k IfaceKind) String() string {
 		return "overlay"
 	case KindUplink:
 		return "uplink"
+	case KindNetfilter:
+		return "netfilter"
 	}
 	return "unknown"
+}
+
+// HookNames are the netfilter hooks by number (NF_INET_*).
+var HookNames = [...]string{"PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"}
+
+// HookName names a hook number.
+func HookName(h uint8) string {
+	if int(h) < len(HookNames) {
+		return HookNames[h]
+	}
+	return fmt.Sprintf("HOOK%d", h)
+}
+
+var nfPosNames = [...]string{NFFirst: "first", NFLast: "last", NFEntry: "entry"}
+
+// CT is a packet's conntrack entry as a netfilter hook saw it.
+type CT struct {
+	State  string // new, established, related, untracked, invalid (no entry after conntrack ran)
+	Reply  bool   // the packet goes in the reply direction of the connection
+	Status uint32 // IPS_* bits
+	Mark   uint32
+	Orig   Flow // the connection's original tuple
+	Answer Flow // its reply tuple (what NAT expects back)
+}
+
+// NAT is an address translation seen between two hops.
+type NAT struct {
+	Type string // dnat, snat, undnat (a reply given back its original source), unsnat, or snat+dnat
+	From string
+	To   string
+}
+
+var ctStates = [...]string{0: "established", 1: "related", 2: "new", 3: "established", 4: "related", 7: "untracked"}
+
+func ctOf(ev *Event, hook, pos uint8) *CT {
+	if !ev.HasCT {
+		return nil
+	}
+	if ev.CTInfo == CTNone {
+		// Before conntrack ran (first priority of PREROUTING and OUTPUT) no entry is
+		// expected; after it, none means conntrack found the packet invalid.
+		if pos != NFLast && (hook == 0 || hook == 3) || ev.Kind == KindDrop {
+			return nil
+		}
+		return &CT{State: "invalid"}
+	}
+	c := &CT{Status: ev.CTStatus, Mark: ev.CTMark, Reply: ev.CTInfo == 3 || ev.CTInfo == 4}
+	if int(ev.CTInfo) < len(ctStates) {
+		c.State = ctStates[ev.CTInfo]
+	}
+	c.Orig, _ = ev.CTOrig.Flow()
+	c.Answer, _ = ev.CTReply.Flow()
+	return c
 }
 
 // Iface is a traced interface of the node.
@@ -79,10 +135,24 @@ type Hop struct {
 	Flow    Flow   // the (inner) flow as seen here; NAT may change it between hops
 	Outer   *Outer // the VXLAN header when the packet is encapsulated here
 	TTL     uint8
+	// Netfilter hops (Kind KindNetfilter): the hook, the priority ("first", "last",
+	// or "entry" for the kprobe fallback), the devices (Ifname is the input one) and
+	// the conntrack entry.
+	Hook      string
+	Prio      string
+	OutIfname string
+	CT        *CT
+	NAT       *NAT // the translation the packet got since the previous hop
 }
 
-// Name is "ifname dir", as in "cni0 ingress".
-func (h *Hop) Name() string { return h.Ifname + " " + h.Dir.String() }
+// Name is "ifname dir", as in "cni0 ingress", or "hook priority" for a netfilter hop,
+// as in "FORWARD first".
+func (h *Hop) Name() string {
+	if h.Kind == KindNetfilter {
+		return h.Hook + " " + h.Prio
+	}
+	return h.Ifname + " " + h.Dir.String()
+}
 
 // Drop is the kernel's account of a packet's death.
 type Drop struct {
@@ -93,6 +163,9 @@ type Drop struct {
 	Ifname   string // skb->dev at the time, may be empty
 	Netns    uint32
 	TimeNs   uint64
+	// Hook is the netfilter hook the packet was in or had just left when it died, from
+	// the last netfilter hop before the drop; "" when none was seen.
+	Hook string
 }
 
 // Stall is the largest hop-to-hop delay above the stall threshold.
@@ -233,6 +306,14 @@ func (a *Assembler) Add(ev *Event) []*Journey {
 			}
 		}
 		j.Hops = append(j.Hops, h)
+	case KindNF:
+		h := Hop{Node: a.cfg.Node, Kind: KindNetfilter, Ifindex: ev.Ifindex, Dir: NoDir, TimeNs: ev.TimeNs,
+			Len: ev.Len, Flow: p.Flow, TTL: p.TTL, Hook: HookName(ev.Hook),
+			Ifname: ev.IfnameString(), OutIfname: ev.OutIfnameString(), CT: ctOf(ev, ev.Hook, ev.NFPos)}
+		if int(ev.NFPos) < len(nfPosNames) {
+			h.Prio = nfPosNames[ev.NFPos]
+		}
+		j.Hops = append(j.Hops, h)
 	case KindDrop:
 		d := &Drop{Code: ev.Reason, Addr: ev.Location, Ifname: ev.IfnameString(),
 			Netns: ev.Netns, TimeNs: ev.TimeNs, Location: a.cfg.Symbols.Symbolize(ev.Location)}
@@ -361,6 +442,7 @@ func (a *Assembler) finish(j *Journey, timedOut bool) {
 	if len(j.Hops) > 0 {
 		j.Flow = j.Hops[0].Flow // as first seen, whatever order the events came in
 	}
+	markNAT(j)
 	if a.cfg.Stall > 0 {
 		for i := 1; i < len(j.Hops); i++ {
 			d := j.Hops[i].TimeNs - j.Hops[i-1].TimeNs
@@ -373,6 +455,9 @@ func (a *Assembler) finish(j *Journey, timedOut bool) {
 		j.Verdict = Dropped
 		if n := len(j.Hops); n > 0 {
 			j.Where = j.Hops[n-1].Name()
+			if j.Hops[n-1].Kind == KindNetfilter {
+				j.Drop.Hook = j.Hops[n-1].Hook
+			}
 		}
 		return
 	}
@@ -389,6 +474,9 @@ func (a *Assembler) finish(j *Journey, timedOut bool) {
 		j.Verdict = Forwarded
 	case last.Dir == Ingress && a.toLocal(last):
 		j.Verdict = Delivered
+	case last.Kind == KindNetfilter && last.Hook == "INPUT":
+		j.Verdict = Delivered
+		j.Where = last.Name()
 	default:
 		j.Where = last.Name()
 		if timedOut {
@@ -396,6 +484,43 @@ func (a *Assembler) finish(j *Journey, timedOut bool) {
 		} else {
 			j.Verdict = Unfinished
 		}
+	}
+}
+
+// markNAT notes, on each hop whose flow differs from the previous hop's, the
+// translation in between. Whether a changed source is SNAT or the reverse of a DNAT
+// depends on the packet's direction in its connection, which the netfilter hops know.
+func markNAT(j *Journey) {
+	reply := false
+	for i := range j.Hops {
+		if c := j.Hops[i].CT; c != nil && c.Reply {
+			reply = true
+		}
+	}
+	for i := 1; i < len(j.Hops); i++ {
+		a, b := j.Hops[i-1].Flow, j.Hops[i].Flow
+		if a == b || a.Proto != b.Proto {
+			continue
+		}
+		srcChanged, dstChanged := a.Src != b.Src, a.Dst != b.Dst
+		n := &NAT{}
+		switch {
+		case srcChanged && dstChanged:
+			n.Type = "snat+dnat"
+			n.From = a.Endpoint(a.Src) + " → " + a.Endpoint(a.Dst)
+			n.To = b.Endpoint(b.Src) + " → " + b.Endpoint(b.Dst)
+		case dstChanged:
+			n.Type, n.From, n.To = "dnat", a.Endpoint(a.Dst), b.Endpoint(b.Dst)
+			if reply {
+				n.Type = "unsnat"
+			}
+		default:
+			n.Type, n.From, n.To = "snat", a.Endpoint(a.Src), b.Endpoint(b.Src)
+			if reply {
+				n.Type = "undnat"
+			}
+		}
+		j.Hops[i].NAT = n
 	}
 }
 
@@ -413,6 +538,9 @@ func (j *Journey) Summary() string {
 		last := j.Hops[len(j.Hops)-1]
 		if last.Dir == Egress {
 			return "delivered to pod via " + last.Ifname
+		}
+		if last.Kind == KindNetfilter {
+			return "delivered to the node's stack (passed INPUT)"
 		}
 		return "delivered to the node's stack via " + last.Ifname
 	case Forwarded:

@@ -59,7 +59,11 @@ func (t *Text) Write(j *decode.Journey) error {
 	start := j.FirstNs()
 	name := 0
 	for _, h := range j.Hops {
-		name = max(name, len(h.Ifname))
+		if h.Kind == decode.KindNetfilter {
+			name = max(name, len(h.Hook))
+		} else {
+			name = max(name, len(h.Ifname))
+		}
 	}
 	if j.Drop != nil {
 		name = max(name, len("dropped"))
@@ -83,12 +87,30 @@ func (t *Text) Write(j *decode.Journey) error {
 		if !dropShown && j.Drop.TimeNs < h.TimeNs {
 			showDrop()
 		}
-		line := fmt.Sprintf("  %-9s %s  %-*s  %-7s", Offset(h.TimeNs-start), h.Node, name, h.Ifname, h.Dir)
+		where, dir := h.Ifname, h.Dir.String()
+		if h.Kind == decode.KindNetfilter {
+			where, dir = h.Hook, h.Prio
+		}
+		line := fmt.Sprintf("  %-9s %s  %-*s  %-7s", Offset(h.TimeNs-start), h.Node, name, where, dir)
+		if h.Kind == decode.KindNetfilter {
+			if h.Ifname != "" {
+				line += " in=" + h.Ifname
+			}
+			if h.OutIfname != "" {
+				line += " out=" + h.OutIfname
+			}
+			if c := h.CT; c != nil {
+				line += "  ct=" + c.State
+				if c.Reply {
+					line += ",reply"
+				}
+			}
+		}
+		if n := h.NAT; n != nil {
+			line += fmt.Sprintf("  %s %s→%s", n.Type, n.From, n.To)
+		}
 		if o := h.Outer; o != nil {
 			line += fmt.Sprintf("  vxlan vni=%d %s→%s", o.VNI, o.Src, o.Dst)
-		}
-		if h.Flow != j.Flow && h.Flow != j.Flow.Reverse() {
-			line += fmt.Sprintf("  as %s → %s", h.Flow.Endpoint(h.Flow.Src), h.Flow.Endpoint(h.Flow.Dst))
 		}
 		fmt.Fprintln(w, strings.TrimRight(line, " "))
 	}
@@ -146,12 +168,35 @@ type HopJSON struct {
 	Ifname  string     `json:"ifname"`
 	Ifindex uint32     `json:"ifindex"`
 	Kind    string     `json:"kind"`
-	Dir     string     `json:"dir"`
+	Dir     string     `json:"dir,omitempty"` // ingress or egress; netfilter hops have a hook instead
 	TNs     int64      `json:"t_ns"`
 	DeltaNs uint64     `json:"delta_ns"`
 	Len     uint32     `json:"len"`
 	Flow    *FlowJSON  `json:"flow,omitempty"` // only where NAT changed it
 	VXLAN   *VXLANJSON `json:"vxlan,omitempty"`
+	// Netfilter hops.
+	Hook      string   `json:"hook,omitempty"`
+	Priority  string   `json:"priority,omitempty"`
+	OutIfname string   `json:"out_ifname,omitempty"`
+	CT        *CTJSON  `json:"ct,omitempty"`
+	NAT       *NATJSON `json:"nat,omitempty"`
+}
+
+// CTJSON is a packet's conntrack entry.
+type CTJSON struct {
+	State  string    `json:"state"`
+	Dir    string    `json:"dir,omitempty"` // original or reply
+	Status uint32    `json:"status,omitempty"`
+	Mark   uint32    `json:"mark,omitempty"`
+	Orig   *FlowJSON `json:"orig,omitempty"`
+	Reply  *FlowJSON `json:"reply,omitempty"`
+}
+
+// NATJSON is the translation a packet got since the previous hop.
+type NATJSON struct {
+	Type string `json:"type"`
+	From string `json:"from"`
+	To   string `json:"to"`
 }
 
 // VXLANJSON is the underlay header of an encapsulated hop.
@@ -167,6 +212,7 @@ type DropJSON struct {
 	Code     uint32 `json:"code"`
 	Location string `json:"location"`
 	Ifname   string `json:"ifname,omitempty"`
+	Hook     string `json:"hook,omitempty"`
 	TNs      int64  `json:"t_ns"`
 }
 
@@ -204,10 +250,32 @@ func ToJSON(j *decode.Journey, clock Clock) JourneyJSON {
 		if o := h.Outer; o != nil {
 			hj.VXLAN = &VXLANJSON{VNI: o.VNI, Src: o.Src.String(), Dst: o.Dst.String()}
 		}
+		if h.Kind == decode.KindNetfilter {
+			hj.Hook, hj.Priority, hj.OutIfname = h.Hook, h.Prio, h.OutIfname
+			hj.Dir = ""
+			if c := h.CT; c != nil {
+				cj := &CTJSON{State: c.State, Status: c.Status, Mark: c.Mark}
+				if c.State != "invalid" && c.State != "untracked" {
+					cj.Dir = "original"
+					if c.Reply {
+						cj.Dir = "reply"
+					}
+					o, r := flowJSON(c.Orig), flowJSON(c.Answer)
+					cj.Orig, cj.Reply = &o, &r
+				}
+				hj.CT = cj
+			}
+		}
+		if n := h.NAT; n != nil {
+			hj.NAT = &NATJSON{Type: n.Type, From: n.From, To: n.To}
+			hj.Flow = nil
+			f := flowJSON(h.Flow)
+			hj.Flow = &f
+		}
 		out.Hops = append(out.Hops, hj)
 	}
 	if d := j.Drop; d != nil {
-		out.Drop = &DropJSON{Reason: d.Reason, Code: d.Code, Location: d.Location, Ifname: d.Ifname, TNs: clock.Wall(d.TimeNs)}
+		out.Drop = &DropJSON{Reason: d.Reason, Code: d.Code, Location: d.Location, Ifname: d.Ifname, Hook: d.Hook, TNs: clock.Wall(d.TimeNs)}
 	}
 	if s := j.Stall; s != nil {
 		out.Stall = &StallJSON{Hop: s.Hop, From: s.From, DeltaNs: s.DeltaNs}

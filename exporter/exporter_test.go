@@ -39,7 +39,8 @@ func forwarded() *decode.Journey {
 		Hops: []decode.Hop{
 			{Node: "node-a", Ifindex: 7, Ifname: "veth3f8a2c1e", Kind: decode.KindPod, Dir: decode.Ingress, TimeNs: t0, Len: 74, Flow: service, TTL: 64},
 			{Node: "node-a", Ifindex: 4, Ifname: "cni0", Kind: decode.KindBridge, Dir: decode.Ingress, TimeNs: t0 + 9_850, Len: 74, Flow: service, TTL: 64},
-			{Node: "node-a", Ifindex: 3, Ifname: "flannel.1", Kind: decode.KindOverlay, Dir: decode.Egress, TimeNs: t0 + 31_200, Len: 74, Flow: backend, TTL: 63},
+			{Node: "node-a", Ifindex: 3, Ifname: "flannel.1", Kind: decode.KindOverlay, Dir: decode.Egress, TimeNs: t0 + 31_200, Len: 74, Flow: backend, TTL: 63,
+				NAT: &decode.NAT{Type: "dnat", From: "10.96.0.20:80", To: "10.244.1.7:8080"}},
 			{Node: "node-a", Ifindex: 2, Ifname: "eth0", Kind: decode.KindUplink, Dir: decode.Egress, TimeNs: t0 + 31_200 + 15*ms, Len: 124, Flow: backend, TTL: 63,
 				Outer: &decode.Outer{Src: netip.MustParseAddr("192.168.1.10"), Dst: netip.MustParseAddr("192.168.1.11"), SrcPort: 51234, DstPort: 8472, VNI: 1}},
 		},
@@ -108,7 +109,7 @@ func TestTextForwarded(t *testing.T) {
 		"10.244.0.5:43512 → 10.96.0.20:80 TCP [S] len=60\n",
 		"+0µs", "+9µs", "+31µs", "+15031µs",
 		"vxlan vni=1 192.168.1.10→192.168.1.11",
-		"as 10.244.0.5:43512 → 10.244.1.7:8080",
+		"dnat 10.96.0.20:80→10.244.1.7:8080",
 		"stall: 15ms between flannel.1 egress and eth0 egress\n",
 		"  forwarded via eth0\n\n",
 	} {
@@ -126,9 +127,9 @@ func TestTextForwarded(t *testing.T) {
 	if want := []string{"veth3f8a2c1e ingress", "cni0 ingress", "flannel.1 egress", "eth0 egress"}; !reflect.DeepEqual(hops, want) {
 		t.Errorf("hop lines %v, want %v", hops, want)
 	}
-	// The NAT note only on the hops after DNAT.
-	if n := strings.Count(string(out), " as "); n != 2 {
-		t.Errorf("%d NAT notes, want 2", n)
+	// The NAT note only on the hop where the translation happened.
+	if n := strings.Count(string(out), "dnat "); n != 1 {
+		t.Errorf("%d NAT notes, want 1", n)
 	}
 }
 

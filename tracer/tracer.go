@@ -45,6 +45,7 @@ type Config struct {
 	QueueLen   int               // events buffered between the ring buffer and the consumer; 0 means 16384
 	RingBytes  int               // ring buffer size, a power of two multiple of the page size; 0 means 4 MiB
 	BTFPath    string            // the kernel's BTF; "" means KernelBTF
+	NFHook     string            // NFAuto, NFLink, NFKprobe or NFNone
 }
 
 // MaxSelectors is how many selectors the kernel side checks (MAX_FILTERS).
@@ -54,12 +55,18 @@ const MaxSelectors = 8
 type Mode struct {
 	TC          string // "tcx" or "clsact"
 	Drop        string // "tp_btf", "raw_tp", "raw_tp (no drop reasons)" or "none"
+	NF          string // "link", "kprobe", "none" or "unavailable"
+	Conntrack   bool   // conntrack entries are read
 	DropReasons bool   // the kernel names drop reasons
 	Notes       []string
 }
 
 func (m Mode) String() string {
-	return fmt.Sprintf("tc via %s, drops via %s", m.TC, m.Drop)
+	ct := "with conntrack"
+	if !m.Conntrack {
+		ct = "without conntrack"
+	}
+	return fmt.Sprintf("tc via %s, drops via %s, netfilter via %s %s", m.TC, m.Drop, m.NF, ct)
 }
 
 // Stats counts events along the way, including every one that was lost.
@@ -67,7 +74,7 @@ type Stats struct {
 	Received   uint64     // records read from the ring buffer
 	QueueDrops uint64     // records dropped because the consumer's queue was full
 	BadRecords uint64     // records that did not decode
-	KernelLost [][]uint64 // [slot][cpu]: events the kernel could not put in the ring buffer; slot 0 tc, 1 drops
+	KernelLost [][]uint64 // [slot][cpu]: events the kernel could not put in the ring buffer; slot 0 tc, 1 drops, 2 netfilter
 }
 
 // KernelLostTotal sums KernelLost.
@@ -93,6 +100,7 @@ type Tracer struct {
 	local    []netip.Addr
 	reasons  decode.DropReasons
 	mode     Mode
+	ct       ctLayout
 	rd       *ringbuf.Reader
 	queue    chan decode.Event
 	wg       sync.WaitGroup
@@ -152,6 +160,11 @@ func New(cfg Config) (t *Tracer, err error) {
 	if t.reasons, err = DropReasons(kspec); err != nil {
 		return t, err
 	}
+	t.ct = conntrackLayout(kspec)
+	t.mode.Conntrack = t.ct.ok
+	if !t.ct.ok {
+		t.mode.Notes = append(t.mode.Notes, "conntrack state not shown: "+t.ct.why)
+	}
 	if err := t.load(kspec); err != nil {
 		return t, err
 	}
@@ -159,6 +172,9 @@ func New(cfg Config) (t *Tracer, err error) {
 		return t, err
 	}
 	if err := t.attachDrop(kspec); err != nil {
+		return t, err
+	}
+	if err := t.attachNF(kspec); err != nil {
 		return t, err
 	}
 	if t.rd, err = ringbuf.NewReader(t.maps.Events); err != nil {
@@ -209,6 +225,13 @@ func validate(cfg *Config) error {
 	if cfg.QueueLen == 0 {
 		cfg.QueueLen = 16384
 	}
+	switch cfg.NFHook {
+	case "":
+		cfg.NFHook = NFAuto
+	case NFAuto, NFLink, NFKprobe, NFNone:
+	default:
+		return fmt.Errorf("netfilter hook %q: want auto, link, kprobe or none", cfg.NFHook)
+	}
 	if cfg.BTFPath == "" {
 		cfg.BTFPath = KernelBTF
 	}
@@ -257,6 +280,17 @@ func (t *Tracer) spec() (*ebpf.CollectionSpec, error) {
 	if err := spec.Variables[bpf.PathTraceVarCfgVxlanPorts].Set(ports); err != nil {
 		return nil, fmt.Errorf("set VXLAN ports: %w", err)
 	}
+	if t.ct.ok {
+		for name, v := range map[string]uint32{
+			bpf.PathTraceVarCtEnabled: 1, bpf.PathTraceVarCtOffTuple: t.ct.offTuple,
+			bpf.PathTraceVarCtTupleStep: t.ct.step, bpf.PathTraceVarCtOffStatus: t.ct.status,
+			bpf.PathTraceVarCtOffMark: t.ct.mark,
+		} {
+			if err := spec.Variables[name].Set(v); err != nil {
+				return nil, fmt.Errorf("set %s: %w", name, err)
+			}
+		}
+	}
 	return spec, nil
 }
 
@@ -266,6 +300,8 @@ func (t *Tracer) replacements() map[string]*ebpf.Map {
 		bpf.PathTraceMapFilters:    t.maps.Filters,
 		bpf.PathTraceMapLost:       t.maps.Lost,
 		bpf.PathTraceMapNetnsAllow: t.maps.NetnsAllow,
+		bpf.PathTraceMapFlows:      t.maps.Flows,
+		bpf.PathTraceMapState:      t.maps.State,
 	}
 }
 
@@ -550,7 +586,7 @@ func (t *Tracer) Stats() Stats {
 	}
 	s := Stats{Received: t.counters.received.Load(), QueueDrops: t.counters.queueDrops.Load(), BadRecords: t.counters.badRecords.Load()}
 	if t.maps.Lost != nil {
-		for slot := uint32(0); slot < 2; slot++ {
+		for slot := uint32(0); slot < 3; slot++ {
 			var per []uint64
 			if err := t.maps.Lost.Lookup(slot, &per); err == nil {
 				s.KernelLost = append(s.KernelLost, per)

@@ -208,12 +208,38 @@ func parseJourneys(t *testing.T, b []byte) []exporter.JourneyJSON {
 	return out
 }
 
+// hopNames lists the interface hops ("cni0 ingress"), leaving out netfilter hops.
 func hopNames(j exporter.JourneyJSON) []string {
 	var s []string
 	for _, h := range j.Hops {
-		s = append(s, h.Ifname+" "+h.Dir)
+		if h.Kind != "netfilter" {
+			s = append(s, h.Ifname+" "+h.Dir)
+		}
 	}
 	return s
+}
+
+// allHops lists every hop: interfaces as "cni0 ingress", netfilter as "FORWARD first".
+func allHops(j exporter.JourneyJSON) []string {
+	var s []string
+	for _, h := range j.Hops {
+		if h.Kind == "netfilter" {
+			s = append(s, h.Hook+" "+h.Priority)
+		} else {
+			s = append(s, h.Ifname+" "+h.Dir)
+		}
+	}
+	return s
+}
+
+// hop returns the first hop named like allHops names it.
+func hop(j exporter.JourneyJSON, name string) *exporter.HopJSON {
+	for i, n := range allHops(j) {
+		if n == name {
+			return &j.Hops[i]
+		}
+	}
+	return nil
 }
 
 // find returns the journeys of TCP packets with exactly these flags from src to dst.
@@ -227,10 +253,20 @@ func find(js []exporter.JourneyJSON, flags, src, dst string) []exporter.JourneyJ
 	return out
 }
 
+func byProto(js []exporter.JourneyJSON, proto string) []exporter.JourneyJSON {
+	var out []exporter.JourneyJSON
+	for _, j := range js {
+		if j.Flow.Proto == proto {
+			out = append(out, j)
+		}
+	}
+	return out
+}
+
 func dump(js []exporter.JourneyJSON) string {
 	var b strings.Builder
 	for _, j := range js {
-		fmt.Fprintf(&b, "  %s %s→%s [%s] %v %s %s\n", j.Flow.Proto, j.Flow.Src, j.Flow.Dst, j.TCPFlags, hopNames(j), j.Verdict, j.Summary)
+		fmt.Fprintf(&b, "  %s %s→%s [%s] %v %s %s\n", j.Flow.Proto, j.Flow.Src, j.Flow.Dst, j.TCPFlags, allHops(j), j.Verdict, j.Summary)
 	}
 	return b.String()
 }

@@ -96,6 +96,7 @@ type followOpts struct {
 	ifaces     []string
 	attachMode string
 	dropHook   string
+	nfHook     string
 	netns      string
 	vxlanPorts []uint
 	snaplen    int
@@ -119,6 +120,7 @@ func followFlags() (*pflag.FlagSet, *followOpts) {
 	fs.StringSliceVar(&o.ifaces, "ifaces", tracer.DefaultIfaces, "interfaces to trace, glob patterns")
 	fs.StringVar(&o.attachMode, "attach-mode", tracer.AttachAuto, "tc attachment: auto (tcx, else clsact), tcx or clsact")
 	fs.StringVar(&o.dropHook, "drop-hook", tracer.DropAuto, "kfree_skb hook: auto (tp_btf, else raw_tp), tp_btf, raw_tp, raw_tp_noreason (as before 5.17) or none")
+	fs.StringVar(&o.nfHook, "nf-hook", tracer.NFAuto, "netfilter hooks: auto (netfilter links, else a kprobe on nf_hook_slow), link, kprobe or none")
 	fs.StringVar(&o.netns, "netns", "", "trace in this network namespace (name under /run/netns, or a path) instead of the current one")
 	fs.UintSliceVar(&o.vxlanPorts, "vxlan-ports", []uint{8472, 4789}, "UDP ports that carry VXLAN (at most 4)")
 	fs.IntVar(&o.snaplen, "snaplen", decode.SnapMax, fmt.Sprintf("packet bytes copied per event (64..%d)", decode.SnapMax))
@@ -246,6 +248,12 @@ func (o *followOpts) tracerConfig(args []string) (tracer.Config, error) {
 	cfg.Ifaces = o.ifaces
 	cfg.AttachMode = o.attachMode
 	cfg.DropHook = o.dropHook
+	cfg.NFHook = o.nfHook
+	switch cfg.NFHook {
+	case tracer.NFAuto, tracer.NFLink, tracer.NFKprobe, tracer.NFNone:
+	default:
+		return cfg, fmt.Errorf("--nf-hook %q: want auto, link, kprobe or none", cfg.NFHook)
+	}
 	cfg.SnapLen = o.snaplen
 	cfg.QueueLen = o.queue
 	cfg.RingBytes = o.ringSize

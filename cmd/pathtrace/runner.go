@@ -118,7 +118,7 @@ func (r *runner) reportLoss(final bool) {
 func lossDetail(s tracer.Stats, a decode.Stats) string {
 	var per []string
 	for slot, cpus := range s.KernelLost {
-		name := [...]string{"hops", "drops"}[slot]
+		name := [...]string{"hops", "drops", "netfilter"}[slot]
 		var parts []string
 		for cpu, v := range cpus {
 			parts = append(parts, fmt.Sprintf("cpu%d=%d", cpu, v))

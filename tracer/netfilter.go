@@ -1,0 +1,202 @@
+package tracer
+
+import (
+	"errors"
+	"fmt"
+	"math"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
+	"github.com/cilium/ebpf/link"
+)
+
+// Netfilter hook modes.
+const (
+	NFAuto   = "auto"   // netfilter links, else a kprobe on nf_hook_slow, else none
+	NFLink   = "link"   // BPF netfilter links (6.4+)
+	NFKprobe = "kprobe" // kprobe on nf_hook_slow
+	NFNone   = "none"
+)
+
+// Priorities of the netfilter links: as early and as late as the kernel allows
+// (NF_IP_PRI_FIRST and NF_IP_PRI_LAST themselves are reserved).
+const (
+	nfPrioFirst = math.MinInt32 + 1
+	nfPrioLast  = math.MaxInt32 - 1
+)
+
+// ctLayout is where struct nf_conn keeps what the programs read, from the kernel's BTF.
+type ctLayout struct {
+	ok                           bool
+	offTuple, step, status, mark uint32
+	why                          string // when !ok
+}
+
+// conntrackLayout finds struct nf_conn in vmlinux or, when conntrack is a module, in the
+// module's BTF, and checks that struct nf_conntrack_tuple is laid out as the programs
+// expect.
+func conntrackLayout(kspec *btf.Spec) ctLayout {
+	var conn *btf.Struct
+	spec := kspec
+	if err := kspec.TypeByName("nf_conn", &conn); err != nil {
+		mspec, merr := btf.LoadKernelModuleSpec("nf_conntrack")
+		if merr != nil {
+			return ctLayout{why: "struct nf_conn is in neither vmlinux's nor nf_conntrack's BTF (conntrack not loaded?)"}
+		}
+		if err := mspec.TypeByName("nf_conn", &conn); err != nil {
+			return ctLayout{why: "struct nf_conn not found in nf_conntrack's BTF"}
+		}
+		spec = mspec
+	}
+	_ = spec
+	member := func(s *btf.Struct, name string) (btf.Member, bool) {
+		for _, m := range s.Members {
+			if m.Name == name {
+				return m, true
+			}
+		}
+		return btf.Member{}, false
+	}
+	th, ok1 := member(conn, "tuplehash")
+	st, ok2 := member(conn, "status")
+	if !ok1 || !ok2 {
+		return ctLayout{why: "struct nf_conn has no tuplehash or status"}
+	}
+	arr, ok := th.Type.(*btf.Array)
+	if !ok {
+		return ctLayout{why: "nf_conn.tuplehash is not an array"}
+	}
+	hash, ok := btf.UnderlyingType(arr.Type).(*btf.Struct)
+	if !ok {
+		return ctLayout{why: "nf_conntrack_tuple_hash is not a struct"}
+	}
+	tm, ok := member(hash, "tuple")
+	if !ok {
+		return ctLayout{why: "nf_conntrack_tuple_hash has no tuple"}
+	}
+	tuple, ok := btf.UnderlyingType(tm.Type).(*btf.Struct)
+	if !ok || tuple.Size != 40 {
+		return ctLayout{why: "struct nf_conntrack_tuple is not the 40 bytes the programs read"}
+	}
+	if src, ok := member(tuple, "src"); !ok || src.Offset.Bytes() != 0 {
+		return ctLayout{why: "nf_conntrack_tuple.src moved"}
+	}
+	if dst, ok := member(tuple, "dst"); !ok || dst.Offset.Bytes() != 20 {
+		return ctLayout{why: "nf_conntrack_tuple.dst moved"}
+	}
+	l := ctLayout{ok: true, offTuple: th.Offset.Bytes() + tm.Offset.Bytes(), step: hash.Size, status: st.Offset.Bytes()}
+	if m, ok := member(conn, "mark"); ok {
+		l.mark = m.Offset.Bytes()
+	}
+	return l
+}
+
+type nfProgs struct {
+	First *ebpf.Program `ebpf:"nf_first"`
+	Last  *ebpf.Program `ebpf:"nf_last"`
+}
+
+type kprobeProgs struct {
+	Entry *ebpf.Program `ebpf:"kp_nf_hook_slow"`
+}
+
+// attachNF puts programs on the netfilter hooks of the traced namespace.
+func (t *Tracer) attachNF(kspec *btf.Spec) error {
+	mode := t.cfg.NFHook
+	if mode == NFNone {
+		t.mode.NF = NFNone
+		return nil
+	}
+	spec, err := t.spec()
+	if err != nil {
+		return err
+	}
+	opts := &ebpf.CollectionOptions{MapReplacements: t.replacements(), Programs: ebpf.ProgramOptions{KernelTypes: kspec}}
+	var linkErr error
+	if mode == NFAuto || mode == NFLink {
+		if linkErr = t.attachNFLinks(spec, opts); linkErr == nil {
+			t.mode.NF = NFLink
+			return nil
+		}
+		if mode == NFLink {
+			return linkErr
+		}
+	}
+	kpErr := t.attachNFKprobe(spec, opts)
+	if kpErr == nil {
+		t.mode.NF = NFKprobe
+		if linkErr != nil {
+			t.mode.Notes = append(t.mode.Notes, fmt.Sprintf("netfilter links unavailable (%s): a kprobe on nf_hook_slow sees each hook on entry only", firstLine(linkErr)))
+		}
+		return nil
+	}
+	if mode == NFKprobe {
+		return kpErr
+	}
+	t.mode.NF = "unavailable"
+	t.mode.Notes = append(t.mode.Notes, fmt.Sprintf("netfilter hooks not traced: netfilter links: %s; kprobe: %s", firstLine(linkErr), firstLine(kpErr)))
+	return nil
+}
+
+func (t *Tracer) attachNFLinks(spec *ebpf.CollectionSpec, opts *ebpf.CollectionOptions) error {
+	var p nfProgs
+	if err := spec.LoadAndAssign(&p, opts); err != nil {
+		return loadError("load netfilter programs", err)
+	}
+	t.progs = append(t.progs, p.First, p.Last)
+	n := len(t.attached)
+	for _, pf := range []struct {
+		fam  link.NetfilterProtocolFamily
+		name string
+	}{{link.NetfilterProtoIPv4, "ipv4"}, {link.NetfilterProtoIPv6, "ipv6"}} {
+		for hook := link.NetfilterInetHook(0); hook <= link.NetfilterInetPostRouting; hook++ {
+			for _, at := range []struct {
+				prog *ebpf.Program
+				prio int32
+				name string
+			}{{p.First, nfPrioFirst, "first"}, {p.Last, nfPrioLast, "last"}} {
+				var l link.Link
+				err := t.ns.do(func() error {
+					var err error
+					l, err = link.AttachNetfilter(link.NetfilterOptions{Program: at.prog, ProtocolFamily: pf.fam, Hook: hook, Priority: at.prio})
+					return err
+				})
+				if err != nil {
+					// Undo the links of this attempt so a fallback starts clean.
+					for _, a := range t.attached[n:] {
+						a.detach()
+					}
+					t.attached = t.attached[:n]
+					if errors.Is(err, ebpf.ErrNotSupported) {
+						return fmt.Errorf("attach netfilter link: %w (needs 6.4)", err)
+					}
+					return fmt.Errorf("attach netfilter link %s %s %s: %w", pf.name, hookName(uint8(hook)), at.name, err)
+				}
+				t.attached = append(t.attached, &tcxAttachment{l: l, name: fmt.Sprintf("netfilter %s %s %s", pf.name, hookName(uint8(hook)), at.name)})
+			}
+		}
+	}
+	return nil
+}
+
+func (t *Tracer) attachNFKprobe(spec *ebpf.CollectionSpec, opts *ebpf.CollectionOptions) error {
+	var p kprobeProgs
+	if err := spec.LoadAndAssign(&p, opts); err != nil {
+		return loadError("load kprobe program", err)
+	}
+	t.progs = append(t.progs, p.Entry)
+	l, err := link.Kprobe("nf_hook_slow", p.Entry, nil)
+	if err != nil {
+		return fmt.Errorf("attach kprobe nf_hook_slow: %w", err)
+	}
+	t.attached = append(t.attached, &tcxAttachment{l: l, name: "kprobe nf_hook_slow"})
+	return nil
+}
+
+func hookName(h uint8) string {
+	names := [...]string{"PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"}
+	if int(h) < len(names) {
+		return names[h]
+	}
+	return fmt.Sprint(h)
+}
