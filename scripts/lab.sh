@@ -34,7 +34,8 @@ Faults:
              route to 10.244.1.23 via eth0, so traffic from it is dropped
   blackhole  node-a: blackhole route to 10.244.2.57
   slow       node-a: 1mbit tbf qdisc on flannel.1 (a slow tunnel)
-  nomasq     node-a: flannel's POSTROUTING MASQUERADE rule removed
+  nomasq     node-a: flannel's POSTROUTING MASQUERADE rule removed (pods on
+             node-a can no longer talk to ext: their SYNs leave, nothing returns)
 
 Lab (P = $LAB_PREFIX):
   P-underlay  bridge br0, ports node-a, node-b
@@ -43,6 +44,9 @@ Lab (P = $LAB_PREFIX):
   P-a-api     10.244.1.23 (veth1a23)  labpod api-a  tcp+udp 8080
   P-a-redis   10.244.1.42 (veth1a42)  labpod redis  tcp 6379
   P-b-api     10.244.2.57 (veth2b57)  labpod api-b  tcp+udp 8080
+  P-ext       10.0.0.100 on the underlay, outside the cluster (no route to
+              the pods: reachable from them only through MASQUERADE)
+              labpod ext tcp 80
   service VIP 10.96.12.34:80/tcp -> 10.244.1.23:8080, 10.244.2.57:8080
 
 Environment:
@@ -63,8 +67,9 @@ NS_NODE_B=$P-node-b
 NS_A_API=$P-a-api
 NS_A_REDIS=$P-a-redis
 NS_B_API=$P-b-api
+NS_EXT=$P-ext
 # Pods first: down deletes in this order.
-ALL_NS=("$NS_A_API" "$NS_A_REDIS" "$NS_B_API" "$NS_NODE_A" "$NS_NODE_B" "$NS_UNDERLAY")
+ALL_NS=("$NS_A_API" "$NS_A_REDIS" "$NS_B_API" "$NS_EXT" "$NS_NODE_A" "$NS_NODE_B" "$NS_UNDERLAY")
 
 VIP=10.96.12.34
 POD_CIDR=10.244.0.0/16
@@ -177,6 +182,17 @@ mk_underlay() {
 	set_bridge_nf "$NS_UNDERLAY" 0
 	ns_exec "$NS_UNDERLAY" ip link add br0 type bridge
 	ns_exec "$NS_UNDERLAY" ip link set br0 up
+}
+
+# mk_ext: a host outside the cluster, on the underlay, that knows no route to
+# the pod network: pods reach it only through the nodes' MASQUERADE.
+mk_ext() {
+	mk_ns "$NS_EXT"
+	ip link add ext netns "$NS_UNDERLAY" type veth peer name eth0 netns "$NS_EXT"
+	ns_exec "$NS_UNDERLAY" ip link set ext master br0
+	ns_exec "$NS_UNDERLAY" ip link set ext up
+	ns_exec "$NS_EXT" ip addr add 10.0.0.100/24 dev eth0
+	ns_exec "$NS_EXT" ip link set eth0 up
 }
 
 # mk_node NS NAME IDX: a node namespace with eth0 on the underlay switch and
@@ -341,9 +357,11 @@ start_servers() {
 	start_server "$NS_A_API" api-a --tcp 8080 --udp 8080
 	start_server "$NS_A_REDIS" redis --tcp 6379
 	start_server "$NS_B_API" api-b --tcp 8080 --udp 8080
+	start_server "$NS_EXT" ext --tcp 80
 	wait_server "$NS_A_API" api-a tcp:8080 udp:8080
 	wait_server "$NS_A_REDIS" redis tcp:6379
 	wait_server "$NS_B_API" api-b tcp:8080 udp:8080
+	wait_server "$NS_EXT" ext tcp:80
 }
 
 # is_our_labpod PID: the pid still belongs to a labpod process (guards
@@ -440,6 +458,7 @@ cmd_up() {
 	mk_pod "$NS_NODE_A" "$NS_A_API" veth1a23 10.244.1.23 10.244.1.1
 	mk_pod "$NS_NODE_A" "$NS_A_REDIS" veth1a42 10.244.1.42 10.244.1.1
 	mk_pod "$NS_NODE_B" "$NS_B_API" veth2b57 10.244.2.57 10.244.2.1
+	mk_ext
 	local ns
 	for ns in "${ALL_NS[@]}"; do
 		reset_rp_filter "$ns"
