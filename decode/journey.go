@@ -497,6 +497,20 @@ func markNAT(j *Journey) {
 			reply = true
 		}
 	}
+	// A journey that starts after the translation (the first packet of a connection
+	// followed by its backend address is only recognised once DNAT made it so): its
+	// conntrack entry still tells what it was before.
+	if len(j.Hops) > 0 {
+		if h := &j.Hops[0]; h.CT != nil && h.CT.Orig.Proto != 0 && !h.CT.Reply && h.CT.Orig != h.Flow {
+			o := h.CT.Orig
+			switch {
+			case o.Src == h.Flow.Src && o.Dst != h.Flow.Dst:
+				h.NAT = &NAT{Type: "dnat", From: o.Endpoint(o.Dst), To: h.Flow.Endpoint(h.Flow.Dst)}
+			case o.Dst == h.Flow.Dst && o.Src != h.Flow.Src:
+				h.NAT = &NAT{Type: "snat", From: o.Endpoint(o.Src), To: h.Flow.Endpoint(h.Flow.Src)}
+			}
+		}
+	}
 	for i := 1; i < len(j.Hops); i++ {
 		a, b := j.Hops[i-1].Flow, j.Hops[i].Flow
 		if a == b || a.Proto != b.Proto {

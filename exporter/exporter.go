@@ -11,9 +11,10 @@ import (
 	"github.com/pathtrace/pathtrace/decode"
 )
 
-// Writer writes journeys somewhere.
+// Writer writes journeys, and reports of one-way connections, somewhere.
 type Writer interface {
 	Write(j *decode.Journey) error
+	WriteOneWay(o *decode.OneWay) error
 }
 
 // Clock converts the kernel's CLOCK_MONOTONIC timestamps to wall-clock time.
@@ -124,6 +125,15 @@ func (t *Text) Write(j *decode.Journey) error {
 	return w.Flush()
 }
 
+// WriteOneWay writes a one-way connection as a block of its own.
+func (t *Text) WriteOneWay(o *decode.OneWay) error {
+	f := o.Flow
+	fmt.Fprintf(t.w, "%s → %s TCP one-way\n", f.Endpoint(f.Src), f.Endpoint(f.Dst))
+	fmt.Fprintf(t.w, "  %s  %s over %s\n", o.Node, o.Summary(), time.Duration(o.LastNs-o.FirstNs).Round(time.Millisecond))
+	fmt.Fprintln(t.w)
+	return t.w.Flush()
+}
+
 // JSON writes one object per journey, per line.
 type JSON struct {
 	w     *bufio.Writer
@@ -142,6 +152,7 @@ func NewJSON(w io.Writer, clock Clock) *JSON {
 // JourneyJSON is the JSON form of a journey. Field names are an interface: add, never
 // rename.
 type JourneyJSON struct {
+	Kind     string     `json:"kind"` // "journey"
 	ID       string     `json:"id"`
 	Node     string     `json:"node"`
 	Flow     FlowJSON   `json:"flow"`
@@ -230,7 +241,7 @@ func flowJSON(f decode.Flow) FlowJSON {
 // ToJSON converts a journey.
 func ToJSON(j *decode.Journey, clock Clock) JourneyJSON {
 	out := JourneyJSON{
-		ID: fmt.Sprintf("%016x", j.ID), Node: j.Node, Flow: flowJSON(j.Flow), Len: j.IPLen,
+		Kind: "journey", ID: fmt.Sprintf("%016x", j.ID), Node: j.Node, Flow: flowJSON(j.Flow), Len: j.IPLen,
 		Verdict: j.Verdict.String(), Where: j.Where, Summary: j.Summary(), Hops: []HopJSON{},
 	}
 	if j.Flow.Proto == decode.ProtoTCP {
@@ -285,6 +296,31 @@ func ToJSON(j *decode.Journey, clock Clock) JourneyJSON {
 
 func (x *JSON) Write(j *decode.Journey) error {
 	if err := x.enc.Encode(ToJSON(j, x.clock)); err != nil {
+		return err
+	}
+	return x.w.Flush()
+}
+
+// OneWayJSON is a TCP connection whose SYNs got no answer. Kind tells it from a journey.
+type OneWayJSON struct {
+	Kind     string   `json:"kind"` // "oneway"
+	Node     string   `json:"node"`
+	Flow     FlowJSON `json:"flow"`
+	SYNs     int      `json:"syns"`
+	LeftVia  string   `json:"left_via"`
+	Expected string   `json:"expected"`
+	FirstTNs int64    `json:"first_t_ns"`
+	LastTNs  int64    `json:"last_t_ns"`
+	WaitNs   int64    `json:"wait_ns"`
+	Summary  string   `json:"summary"`
+}
+
+// WriteOneWay writes a one-way connection as one line.
+func (x *JSON) WriteOneWay(o *decode.OneWay) error {
+	err := x.enc.Encode(OneWayJSON{Kind: "oneway", Node: o.Node, Flow: flowJSON(o.Flow), SYNs: o.SYNs,
+		LeftVia: o.LeftVia, Expected: o.Expect, FirstTNs: x.clock.Wall(o.FirstNs), LastTNs: x.clock.Wall(o.LastNs),
+		WaitNs: int64(o.Wait), Summary: o.Summary()})
+	if err != nil {
 		return err
 	}
 	return x.w.Flush()

@@ -289,7 +289,7 @@ func obj(t *testing.T, v any) map[string]any {
 func TestJSONForwarded(t *testing.T) {
 	j := forwarded()
 	m := decodeLine(t, jsonLines(t, j)[0])
-	if got, want := keys(m), []string{"flow", "hops", "id", "len", "node", "stall", "summary", "tcp_flags", "verdict", "where"}; !reflect.DeepEqual(got, want) {
+	if got, want := keys(m), []string{"flow", "hops", "id", "kind", "len", "node", "stall", "summary", "tcp_flags", "verdict", "where"}; !reflect.DeepEqual(got, want) {
 		t.Errorf("keys %v, want %v", got, want)
 	}
 	if m["id"] != "8c3f5a0e12d4b7a1" || m["node"] != "node-a" || num(t, m["len"]) != 60 || m["tcp_flags"] != "S" {
@@ -359,7 +359,7 @@ func TestJSONForwarded(t *testing.T) {
 func TestJSONDropped(t *testing.T) {
 	j := dropped()
 	m := decodeLine(t, jsonLines(t, j)[0])
-	if got, want := keys(m), []string{"drop", "flow", "hops", "id", "len", "node", "summary", "verdict", "where"}; !reflect.DeepEqual(got, want) {
+	if got, want := keys(m), []string{"drop", "flow", "hops", "id", "kind", "len", "node", "summary", "verdict", "where"}; !reflect.DeepEqual(got, want) {
 		t.Errorf("keys %v, want %v (no tcp_flags for UDP, no stall)", got, want)
 	}
 	if m["id"] != "00a1b2c3d4e5f607" {

@@ -290,3 +290,128 @@ func TestDurationAndCount(t *testing.T) {
 		t.Errorf("--count 2 printed %d journeys:\n%s", len(js), dump(js))
 	}
 }
+
+// A Service VIP: the SYN is followed through DNAT to a backend, the reply through the
+// reverse translation, and each hop says where the translation happened.
+func TestVIPNAT(t *testing.T) {
+	needLab(t)
+	f := startFollow(t, "node-a", "--proto", "tcp", "10.96.12.34:80")
+	backends := map[string]bool{}
+	for i := 0; i < 4; i++ {
+		out, err := pod(t, "a-redis", "tcp", "10.96.12.34:80")
+		if err != nil {
+			t.Fatalf("client: %v %s", err, out)
+		}
+	}
+	js := f.stop(t)
+	syns := find(js, "S", "10.244.1.42:", "10.96.12.34:80")
+	if len(syns) != 4 {
+		t.Fatalf("want 4 SYN journeys, got:\n%s", dump(js))
+	}
+	for _, j := range syns {
+		h := hop(j, "PREROUTING last")
+		if h == nil || h.NAT == nil || h.NAT.Type != "dnat" || h.NAT.From != "10.96.12.34:80" {
+			t.Fatalf("SYN: want dnat from the VIP at PREROUTING last, got %+v\n%s", h, dump([]exporter.JourneyJSON{j}))
+		}
+		if h.NAT.To != "10.244.1.23:8080" && h.NAT.To != "10.244.2.57:8080" {
+			t.Errorf("DNAT to %s, not a backend", h.NAT.To)
+		}
+		backends[h.NAT.To] = true
+		if h.CT == nil || h.CT.State != "new" || h.CT.Orig == nil || h.CT.Orig.Dst != "10.96.12.34:80" {
+			t.Errorf("SYN at PREROUTING last: conntrack %+v, want new with the VIP as original destination", h.CT)
+		}
+	}
+	// Each SYN-ACK is given the VIP back as its source on the way to the client.
+	acks := 0
+	for _, j := range js {
+		if j.TCPFlags != "S." {
+			continue
+		}
+		for _, h := range j.Hops {
+			if h.NAT != nil && h.NAT.Type == "undnat" && h.NAT.To == "10.96.12.34:80" {
+				acks++
+			}
+		}
+		if j.Verdict != "delivered" || hopNames(j)[len(hopNames(j))-1] != "veth1a42 egress" {
+			t.Errorf("SYN-ACK not delivered to redis: %s", dump([]exporter.JourneyJSON{j}))
+		}
+	}
+	if acks != 4 {
+		t.Errorf("%d SYN-ACKs un-DNATed to the VIP, want 4:\n%s", acks, dump(js))
+	}
+	t.Logf("backends reached: %v", backends)
+}
+
+// Following a backend also shows the connections that reached it through the VIP.
+func TestFollowBackendThroughVIP(t *testing.T) {
+	needLab(t)
+	f := startFollow(t, "node-a", "--proto", "tcp", "10.244.2.57:8080")
+	viaB := 0
+	for i := 0; i < 20 && viaB < 2; i++ {
+		if out, _ := pod(t, "a-redis", "tcp", "10.96.12.34:80"); strings.Contains(out, "api-b") {
+			viaB++
+		}
+	}
+	if viaB == 0 {
+		t.Fatal("no connection to the VIP reached api-b in 20 tries")
+	}
+	js := f.stop(t)
+	n := 0
+	for _, j := range js {
+		for _, h := range j.Hops {
+			if h.NAT != nil && h.NAT.Type == "dnat" && h.NAT.From == "10.96.12.34:80" && h.NAT.To == "10.244.2.57:8080" {
+				n++
+			}
+		}
+	}
+	// At least the SYN and the next packet of each of those connections.
+	if n < 2*viaB {
+		t.Errorf("%d packets shown DNATed from the VIP to 10.244.2.57:8080, want at least %d:\n%s", n, 2*viaB, dump(js))
+	}
+}
+
+// Without MASQUERADE a pod's SYNs to a host outside the cluster leave and nothing
+// comes back: a one-way connection, with the hop the SYN-ACK should have crossed.
+func TestOneWayWithoutMasquerade(t *testing.T) {
+	needLab(t)
+	fault(t, "nomasq")
+	f := startFollow(t, "node-a", "--oneway", "1500ms", "10.0.0.100:80")
+	if out, err := pod(t, "a-api", "tcp", "10.0.0.100:80", "--timeout", "1500ms"); err == nil {
+		t.Fatalf("client got an answer without MASQUERADE: %s", out)
+	}
+	time.Sleep(2 * time.Second) // past the one-way wait after the last SYN
+	js := f.stop(t)
+	ows := parseOneWays(t, f.stdout.Bytes())
+	if len(ows) != 1 {
+		t.Fatalf("want one one-way report, got %d:\n%s\njourneys:\n%s", len(ows), f.stdout.String(), dump(js))
+	}
+	o := ows[0]
+	if o.Flow.Dst != "10.0.0.100:80" || !strings.HasPrefix(o.Flow.Src, "10.244.1.23:") || o.SYNs < 2 ||
+		o.LeftVia != "eth0 egress" || o.Expected != "eth0 ingress" {
+		t.Errorf("one-way report %+v: want 10.244.1.23 → 10.0.0.100:80, 2+ SYNs, left via eth0 egress, expected back through eth0 ingress", o)
+	}
+	// With MASQUERADE back, the same connection is answered: no report.
+	if out, err := lab("fault", "nomasq", "off"); err != nil {
+		t.Fatalf("%v %s", err, out)
+	}
+	g := startFollow(t, "node-a", "--oneway", "500ms", "10.0.0.100:80")
+	if out, err := pod(t, "a-api", "tcp", "10.0.0.100:80"); err != nil {
+		t.Fatalf("client with MASQUERADE: %v %s", err, out)
+	}
+	time.Sleep(time.Second)
+	js = g.stop(t)
+	if ows := parseOneWays(t, g.stdout.Bytes()); len(ows) != 0 {
+		t.Errorf("answered connection reported one-way: %+v", ows)
+	}
+	snat := 0
+	for _, j := range js {
+		for _, h := range j.Hops {
+			if h.NAT != nil && h.NAT.Type == "snat" && h.NAT.To == "10.0.0.11" {
+				snat++
+			}
+		}
+	}
+	if snat == 0 {
+		t.Errorf("no hop shows the MASQUERADE to 10.0.0.11:\n%s", dump(js))
+	}
+}

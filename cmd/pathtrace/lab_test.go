@@ -203,7 +203,21 @@ func parseJourneys(t *testing.T, b []byte) []exporter.JourneyJSON {
 		if err := json.Unmarshal(sc.Bytes(), &j); err != nil {
 			t.Fatalf("bad JSON line %q: %v", sc.Text(), err)
 		}
-		out = append(out, j)
+		if j.Kind == "journey" {
+			out = append(out, j)
+		}
+	}
+	return out
+}
+
+func parseOneWays(t *testing.T, b []byte) []exporter.OneWayJSON {
+	t.Helper()
+	var out []exporter.OneWayJSON
+	for _, line := range bytes.Split(b, []byte("\n")) {
+		var o exporter.OneWayJSON
+		if len(line) > 0 && json.Unmarshal(line, &o) == nil && o.Kind == "oneway" {
+			out = append(out, o)
+		}
 	}
 	return out
 }

@@ -91,6 +91,7 @@ type followOpts struct {
 	count      int
 	timeout    time.Duration
 	stall      time.Duration
+	oneway     time.Duration
 	node       string
 	readyFile  string
 	ifaces     []string
@@ -115,6 +116,7 @@ func followFlags() (*pflag.FlagSet, *followOpts) {
 	fs.IntVar(&o.count, "count", 0, "stop after this many packet journeys (0: no limit)")
 	fs.DurationVar(&o.timeout, "timeout", 500*time.Millisecond, "a packet with no further event for this long is judged (lost if nothing ended it)")
 	fs.DurationVar(&o.stall, "stall", 10*time.Millisecond, "report a stall when a hop-to-hop delay exceeds this (0: off)")
+	fs.DurationVar(&o.oneway, "oneway", 3*time.Second, "report a TCP connection whose SYNs got no answer for this long (0: off)")
 	fs.StringVar(&o.node, "node", host, "name of this node in the output")
 	fs.StringVar(&o.readyFile, "ready-file", "", "write this file once every program is attached")
 	fs.StringSliceVar(&o.ifaces, "ifaces", tracer.DefaultIfaces, "interfaces to trace, glob patterns")
@@ -200,6 +202,9 @@ func follow(args []string, stdout, stderr io.Writer) error {
 	}
 
 	r := &runner{asm: asm, out: out, tr: tr, stderr: stderr, limit: o.count}
+	if o.oneway > 0 {
+		r.watch = decode.NewFlowWatch(o.oneway)
+	}
 	return r.loop(ctx, o.duration)
 }
 
@@ -223,8 +228,8 @@ func (o *followOpts) tracerConfig(args []string) (tracer.Config, error) {
 		s.Proto = proto
 		cfg.Selectors = append(cfg.Selectors, s)
 	}
-	if o.count < 0 || o.duration < 0 || o.timeout <= 0 || o.stall < 0 {
-		return cfg, errors.New("--count and --duration must not be negative, --timeout must be positive")
+	if o.count < 0 || o.duration < 0 || o.timeout <= 0 || o.stall < 0 || o.oneway < 0 {
+		return cfg, errors.New("--count, --duration, --stall and --oneway must not be negative, --timeout must be positive")
 	}
 	if o.snaplen < 64 || o.snaplen > decode.SnapMax {
 		return cfg, fmt.Errorf("--snaplen %d: want 64..%d", o.snaplen, decode.SnapMax)

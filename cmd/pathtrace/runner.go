@@ -16,6 +16,7 @@ import (
 // writer, and reports losses as they happen.
 type runner struct {
 	asm    *decode.Assembler
+	watch  *decode.FlowWatch // nil: one-way detection off
 	out    exporter.Writer
 	tr     *tracer.Tracer
 	stderr io.Writer
@@ -36,6 +37,9 @@ func (r *runner) emit(js []*decode.Journey) error {
 			return fmt.Errorf("write output: %w", err)
 		}
 		r.written++
+		if r.watch != nil {
+			r.watch.Observe(j)
+		}
 	}
 	if r.limit > 0 && r.written >= r.limit {
 		return errLimit
@@ -66,7 +70,11 @@ func (r *runner) loop(ctx context.Context, duration time.Duration) error {
 					return err
 				}
 			case <-tick.C:
-				if err := r.emit(r.asm.Expire(monoNow())); err != nil {
+				now := monoNow()
+				if err := r.emit(r.asm.Expire(now)); err != nil {
+					return err
+				}
+				if err := r.emitOneWay(now); err != nil {
 					return err
 				}
 			case <-lossCheck.C:
@@ -90,6 +98,9 @@ func (r *runner) loop(ctx context.Context, duration time.Duration) error {
 	if err == nil {
 		err = r.emit(r.asm.Flush(monoNow()))
 	}
+	if err == nil {
+		err = r.emitOneWay(monoNow())
+	}
 	r.reportLoss(true)
 	if err == errLimit {
 		err = nil
@@ -98,6 +109,19 @@ func (r *runner) loop(ctx context.Context, duration time.Duration) error {
 		err = cerr
 	}
 	return err
+}
+
+// emitOneWay writes the connections that waited long enough for an answer.
+func (r *runner) emitOneWay(nowNs uint64) error {
+	if r.watch == nil {
+		return nil
+	}
+	for _, o := range r.watch.Expire(nowNs) {
+		if err := r.out.WriteOneWay(o); err != nil {
+			return fmt.Errorf("write output: %w", err)
+		}
+	}
+	return nil
 }
 
 // reportLoss warns when events were lost since the last report, and sums up at the end.
