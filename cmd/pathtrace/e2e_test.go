@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/pathtrace/pathtrace/exporter"
 )
 
 var locationRE = regexp.MustCompile(`^[A-Za-z0-9_.]+\+0x[0-9a-f]+$`)
