@@ -408,7 +408,7 @@ func TestOneWayWithoutMasquerade(t *testing.T) {
 	snat := 0
 	for _, j := range js {
 		for _, h := range j.Hops {
-			if h.NAT != nil && h.NAT.Type == "snat" && h.NAT.To == "10.0.0.11" {
+			if h.NAT != nil && h.NAT.Type == "snat" && strings.HasPrefix(h.NAT.To, "10.0.0.11:") {
 				snat++
 			}
 		}
