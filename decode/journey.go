@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strconv"
 	"time"
 )
 
@@ -166,6 +167,17 @@ type Drop struct {
 	// Hook is the netfilter hook the packet was in or had just left when it died, from
 	// the last netfilter hop before the drop; "" when none was seen.
 	Hook string
+	// Rule is the netfilter rule (or chain policy) that dropped it, when the drop was
+	// netfilter's and the ruleset could be read; Cause is conntrack's own reason
+	// (table full, insert failed) when its counters say so.
+	Rule  *RuleMatch
+	Cause string
+}
+
+// ByNetfilter reports whether netfilter dropped the packet: the kernel says so, or,
+// on kernels without drop reasons, the packet died inside a netfilter hook.
+func (d *Drop) ByNetfilter() bool {
+	return d.Reason == "NETFILTER_DROP" || d.Reason == "" && d.Hook != ""
 }
 
 // Stall is the largest hop-to-hop delay above the stall threshold.
@@ -567,6 +579,19 @@ func (j *Journey) Summary() string {
 		s += " at " + j.Drop.Location
 		if j.Where != "" {
 			s += " (after " + j.Where + ")"
+		}
+		switch r := j.Drop.Rule; {
+		case j.Drop.Cause != "":
+			s += ": " + j.Drop.Cause
+		case r != nil && r.Rule != nil:
+			s += ": by " + r.Rule.Location() + " rule "
+			if r.Rule.Backend == BackendIptablesNft {
+				s += strconv.Itoa(r.Rule.Position)
+			} else {
+				s += "handle " + strconv.FormatUint(r.Rule.Handle, 10)
+			}
+		case r != nil && r.Policy != nil:
+			s += ": by the policy of " + r.Policy.Location()
 		}
 		return s
 	case Lost:

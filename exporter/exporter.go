@@ -81,6 +81,12 @@ func (t *Text) Write(j *decode.Journey) error {
 			fmt.Fprintf(w, " (dev %s)", d.Ifname)
 		}
 		fmt.Fprintln(w)
+		if d.Cause != "" {
+			fmt.Fprintf(w, "  %-9s %s  %s\n", "", j.Node, d.Cause)
+		}
+		if d.Rule != nil {
+			fmt.Fprintf(w, "  %-9s %s  %s\n", "", j.Node, d.Rule)
+		}
 		dropShown = true
 	}
 	for i := range j.Hops {
@@ -225,6 +231,11 @@ type DropJSON struct {
 	Ifname   string `json:"ifname,omitempty"`
 	Hook     string `json:"hook,omitempty"`
 	TNs      int64  `json:"t_ns"`
+	// Rule names the netfilter rule or chain policy that dropped the packet, in words;
+	// RuleDetail has the parts. Cause is conntrack's own reason when it dropped it.
+	Rule       string            `json:"rule,omitempty"`
+	RuleDetail *decode.RuleMatch `json:"rule_detail,omitempty"`
+	Cause      string            `json:"cause,omitempty"`
 }
 
 // StallJSON is the largest hop-to-hop delay above the threshold.
@@ -286,7 +297,11 @@ func ToJSON(j *decode.Journey, clock Clock) JourneyJSON {
 		out.Hops = append(out.Hops, hj)
 	}
 	if d := j.Drop; d != nil {
-		out.Drop = &DropJSON{Reason: d.Reason, Code: d.Code, Location: d.Location, Ifname: d.Ifname, Hook: d.Hook, TNs: clock.Wall(d.TimeNs)}
+		out.Drop = &DropJSON{Reason: d.Reason, Code: d.Code, Location: d.Location, Ifname: d.Ifname, Hook: d.Hook,
+			TNs: clock.Wall(d.TimeNs), RuleDetail: d.Rule, Cause: d.Cause}
+		if d.Rule != nil {
+			out.Drop.Rule = d.Rule.String()
+		}
 	}
 	if s := j.Stall; s != nil {
 		out.Stall = &StallJSON{Hop: s.Hop, From: s.From, DeltaNs: s.DeltaNs}

@@ -100,6 +100,9 @@ func TestPolicyDrop(t *testing.T) {
 				if !locationRE.MatchString(j.Drop.Location) {
 					t.Errorf("drop location %q is not symbol+0xoff", j.Drop.Location)
 				}
+				if want := "dropped by filter/FORWARD rule 1: -A FORWARD -d 10.244.1.42/32 -p tcp -m tcp --dport 6379 -j DROP"; j.Drop.Rule != want {
+					t.Errorf("drop rule %q, want %q", j.Drop.Rule, want)
+				}
 				if want := []string{"veth2b57 ingress", "cni0 ingress"}; !slices.Equal(hopNames(j), want) {
 					t.Errorf("hops %v, want %v", hopNames(j), want)
 				}
@@ -415,5 +418,27 @@ func TestOneWayWithoutMasquerade(t *testing.T) {
 	}
 	if snat == 0 {
 		t.Errorf("no hop shows the MASQUERADE to 10.0.0.11:\n%s", dump(js))
+	}
+}
+
+// A native nftables rule (not iptables-nft) is named in nft's own words.
+func TestNftablesRuleNamed(t *testing.T) {
+	needLab(t)
+	inNode(t, "node-b", "nft", "add table inet ptt_policy")
+	t.Cleanup(func() { exec.Command("ip", "netns", "exec", labPrefix+"-node-b", "nft", "delete table inet ptt_policy").Run() })
+	inNode(t, "node-b", "nft", "add chain inet ptt_policy ptfwd { type filter hook forward priority 10 ; }")
+	inNode(t, "node-b", "nft", "add rule inet ptt_policy ptfwd ip daddr 10.244.1.42 udp dport 5353 counter drop")
+	f := startFollow(t, "node-b", "--proto", "udp", "10.244.1.42:5353")
+	pod(t, "b-api", "udp", "10.244.1.42:5353", "--count", "1")
+	js := f.stop(t)
+	if len(js) != 1 || js[0].Drop == nil {
+		t.Fatalf("want one dropped datagram, got:\n%s", dump(js))
+	}
+	d := js[0].Drop
+	if !regexp.MustCompile(`^dropped by inet/ptt_policy/ptfwd rule handle \d+: ip daddr 10\.244\.1\.42 udp dport 5353 counter packets \d+ bytes \d+ drop$|^dropped by inet/ptt_policy/ptfwd rule handle \d+: ip daddr 10\.244\.1\.42 udp dport 5353 counter drop$`).MatchString(d.Rule) {
+		t.Errorf("drop rule %q", d.Rule)
+	}
+	if d.Hook != "FORWARD" || d.Reason != "NETFILTER_DROP" {
+		t.Errorf("drop %+v, want NETFILTER_DROP in FORWARD", d)
 	}
 }

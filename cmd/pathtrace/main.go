@@ -92,6 +92,7 @@ type followOpts struct {
 	timeout    time.Duration
 	stall      time.Duration
 	oneway     time.Duration
+	noRules    bool
 	node       string
 	readyFile  string
 	ifaces     []string
@@ -117,6 +118,7 @@ func followFlags() (*pflag.FlagSet, *followOpts) {
 	fs.DurationVar(&o.timeout, "timeout", 500*time.Millisecond, "a packet with no further event for this long is judged (lost if nothing ended it)")
 	fs.DurationVar(&o.stall, "stall", 10*time.Millisecond, "report a stall when a hop-to-hop delay exceeds this (0: off)")
 	fs.DurationVar(&o.oneway, "oneway", 3*time.Second, "report a TCP connection whose SYNs got no answer for this long (0: off)")
+	fs.BoolVar(&o.noRules, "no-rules", false, "do not read the netfilter ruleset to name the rule behind a drop")
 	fs.StringVar(&o.node, "node", host, "name of this node in the output")
 	fs.StringVar(&o.readyFile, "ready-file", "", "write this file once every program is attached")
 	fs.StringSliceVar(&o.ifaces, "ifaces", tracer.DefaultIfaces, "interfaces to trace, glob patterns")
@@ -204,6 +206,10 @@ func follow(args []string, stdout, stderr io.Writer) error {
 	r := &runner{asm: asm, out: out, tr: tr, stderr: stderr, limit: o.count}
 	if o.oneway > 0 {
 		r.watch = decode.NewFlowWatch(o.oneway)
+	}
+	if tr.Mode().NF != tracer.NFNone && !o.noRules {
+		r.expl = newExplainer(o.netns, tr, stderr)
+		defer r.expl.close()
 	}
 	return r.loop(ctx, o.duration)
 }

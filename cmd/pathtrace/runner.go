@@ -17,6 +17,7 @@ import (
 type runner struct {
 	asm    *decode.Assembler
 	watch  *decode.FlowWatch // nil: one-way detection off
+	expl   *explainer        // nil: drops are not explained
 	out    exporter.Writer
 	tr     *tracer.Tracer
 	stderr io.Writer
@@ -29,6 +30,9 @@ type runner struct {
 var errLimit = fmt.Errorf("journey limit reached")
 
 func (r *runner) emit(js []*decode.Journey) error {
+	if r.expl != nil {
+		r.expl.explain(js)
+	}
 	for _, j := range js {
 		if r.limit > 0 && r.written >= r.limit {
 			return errLimit

@@ -1,0 +1,100 @@
+package main
+
+import (
+	"fmt"
+	"io"
+
+	"github.com/pathtrace/pathtrace/decode"
+	"github.com/pathtrace/pathtrace/tracer"
+)
+
+// explainer names what dropped a packet that netfilter dropped: the rule (or chain
+// policy) whose counter rose, or conntrack itself when its counters say the table was
+// full or an insert failed. It compares with the counters of its previous look.
+type explainer struct {
+	rules    *tracer.RuleReader // nil when the ruleset cannot be read
+	before   decode.RuleSnapshot
+	tr       *tracer.Tracer
+	ctBefore decode.CTStats
+	ctOK     bool
+}
+
+// newExplainer reads the starting counters. What cannot be read is said once on
+// stderr, and drops are then reported without a rule.
+func newExplainer(netns string, tr *tracer.Tracer, stderr io.Writer) *explainer {
+	e := &explainer{tr: tr}
+	r, err := tracer.NewRuleReader(netns)
+	if err == nil {
+		e.before, err = r.SnapshotCounters()
+		if err != nil {
+			r.Close()
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "pathtrace: note: netfilter rules will not be named: %v\n", err)
+	} else {
+		e.rules = r
+		if e.before.Note != "" {
+			fmt.Fprintf(stderr, "pathtrace: note: %s\n", e.before.Note)
+		}
+	}
+	if s, err := tr.ConntrackStats(); err == nil {
+		e.ctBefore, e.ctOK = s, true
+	}
+	return e
+}
+
+// explain fills Drop.Rule and Drop.Cause of the netfilter drops among js, with one look
+// at the counters for all of them.
+func (e *explainer) explain(js []*decode.Journey) {
+	var drops []*decode.Drop
+	for _, j := range js {
+		if d := j.Drop; d != nil && d.ByNetfilter() {
+			drops = append(drops, d)
+		}
+	}
+	if len(drops) == 0 {
+		return
+	}
+	if e.ctOK {
+		if after, err := e.tr.ConntrackStats(); err == nil {
+			for _, d := range drops {
+				d.Cause = decode.ConntrackCause(e.ctBefore, after, d.Hook)
+			}
+			e.ctBefore = after
+		}
+	}
+	if e.rules == nil {
+		return
+	}
+	after, err := e.rules.SnapshotCounters()
+	if err != nil {
+		m := &decode.RuleMatch{Why: "the ruleset could not be read: " + err.Error()}
+		for _, d := range drops {
+			d.Rule = m
+		}
+		return
+	}
+	byHook := map[string][]*decode.Drop{}
+	for _, d := range drops {
+		if d.Cause == "" {
+			byHook[d.Hook] = append(byHook[d.Hook], d)
+		}
+	}
+	for hook, ds := range byHook {
+		m := decode.MatchDrop(e.before, after, hook, len(ds))
+		if m.Rule != nil {
+			_ = e.rules.Describe(&m)
+		}
+		for _, d := range ds {
+			d.Rule = &m
+		}
+	}
+	e.before = after
+}
+
+func (e *explainer) close() {
+	if e.rules != nil {
+		e.rules.Close()
+	}
+}
