@@ -425,7 +425,9 @@ func TestOneWayWithoutMasquerade(t *testing.T) {
 func TestNftablesRuleNamed(t *testing.T) {
 	needLab(t)
 	inNode(t, "node-b", "nft", "add table inet ptt_policy")
-	t.Cleanup(func() { exec.Command("ip", "netns", "exec", labPrefix+"-node-b", "nft", "delete table inet ptt_policy").Run() })
+	t.Cleanup(func() {
+		exec.Command("ip", "netns", "exec", labPrefix+"-node-b", "nft", "delete table inet ptt_policy").Run()
+	})
 	inNode(t, "node-b", "nft", "add chain inet ptt_policy ptfwd { type filter hook forward priority 10 ; }")
 	inNode(t, "node-b", "nft", "add rule inet ptt_policy ptfwd ip daddr 10.244.1.42 udp dport 5353 counter drop")
 	f := startFollow(t, "node-b", "--proto", "udp", "10.244.1.42:5353")
