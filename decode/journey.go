@@ -93,9 +93,10 @@ func ctOf(ev *Event, hook, pos uint8) *CT {
 
 // Iface is a traced interface of the node.
 type Iface struct {
-	Index int
-	Name  string
-	Kind  IfaceKind
+	Index     int
+	Name      string
+	Kind      IfaceKind
+	PeerNetns uint32 // a pod's veth: the inode of the pod's network namespace; 0 if unknown
 }
 
 // Verdict is what became of a packet.
@@ -201,6 +202,9 @@ type Journey struct {
 	// forwarded the packet, or the last hop before it was lost or dropped.
 	Where string
 	Stall *Stall
+	// CopyDrop is the death of another copy of the packet (the bridge flooded it to
+	// several pods) while this one was delivered.
+	CopyDrop *Drop
 
 	lastNs     uint64
 	prev, next *Journey // the assembler's open journeys, by lastNs
@@ -463,6 +467,9 @@ func (a *Assembler) finish(j *Journey, timedOut bool) {
 			}
 		}
 	}
+	if j.Drop != nil && a.copyDelivered(j) {
+		return
+	}
 	if j.Drop != nil {
 		j.Verdict = Dropped
 		if n := len(j.Hops); n > 0 {
@@ -497,6 +504,36 @@ func (a *Assembler) finish(j *Journey, timedOut bool) {
 			j.Verdict = Unfinished
 		}
 	}
+}
+
+// copyDelivered handles a packet the bridge sent to several pods (flooding, hairpin):
+// when the drop happened inside one pod's namespace and another pod's veth also handed
+// the packet on, that other copy was delivered. The drop stays on the journey as
+// CopyDrop.
+func (a *Assembler) copyDelivered(j *Journey) bool {
+	d := j.Drop
+	if d.Netns == 0 {
+		return false
+	}
+	droppedHere, other := false, -1
+	for i := range j.Hops {
+		h := &j.Hops[i]
+		if h.Kind != KindPod || h.Dir != Egress {
+			continue
+		}
+		switch peer := a.ifaces[h.Ifindex].PeerNetns; {
+		case peer == d.Netns:
+			droppedHere = true
+		case peer != 0:
+			other = i
+		}
+	}
+	if !droppedHere || other < 0 {
+		return false
+	}
+	j.Verdict, j.Where = Delivered, j.Hops[other].Ifname
+	j.CopyDrop, j.Drop = d, nil
+	return true
 }
 
 // markNAT notes, on each hop whose flow differs from the previous hop's, the
@@ -561,6 +598,13 @@ func (a *Assembler) toLocal(h *Hop) bool {
 func (j *Journey) Summary() string {
 	switch j.Verdict {
 	case Delivered:
+		if c := j.CopyDrop; c != nil {
+			s := "delivered to pod via " + j.Where + "; a copy sent to another pod was dropped"
+			if c.Reason != "" {
+				s += ": " + c.Reason
+			}
+			return s + " at " + c.Location
+		}
 		last := j.Hops[len(j.Hops)-1]
 		if last.Dir == Egress {
 			return "delivered to pod via " + last.Ifname

@@ -766,3 +766,72 @@ func TestAssemblerModel(t *testing.T) {
 		t.Errorf("stats %+v, model evicted %d", s, evicted)
 	}
 }
+
+// The bridge floods a packet to two pods; one pod's stack drops its copy, the other
+// pod gets its own: delivered, with the dropped copy noted.
+func TestCopyDroppedInOtherPod(t *testing.T) {
+	cfg := decode.Config{Node: "node-a", Timeout: 100 * time.Millisecond, Ifaces: []decode.Iface{
+		{Index: 3, Name: "cni0", Kind: decode.KindBridge},
+		{Index: 7, Name: "vethredis", Kind: decode.KindPod, PeerNetns: 4026532001},
+		{Index: 8, Name: "vethapi", Kind: decode.KindPod, PeerNetns: 4026532002},
+	}, Reasons: decode.DropReasons{2: "NOT_SPECIFIED", 34: "OTHERHOST"}}
+	a := decode.NewAssembler(cfg)
+	pkt := copyFixturePacket()
+	for _, ev := range []decode.Event{
+		{Kind: decode.KindHop, Ifindex: 7, Dir: decode.Ingress, TimeNs: 1000},
+		{Kind: decode.KindHop, Ifindex: 7, Dir: decode.Egress, TimeNs: 2000},
+		{Kind: decode.KindHop, Ifindex: 8, Dir: decode.Egress, TimeNs: 3000},
+		{Kind: decode.KindDrop, Reason: 34, Netns: 4026532001, TimeNs: 4000},
+	} {
+		ev := ev
+		ev.L2 = ev.Kind != decode.KindDrop
+		data := pkt
+		if !ev.L2 {
+			data = pkt[14:]
+		}
+		ev.SnapLen = uint16(copy(ev.Data[:], data))
+		a.Add(&ev)
+	}
+	js := a.Flush(1 << 40)
+	if len(js) != 1 {
+		t.Fatalf("%d journeys", len(js))
+	}
+	j := js[0]
+	if j.Verdict != decode.Delivered || j.Where != "vethapi" || j.CopyDrop == nil || j.Drop != nil {
+		t.Fatalf("verdict %v where %q copy %+v drop %+v", j.Verdict, j.Where, j.CopyDrop, j.Drop)
+	}
+	if want := "delivered to pod via vethapi; a copy sent to another pod was dropped: OTHERHOST at 0x0"; j.Summary() != want {
+		t.Errorf("summary %q, want %q", j.Summary(), want)
+	}
+	// Dropped in the pod the only copy went to: dropped.
+	b := decode.NewAssembler(cfg)
+	for _, ev := range []decode.Event{
+		{Kind: decode.KindHop, Ifindex: 8, Dir: decode.Egress, TimeNs: 3000, L2: true},
+		{Kind: decode.KindDrop, Reason: 34, Netns: 4026532002, TimeNs: 4000},
+	} {
+		ev := ev
+		data := pkt
+		if !ev.L2 {
+			data = pkt[14:]
+		}
+		ev.SnapLen = uint16(copy(ev.Data[:], data))
+		b.Add(&ev)
+	}
+	if j := b.Flush(1 << 40)[0]; j.Verdict != decode.Dropped {
+		t.Errorf("single copy dropped in its pod: verdict %v", j.Verdict)
+	}
+}
+
+// copyFixturePacket is an Ethernet frame with a TCP SYN.
+func copyFixturePacket() []byte {
+	b := make([]byte, 14+20+20)
+	b[12], b[13] = 0x08, 0x00
+	ip := b[14:]
+	ip[0], ip[3], ip[8], ip[9] = 0x45, 40, 64, 6
+	copy(ip[12:16], []byte{10, 244, 1, 42})
+	copy(ip[16:20], []byte{10, 244, 1, 23})
+	tcp := ip[20:]
+	tcp[0], tcp[1], tcp[2], tcp[3] = 0x9c, 0x40, 0x1f, 0x90
+	tcp[12], tcp[13] = 0x50, 0x02
+	return b
+}

@@ -169,6 +169,7 @@ type JourneyJSON struct {
 	Where    string     `json:"where,omitempty"`
 	Summary  string     `json:"summary"`
 	Drop     *DropJSON  `json:"drop,omitempty"`
+	CopyDrop *DropJSON  `json:"copy_drop,omitempty"` // another copy of a delivered packet died
 	Stall    *StallJSON `json:"stall,omitempty"`
 }
 
@@ -295,6 +296,9 @@ func ToJSON(j *decode.Journey, clock Clock) JourneyJSON {
 			hj.Flow = &f
 		}
 		out.Hops = append(out.Hops, hj)
+	}
+	if d := j.CopyDrop; d != nil {
+		out.CopyDrop = &DropJSON{Reason: d.Reason, Code: d.Code, Location: d.Location, Ifname: d.Ifname, TNs: clock.Wall(d.TimeNs)}
 	}
 	if d := j.Drop; d != nil {
 		out.Drop = &DropJSON{Reason: d.Reason, Code: d.Code, Location: d.Location, Ifname: d.Ifname, Hook: d.Hook,

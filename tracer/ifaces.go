@@ -141,7 +141,7 @@ func localAddrs(h *netlink.Handle) ([]netip.Addr, error) {
 // drops inside a pod count as this node's. The kernel names a peer namespace only by
 // an ID local to the node's namespace; candidates from /run/netns and /proc/*/ns/net
 // are asked for their ID until every peer is found.
-func podNetns(h *netlink.Handle, links []netlink.Link) []uint32 {
+func podNetns(h *netlink.Handle, links []netlink.Link) map[int]uint32 {
 	want := map[int]bool{}
 	for _, l := range links {
 		if l.Type() == "veth" && l.Attrs().NetNsID >= 0 {
@@ -161,7 +161,7 @@ func podNetns(h *netlink.Handle, links []netlink.Link) []uint32 {
 		cands = append(cands, m...)
 	}
 	seen := map[uint32]bool{}
-	var out []uint32
+	out := map[int]uint32{} // peer namespace ID → inode
 	for _, c := range cands {
 		if len(want) == 0 {
 			break
@@ -179,7 +179,7 @@ func podNetns(h *netlink.Handle, links []netlink.Link) []uint32 {
 		f.Close()
 		if err == nil && want[id] {
 			delete(want, id)
-			out = append(out, ino)
+			out[id] = ino
 		}
 	}
 	return out

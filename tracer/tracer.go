@@ -320,7 +320,23 @@ func (t *Tracer) load(kspec *btf.Spec) error {
 			return fmt.Errorf("set selector %s: %w", s, err)
 		}
 	}
-	allow := append([]uint32{t.ns.inode}, podNetns(t.nl, t.linkList())...)
+	links := t.linkList()
+	peers := podNetns(t.nl, links)
+	allow := []uint32{t.ns.inode}
+	for _, ino := range peers {
+		allow = append(allow, ino)
+	}
+	// A pod's veth knows the namespace behind it: decode tells a copy dropped in one
+	// pod from one delivered to another.
+	for _, l := range links {
+		if ino, ok := peers[l.Attrs().NetNsID]; ok && l.Type() == "veth" {
+			for i := range t.ifaces {
+				if t.ifaces[i].Index == l.Attrs().Index {
+					t.ifaces[i].PeerNetns = ino
+				}
+			}
+		}
+	}
 	for _, ino := range allow {
 		if err := t.maps.NetnsAllow.Put(ino, uint8(1)); err != nil {
 			return fmt.Errorf("allow network namespace %d: %w", ino, err)

@@ -322,6 +322,14 @@ func TestVIPNAT(t *testing.T) {
 			t.Errorf("DNAT to %s, not a backend", h.NAT.To)
 		}
 		backends[h.NAT.To] = true
+		// To api-a the bridge floods the DNATed SYN to both of node-a's pods (redis
+		// drops its copy): the SYN is still delivered to api-a.
+		if j.Verdict != "delivered" && j.Verdict != "forwarded" {
+			t.Errorf("SYN to the VIP: %s", dump([]exporter.JourneyJSON{j}))
+		}
+		if h.NAT.To == "10.244.1.23:8080" && (j.Verdict != "delivered" || j.Where != "veth1a23") {
+			t.Errorf("SYN DNATed to api-a: verdict %s where %s, want delivered via veth1a23", j.Verdict, j.Where)
+		}
 		if h.CT == nil || h.CT.State != "new" || h.CT.Orig == nil || h.CT.Orig.Dst != "10.96.12.34:80" {
 			t.Errorf("SYN at PREROUTING last: conntrack %+v, want new with the VIP as original destination", h.CT)
 		}
