@@ -135,7 +135,7 @@ func (t *Text) Write(j *decode.Journey) error {
 func (t *Text) WriteOneWay(o *decode.OneWay) error {
 	f := o.Flow
 	fmt.Fprintf(t.w, "%s → %s TCP one-way\n", f.Endpoint(f.Src), f.Endpoint(f.Dst))
-	fmt.Fprintf(t.w, "  %s  %s over %s\n", o.Node, o.Summary(), time.Duration(o.LastNs-o.FirstNs).Round(time.Millisecond))
+	fmt.Fprintf(t.w, "  %s  %s\n", o.Node, o.Summary())
 	fmt.Fprintln(t.w)
 	return t.w.Flush()
 }
