@@ -92,6 +92,7 @@ func runAssemble(b *testing.B, cfg decode.Config, expireEvery int, evicting bool
 			if len(j.Hops) != 4 {
 				bad++
 			}
+			a.Release(j) // as the runner does once a journey is written
 		}
 	}
 	base := t0

@@ -208,6 +208,7 @@ type Journey struct {
 
 	lastNs     uint64
 	prev, next *Journey // the assembler's open journeys, by lastNs
+	outers     []Outer  // storage for the hops' Outer, reused with the journey
 }
 
 // Config is what the assembler needs to know about the node.
@@ -245,6 +246,7 @@ type Assembler struct {
 	timeNs  uint64
 	maxOpen int
 	pkt     Packet // Add's scratch: a Packet points into itself, so a local one escapes
+	free    []*Journey
 }
 
 // NewAssembler returns an assembler for one node.
@@ -296,8 +298,8 @@ func (a *Assembler) Add(ev *Event) []*Journey {
 		if len(a.open) >= a.maxOpen {
 			evicted = a.evictOldest(max(a.timeNs, ev.TimeNs))
 		}
-		j = &Journey{ID: p.ID, Node: a.cfg.Node, Flow: p.Flow, TCPFlags: p.TCPFlags, IPLen: p.IPLen,
-			lastNs: ev.TimeNs, Hops: make([]Hop, 0, 4)}
+		j = a.newJourney()
+		j.ID, j.Node, j.Flow, j.TCPFlags, j.IPLen, j.lastNs = p.ID, a.cfg.Node, p.Flow, p.TCPFlags, p.IPLen, ev.TimeNs
 		a.open[p.ID] = j
 		a.link(j)
 	} else if ev.TimeNs > j.lastNs {
@@ -310,8 +312,7 @@ func (a *Assembler) Add(ev *Event) []*Journey {
 		h := Hop{Node: a.cfg.Node, Ifindex: ev.Ifindex, Dir: ev.Dir, TimeNs: ev.TimeNs,
 			Len: ev.Len, Flow: p.Flow, TTL: p.TTL}
 		if p.Outer != nil {
-			o := *p.Outer
-			h.Outer = &o
+			h.Outer = j.keepOuter(*p.Outer)
 		}
 		if i, ok := a.ifaces[ev.Ifindex]; ok {
 			h.Ifname, h.Kind = i.Name, i.Kind
@@ -387,6 +388,50 @@ func (a *Assembler) close(j *Journey, timedOut bool) {
 	delete(a.open, j.ID)
 	a.unlink(j)
 	a.finish(j, timedOut)
+}
+
+// newJourney takes a released journey, or makes one.
+func (a *Assembler) newJourney() *Journey {
+	if n := len(a.free); n > 0 {
+		j := a.free[n-1]
+		a.free = a.free[:n-1]
+		return j
+	}
+	return &Journey{Hops: make([]Hop, 0, 8), outers: make([]Outer, 0, 2)}
+}
+
+// keepOuter stores o in the journey's own storage. When that grows, the hops that
+// point into it are pointed at the new copy.
+func (j *Journey) keepOuter(o Outer) *Outer {
+	if len(j.outers) == cap(j.outers) {
+		old := j.outers
+		j.outers = append(make([]Outer, 0, 2*cap(old)+2), old...)
+		for i := range j.Hops {
+			for k := range old {
+				if j.Hops[i].Outer == &old[k] {
+					j.Hops[i].Outer = &j.outers[k]
+				}
+			}
+		}
+	}
+	j.outers = append(j.outers, o)
+	return &j.outers[len(j.outers)-1]
+}
+
+// maxFree bounds the journeys kept for reuse.
+const maxFree = 4096
+
+// Release hands a closed journey back once its consumer is done with it (written out,
+// nothing keeps a pointer into it): its storage serves the next journeys, so a steady
+// stream allocates next to nothing. Not releasing is fine; it only costs allocations.
+func (a *Assembler) Release(j *Journey) {
+	if len(a.free) >= maxFree {
+		return
+	}
+	hops, outers := j.Hops[:0], j.outers[:0]
+	clear(j.Hops[:cap(j.Hops)])
+	*j = Journey{Hops: hops, outers: outers}
+	a.free = append(a.free, j)
 }
 
 // evictOldest closes the journey with the oldest last event. As in Flush, it is Lost

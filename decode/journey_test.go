@@ -835,3 +835,34 @@ func copyFixturePacket() []byte {
 	tcp[12], tcp[13] = 0x50, 0x02
 	return b
 }
+
+// A released journey's storage serves the next one and carries nothing over.
+func TestReleaseReuses(t *testing.T) {
+	cfg := decode.Config{Node: "n", Timeout: time.Millisecond, Reasons: decode.DropReasons{12: "NETFILTER_DROP"}}
+	a := decode.NewAssembler(cfg)
+	pkt := copyFixturePacket()
+	add := func(ev decode.Event) {
+		data := pkt
+		if !ev.L2 {
+			data = pkt[14:]
+		}
+		ev.SnapLen = uint16(copy(ev.Data[:], data))
+		a.Add(&ev)
+	}
+	add(decode.Event{Kind: decode.KindHop, Ifindex: 1, L2: true, TimeNs: 10})
+	add(decode.Event{Kind: decode.KindDrop, Reason: 12, TimeNs: 20})
+	first := a.Flush(1 << 40)[0]
+	if first.Drop == nil {
+		t.Fatal("first journey not dropped")
+	}
+	a.Release(first)
+	pkt[14+4] = 0x77 // another IP ID: another packet
+	add(decode.Event{Kind: decode.KindHop, Ifindex: 2, Dir: decode.Egress, L2: true, TimeNs: 30})
+	second := a.Flush(1 << 40)[0]
+	if second != first {
+		t.Error("the released journey was not reused")
+	}
+	if second.Drop != nil || len(second.Hops) != 1 || second.Hops[0].Ifindex != 2 || second.Verdict == decode.Dropped {
+		t.Errorf("reused journey carries old state: drop %+v hops %+v verdict %v", second.Drop, second.Hops, second.Verdict)
+	}
+}

@@ -44,6 +44,7 @@ func (r *runner) emit(js []*decode.Journey) error {
 		if r.watch != nil {
 			r.watch.Observe(j)
 		}
+		r.asm.Release(j)
 	}
 	if r.limit > 0 && r.written >= r.limit {
 		return errLimit
