@@ -38,7 +38,17 @@ struct tuple {
 	__u8 _pad;
 	__u8 osaddr[16]; /* outer addresses when encap */
 	__u8 odaddr[16];
+	/* A hash of fields no hop rewrites (IP ID and length, TCP sequence and
+	 * acknowledgement numbers): the agent's key for one packet across hops. */
+	__u32 key;
 };
+
+static __always_inline __u32 mix32(__u32 h, __u32 v)
+{
+	h ^= v;
+	h *= 0x9E3779B1;
+	return h ^ (h >> 15);
+}
 
 volatile const __u16 cfg_vxlan_ports[MAX_VXLAN_PORTS] = {8472, 4789, 0, 0};
 
@@ -77,6 +87,7 @@ static __always_inline int parse_l3(const int mode, struct reader *r, __u32 off,
 			return -1;
 		t->family = 4;
 		t->proto = ip.protocol;
+		t->key = mix32(mix32(0x2545F491, ((__u32)ip.id << 16) | ip.tot_len), ip.protocol);
 		__builtin_memcpy(t->saddr, &ip.saddr, 4);
 		__builtin_memcpy(t->daddr, &ip.daddr, 4);
 		if (ip.frag_off & bpf_htons(0x1fff))
@@ -87,6 +98,7 @@ static __always_inline int parse_l3(const int mode, struct reader *r, __u32 off,
 		if (rd(mode, r, off, &ip6, sizeof(ip6)) < 0)
 			return -1;
 		t->family = 6;
+		t->key = mix32(0x2545F491, ip6.payload_len);
 		__builtin_memcpy(t->saddr, &ip6.saddr, 16);
 		__builtin_memcpy(t->daddr, &ip6.daddr, 16);
 		__u8 nh = ip6.nexthdr;
@@ -115,7 +127,14 @@ static __always_inline int parse_l3(const int mode, struct reader *r, __u32 off,
 	}
 	if (fragmented)
 		return -1;
-	if (t->proto == PROTO_TCP || t->proto == PROTO_UDP) {
+	if (t->proto == PROTO_TCP) {
+		__u32 h[3]; /* ports, seq, ack */
+		if (rd(mode, r, off, h, sizeof(h)) < 0)
+			return -1;
+		t->sport = bpf_ntohs((__u16)h[0]);
+		t->dport = bpf_ntohs((__u16)(h[0] >> 16));
+		t->key = mix32(mix32(t->key, h[1]), h[2]);
+	} else if (t->proto == PROTO_UDP) {
 		__u16 ports[2];
 		if (rd(mode, r, off, ports, sizeof(ports)) < 0)
 			return -1;

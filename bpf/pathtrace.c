@@ -89,10 +89,80 @@ struct nf_tuple_raw {
 	__u8 dir;
 };
 
+/* ---- the agent: counters aggregated in the kernel (cfg_agent) ---- */
+
+volatile const __u32 cfg_agent = 0;      /* count every packet and drop */
+volatile const __u32 cfg_sample = 0;     /* measure hop latency on 1 packet in N (by hash); 0 off */
+volatile const __u32 cfg_node_netns = 0; /* inode of the node's namespace */
+volatile const __u32 cfg_reason_nf = 0;  /* SKB_DROP_REASON_NETFILTER_DROP on this kernel, 0 unknown */
+volatile const __u32 cfg_drop_rate = 0;  /* drop events per second per CPU beyond followed ones */
+
+/* The role of each traced interface of the node, CLASS_*, by ifindex. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, __u32);
+} iface_class SEC(".maps");
+
+/* Packets per hop class and direction: index class*2 + dir. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, HOP_CLASSES * 2);
+	__type(key, __u32);
+	__type(value, struct counter);
+} pkt_count SEC(".maps");
+
+/* Drops per reason and hop class. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct drop_key);
+	__type(value, struct counter);
+} drop_count SEC(".maps");
+
+/* The last hop a sampled packet was seen at, by its key. */
+struct lat_val {
+	__u64 ts;
+	__u32 class;
+	__u32 _pad;
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, struct lat_val);
+} lat_last SEC(".maps");
+
+/* Hop-to-hop latency: (from*HOP_CLASSES + to)*LAT_BUCKETS + bucket; sums per pair. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, HOP_CLASSES * HOP_CLASSES * LAT_BUCKETS);
+	__type(key, __u32);
+	__type(value, __u64);
+} lat_hist SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, HOP_CLASSES * HOP_CLASSES);
+	__type(key, __u32);
+	__type(value, __u64);
+} lat_sum SEC(".maps");
+
+/* Per-CPU budget of drop events: [0] the second, [1] events sent in it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, __u64);
+} drop_budget SEC(".maps");
+
 /* Force the generated Go types. */
 const struct event *unused_event __attribute__((unused));
 const struct filter *unused_filter __attribute__((unused));
 const struct ct_tuple *unused_ct_tuple __attribute__((unused));
+const struct counter *unused_counter __attribute__((unused));
+const struct drop_key *unused_drop_key __attribute__((unused));
 
 static __always_inline int addr_eq(const __u8 *a, const __u8 *b, __u8 family)
 {
@@ -191,6 +261,90 @@ static __always_inline __u32 snap_len(__u32 avail)
 	return ((n - 1) & (SNAP_MAX - 1)) + 1;
 }
 
+static __always_inline void count_add(void *map, __u32 idx, __u32 bytes)
+{
+	struct counter *c = bpf_map_lookup_elem(map, &idx);
+	if (c) {
+		c->packets += 1;
+		c->bytes += bytes;
+	}
+}
+
+/* lat_bucket: floor(log2(ns)) - 9, within 0..LAT_BUCKETS-1. */
+static __always_inline __u32 lat_bucket(__u64 ns)
+{
+	__u32 l = 0;
+	if (ns >> 32) { ns >>= 32; l += 32; }
+	if (ns >> 16) { ns >>= 16; l += 16; }
+	if (ns >> 8) { ns >>= 8; l += 8; }
+	if (ns >> 4) { ns >>= 4; l += 4; }
+	if (ns >> 2) { ns >>= 2; l += 2; }
+	if (ns >> 1) { l += 1; }
+	if (l < 10)
+		return 0;
+	l -= 9;
+	return l >= LAT_BUCKETS ? LAT_BUCKETS - 1 : l;
+}
+
+/* latency records the time since the packet's previous hop on this node, for the
+ * sampled packets; a key not seen for a second is a new packet. */
+static __always_inline void latency(__u32 key, __u32 class, __u64 now)
+{
+	struct lat_val *v = bpf_map_lookup_elem(&lat_last, &key);
+	if (!v) {
+		struct lat_val nv = {.ts = now, .class = class};
+		bpf_map_update_elem(&lat_last, &key, &nv, BPF_ANY);
+		return;
+	}
+	__u64 prev = v->ts;
+	__u32 from = v->class;
+	v->ts = now;
+	v->class = class;
+	if (now < prev || now - prev > 1000000000ULL || from >= HOP_CLASSES || class >= HOP_CLASSES)
+		return;
+	__u64 d = now - prev;
+	__u32 pair = from * HOP_CLASSES + class;
+	__u32 idx = pair * LAT_BUCKETS + lat_bucket(d);
+	__u64 *n = bpf_map_lookup_elem(&lat_hist, &idx);
+	if (n)
+		*n += 1;
+	__u64 *sum = bpf_map_lookup_elem(&lat_sum, &pair);
+	if (sum)
+		*sum += d;
+}
+
+/* agent_tc counts the packet and, if sampled, its latency from the previous hop. */
+static __always_inline void agent_tc(struct __sk_buff *skb, __u8 dir, const struct tuple *t, __u64 now)
+{
+	__u32 idx = skb->ifindex;
+	__u32 *cls = bpf_map_lookup_elem(&iface_class, &idx);
+	__u32 class = cls ? *cls : CLASS_UNKNOWN;
+	if (class >= HOP_CLASSES)
+		class = CLASS_UNKNOWN;
+	count_add(&pkt_count, class * 2 + (dir & 1), skb->len);
+	if (cfg_sample && t->family && t->key % cfg_sample == 0)
+		latency(t->key, class, now);
+}
+
+/* drop_budget_ok: whether one more unfollowed drop event fits this second's budget. */
+static __always_inline int drop_budget_ok(__u64 now)
+{
+	__u32 k0 = 0, k1 = 1;
+	__u64 *sec = bpf_map_lookup_elem(&drop_budget, &k0);
+	__u64 *cnt = bpf_map_lookup_elem(&drop_budget, &k1);
+	if (!sec || !cnt)
+		return 0;
+	__u64 s = now / 1000000000ULL;
+	if (*sec != s) {
+		*sec = s;
+		*cnt = 0;
+	}
+	if (*cnt >= cfg_drop_rate)
+		return 0;
+	*cnt += 1;
+	return 1;
+}
+
 /* clear_nf zeroes the netfilter and conntrack fields: ring buffer memory is not. */
 static __always_inline void clear_nf(struct event *ev)
 {
@@ -203,7 +357,10 @@ static __always_inline int handle_tc(struct __sk_buff *skb, __u8 dir, int l2)
 	struct reader r = {.skb = skb};
 	struct tuple t;
 	__builtin_memset(&t, 0, sizeof(t));
-	if (parse_pkt(MODE_SKB, &r, l2, &t) < 0)
+	int parsed = parse_pkt(MODE_SKB, &r, l2, &t);
+	if (cfg_agent)
+		agent_tc(skb, dir, &t, bpf_ktime_get_ns());
+	if (parsed < 0)
 		return PASS_ON;
 	int fi = match(&t);
 	if (fi < 0)
@@ -369,8 +526,46 @@ static __always_inline __u32 skb_netns(struct sk_buff *skb)
 	return 0;
 }
 
+/* drop_class is the hop class a drop is counted under. */
+static __always_inline __u32 drop_class(struct sk_buff *skb, __u32 ns, __u32 reason)
+{
+	if (cfg_reason_nf && reason == cfg_reason_nf)
+		return CLASS_NETFILTER;
+	if (ns != cfg_node_netns)
+		return CLASS_POD; /* inside a pod's namespace */
+	struct net_device *dev = BPF_CORE_READ(skb, dev);
+	if (dev) {
+		__u32 idx = BPF_CORE_READ(dev, ifindex);
+		__u32 *cls = bpf_map_lookup_elem(&iface_class, &idx);
+		if (cls && *cls < HOP_CLASSES && *cls != CLASS_UNKNOWN)
+			return *cls;
+	}
+	return CLASS_STACK;
+}
+
 static __always_inline int handle_drop(struct sk_buff *skb, __u64 location, __u32 reason)
 {
+	__u32 ns = skb_netns(skb);
+	if (!bpf_map_lookup_elem(&netns_allow, &ns))
+		return 0;
+	if (cfg_agent) {
+		struct drop_key dk = {.reason = reason, .class = drop_class(skb, ns, reason)};
+		__u32 len = BPF_CORE_READ(skb, len);
+		struct counter *c = bpf_map_lookup_elem(&drop_count, &dk);
+		if (!c) {
+			/* Zeroes on every CPU; if another CPU added the key first, use that. */
+			struct counter zero = {};
+			bpf_map_update_elem(&drop_count, &dk, &zero, BPF_NOEXIST);
+			c = bpf_map_lookup_elem(&drop_count, &dk);
+		}
+		if (c) {
+			c->packets += 1;
+			c->bytes += len;
+		} else {
+			count_lost(LOST_MAP);
+		}
+	}
+
 	const __u8 *head = BPF_CORE_READ(skb, head);
 	__u16 nh = BPF_CORE_READ(skb, network_header);
 	__u32 tail = BPF_CORE_READ(skb, tail);
@@ -383,11 +578,16 @@ static __always_inline int handle_drop(struct sk_buff *skb, __u64 location, __u3
 	if (parse_pkt(MODE_KERN, &r, 0, &t) < 0)
 		return 0;
 	int fi = match(&t);
-	if (fi < 0)
-		return 0;
-	__u32 ns = skb_netns(skb);
-	if (!bpf_map_lookup_elem(&netns_allow, &ns))
-		return 0;
+	if (fi < 0) {
+		/* The agent also reports drops nobody follows, within a budget. */
+		if (!cfg_agent || !cfg_drop_rate)
+			return 0;
+		if (!drop_budget_ok(bpf_ktime_get_ns())) {
+			count_lost(LOST_RATELIMIT);
+			return 0;
+		}
+		fi = 0xff;
+	}
 
 	struct event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
 	if (!ev) {

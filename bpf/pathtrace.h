@@ -33,7 +33,31 @@
 #define LOST_TC 0
 #define LOST_DROP 1
 #define LOST_NF 2
-#define LOST_SLOTS 3
+#define LOST_RATELIMIT 3 /* agent: drop events over the per-CPU rate (the drop is still counted) */
+#define LOST_MAP 4       /* agent: a counter map was full */
+#define LOST_SLOTS 5
+
+/* Hop classes of the agent's counters; 0 for an interface of unknown role. */
+#define CLASS_UNKNOWN 0
+#define CLASS_POD 1
+#define CLASS_BRIDGE 2
+#define CLASS_OVERLAY 3
+#define CLASS_UPLINK 4
+#define CLASS_NETFILTER 5
+#define CLASS_STACK 6
+#define HOP_CLASSES 8
+#define LAT_BUCKETS 32 /* bucket b: latency up to 2^(b+10) ns, from ~1 µs to ~2200 s */
+
+/* packets and bytes */
+struct counter {
+	__u64 packets;
+	__u64 bytes;
+};
+
+struct drop_key {
+	__u32 reason;
+	__u32 class;
+};
 
 /* A conntrack tuple, or a packet's 5-tuple. Addresses in network order (IPv4 in the
  * first four bytes, the rest zero), ports in host order, zero for ICMP. Also the key of

@@ -13,6 +13,12 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type PathTraceCounter struct {
+	_       structs.HostLayout
+	Packets uint64
+	Bytes   uint64
+}
+
 type PathTraceCtTuple struct {
 	_      structs.HostLayout
 	Saddr  [16]uint8
@@ -22,6 +28,12 @@ type PathTraceCtTuple struct {
 	Proto  uint8
 	Family uint8
 	Pad    [2]uint8
+}
+
+type PathTraceDropKey struct {
+	_      structs.HostLayout
+	Reason uint32
+	Class  uint32
 }
 
 type PathTraceEvent struct {
@@ -64,15 +76,29 @@ type PathTraceFilter struct {
 	Addr    [16]uint8
 }
 
+type PathTraceLatVal struct {
+	_     structs.HostLayout
+	Ts    uint64
+	Class uint32
+	Pad   uint32
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	PathTraceMapDropBudget           = "drop_budget"
+	PathTraceMapDropCount            = "drop_count"
 	PathTraceMapEvents               = "events"
 	PathTraceMapFilters              = "filters"
 	PathTraceMapFlows                = "flows"
+	PathTraceMapIfaceClass           = "iface_class"
+	PathTraceMapLatHist              = "lat_hist"
+	PathTraceMapLatLast              = "lat_last"
+	PathTraceMapLatSum               = "lat_sum"
 	PathTraceMapLost                 = "lost"
 	PathTraceMapNetnsAllow           = "netns_allow"
+	PathTraceMapPktCount             = "pkt_count"
 	PathTraceMapState                = "state"
 	PathTraceProgKfreeSkbBtf         = "kfree_skb_btf"
 	PathTraceProgKfreeSkbRaw         = "kfree_skb_raw"
@@ -84,6 +110,11 @@ const (
 	PathTraceProgTcEgressL3          = "tc_egress_l3"
 	PathTraceProgTcIngress           = "tc_ingress"
 	PathTraceProgTcIngressL3         = "tc_ingress_l3"
+	PathTraceVarCfgAgent             = "cfg_agent"
+	PathTraceVarCfgDropRate          = "cfg_drop_rate"
+	PathTraceVarCfgNodeNetns         = "cfg_node_netns"
+	PathTraceVarCfgReasonNf          = "cfg_reason_nf"
+	PathTraceVarCfgSample            = "cfg_sample"
 	PathTraceVarCfgSnaplen           = "cfg_snaplen"
 	PathTraceVarCfgVxlanPorts        = "cfg_vxlan_ports"
 	PathTraceVarCtEnabled            = "ct_enabled"
@@ -91,7 +122,9 @@ const (
 	PathTraceVarCtOffStatus          = "ct_off_status"
 	PathTraceVarCtOffTuple           = "ct_off_tuple"
 	PathTraceVarCtTupleStep          = "ct_tuple_step"
+	PathTraceVarUnusedCounter        = "unused_counter"
 	PathTraceVarUnusedCtTuple        = "unused_ct_tuple"
+	PathTraceVarUnusedDropKey        = "unused_drop_key"
 	PathTraceVarUnusedEvent          = "unused_event"
 	PathTraceVarUnusedFilter         = "unused_filter"
 )
@@ -154,11 +187,18 @@ type PathTraceProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type PathTraceMapSpecs struct {
+	DropBudget *ebpf.MapSpec `ebpf:"drop_budget"`
+	DropCount  *ebpf.MapSpec `ebpf:"drop_count"`
 	Events     *ebpf.MapSpec `ebpf:"events"`
 	Filters    *ebpf.MapSpec `ebpf:"filters"`
 	Flows      *ebpf.MapSpec `ebpf:"flows"`
+	IfaceClass *ebpf.MapSpec `ebpf:"iface_class"`
+	LatHist    *ebpf.MapSpec `ebpf:"lat_hist"`
+	LatLast    *ebpf.MapSpec `ebpf:"lat_last"`
+	LatSum     *ebpf.MapSpec `ebpf:"lat_sum"`
 	Lost       *ebpf.MapSpec `ebpf:"lost"`
 	NetnsAllow *ebpf.MapSpec `ebpf:"netns_allow"`
+	PktCount   *ebpf.MapSpec `ebpf:"pkt_count"`
 	State      *ebpf.MapSpec `ebpf:"state"`
 }
 
@@ -166,6 +206,11 @@ type PathTraceMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type PathTraceVariableSpecs struct {
+	CfgAgent      *ebpf.VariableSpec `ebpf:"cfg_agent"`
+	CfgDropRate   *ebpf.VariableSpec `ebpf:"cfg_drop_rate"`
+	CfgNodeNetns  *ebpf.VariableSpec `ebpf:"cfg_node_netns"`
+	CfgReasonNf   *ebpf.VariableSpec `ebpf:"cfg_reason_nf"`
+	CfgSample     *ebpf.VariableSpec `ebpf:"cfg_sample"`
 	CfgSnaplen    *ebpf.VariableSpec `ebpf:"cfg_snaplen"`
 	CfgVxlanPorts *ebpf.VariableSpec `ebpf:"cfg_vxlan_ports"`
 	CtEnabled     *ebpf.VariableSpec `ebpf:"ct_enabled"`
@@ -173,7 +218,9 @@ type PathTraceVariableSpecs struct {
 	CtOffStatus   *ebpf.VariableSpec `ebpf:"ct_off_status"`
 	CtOffTuple    *ebpf.VariableSpec `ebpf:"ct_off_tuple"`
 	CtTupleStep   *ebpf.VariableSpec `ebpf:"ct_tuple_step"`
+	UnusedCounter *ebpf.VariableSpec `ebpf:"unused_counter"`
 	UnusedCtTuple *ebpf.VariableSpec `ebpf:"unused_ct_tuple"`
+	UnusedDropKey *ebpf.VariableSpec `ebpf:"unused_drop_key"`
 	UnusedEvent   *ebpf.VariableSpec `ebpf:"unused_event"`
 	UnusedFilter  *ebpf.VariableSpec `ebpf:"unused_filter"`
 }
@@ -198,21 +245,35 @@ func (o *PathTraceObjects) Close() error {
 //
 // It can be passed to LoadPathTraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type PathTraceMaps struct {
+	DropBudget *ebpf.Map `ebpf:"drop_budget"`
+	DropCount  *ebpf.Map `ebpf:"drop_count"`
 	Events     *ebpf.Map `ebpf:"events"`
 	Filters    *ebpf.Map `ebpf:"filters"`
 	Flows      *ebpf.Map `ebpf:"flows"`
+	IfaceClass *ebpf.Map `ebpf:"iface_class"`
+	LatHist    *ebpf.Map `ebpf:"lat_hist"`
+	LatLast    *ebpf.Map `ebpf:"lat_last"`
+	LatSum     *ebpf.Map `ebpf:"lat_sum"`
 	Lost       *ebpf.Map `ebpf:"lost"`
 	NetnsAllow *ebpf.Map `ebpf:"netns_allow"`
+	PktCount   *ebpf.Map `ebpf:"pkt_count"`
 	State      *ebpf.Map `ebpf:"state"`
 }
 
 func (m *PathTraceMaps) Close() error {
 	return _PathTraceClose(
+		m.DropBudget,
+		m.DropCount,
 		m.Events,
 		m.Filters,
 		m.Flows,
+		m.IfaceClass,
+		m.LatHist,
+		m.LatLast,
+		m.LatSum,
 		m.Lost,
 		m.NetnsAllow,
+		m.PktCount,
 		m.State,
 	)
 }
@@ -221,6 +282,11 @@ func (m *PathTraceMaps) Close() error {
 //
 // It can be passed to LoadPathTraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type PathTraceVariables struct {
+	CfgAgent      *ebpf.Variable `ebpf:"cfg_agent"`
+	CfgDropRate   *ebpf.Variable `ebpf:"cfg_drop_rate"`
+	CfgNodeNetns  *ebpf.Variable `ebpf:"cfg_node_netns"`
+	CfgReasonNf   *ebpf.Variable `ebpf:"cfg_reason_nf"`
+	CfgSample     *ebpf.Variable `ebpf:"cfg_sample"`
 	CfgSnaplen    *ebpf.Variable `ebpf:"cfg_snaplen"`
 	CfgVxlanPorts *ebpf.Variable `ebpf:"cfg_vxlan_ports"`
 	CtEnabled     *ebpf.Variable `ebpf:"ct_enabled"`
@@ -228,7 +294,9 @@ type PathTraceVariables struct {
 	CtOffStatus   *ebpf.Variable `ebpf:"ct_off_status"`
 	CtOffTuple    *ebpf.Variable `ebpf:"ct_off_tuple"`
 	CtTupleStep   *ebpf.Variable `ebpf:"ct_tuple_step"`
+	UnusedCounter *ebpf.Variable `ebpf:"unused_counter"`
 	UnusedCtTuple *ebpf.Variable `ebpf:"unused_ct_tuple"`
+	UnusedDropKey *ebpf.Variable `ebpf:"unused_drop_key"`
 	UnusedEvent   *ebpf.Variable `ebpf:"unused_event"`
 	UnusedFilter  *ebpf.Variable `ebpf:"unused_filter"`
 }
