@@ -60,10 +60,11 @@ struct {
 	__type(value, __u32);
 } flows SEC(".maps");
 
-/* state[0] != 0 once flows has an entry: until then the tc programs skip its lookup. */
+/* state[0] != 0 once flows has an entry: until then the tc programs skip its lookup.
+ * state[1]: the number of filter slots in use (the highest used slot + 1). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
+	__uint(max_entries, 2);
 	__type(key, __u32);
 	__type(value, __u32);
 } state SEC(".maps");
@@ -198,13 +199,19 @@ static __always_inline int filter_one(const struct filter *f, const struct tuple
 /* match_filters returns the index of the first selector that matches, or -1. */
 static __always_inline int match_filters(const struct tuple *t)
 {
-#pragma unroll
+	/* state[1]: how many slots to check; slots in between may be empty (a follower
+	 * of the agent left). */
+	__u32 one = 1;
+	__u32 *nslots = bpf_map_lookup_elem(&state, &one);
+	__u32 n = nslots ? *nslots : 0;
 	for (__u32 i = 0; i < MAX_FILTERS; i++) {
+		if (i >= n)
+			return -1;
 		__u32 k = i;
 		struct filter *f = bpf_map_lookup_elem(&filters, &k);
-		if (!f || !f->used)
+		if (!f)
 			return -1;
-		if (filter_one(f, t))
+		if (f->used && filter_one(f, t))
 			return i;
 	}
 	return -1;
@@ -549,7 +556,8 @@ static __always_inline int handle_drop(struct sk_buff *skb, __u64 location, __u3
 	if (!bpf_map_lookup_elem(&netns_allow, &ns))
 		return 0;
 	if (cfg_agent) {
-		struct drop_key dk = {.reason = reason, .class = drop_class(skb, ns, reason)};
+		struct drop_key dk = {.reason = reason, .class = drop_class(skb, ns, reason),
+				      .dir = BPF_CORE_READ(skb, skb_iif) ? DIR_INGRESS : DIR_EGRESS};
 		__u32 len = BPF_CORE_READ(skb, len);
 		struct counter *c = bpf_map_lookup_elem(&drop_count, &dk);
 		if (!c) {

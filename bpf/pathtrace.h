@@ -56,7 +56,8 @@ struct counter {
 
 struct drop_key {
 	__u32 reason;
-	__u32 class;
+	__u16 class;
+	__u16 dir; /* DIR_INGRESS: the packet came in on an interface; DIR_EGRESS: made here */
 };
 
 /* A conntrack tuple, or a packet's 5-tuple. Addresses in network order (IPv4 in the

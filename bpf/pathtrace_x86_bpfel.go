@@ -33,7 +33,8 @@ type PathTraceCtTuple struct {
 type PathTraceDropKey struct {
 	_      structs.HostLayout
 	Reason uint32
-	Class  uint32
+	Class  uint16
+	Dir    uint16
 }
 
 type PathTraceEvent struct {

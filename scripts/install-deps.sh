@@ -6,6 +6,8 @@ pkgs=(
 	clang-14 llvm-14 libbpf-dev # make generate: the pinned clang, llvm-strip, libbpf headers
 	iproute2 iptables nftables  # the lab: ip, tc, bridge, iptables (nft backend)
 	iputils-ping tcpdump        # poking at the lab by hand
+	prometheus                  # the agent's tests scrape it with a real Prometheus, and promtool
+	iperf3                      # make bench: throughput with and without the agent
 	git make file
 )
 missing=()

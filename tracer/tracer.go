@@ -46,10 +46,23 @@ type Config struct {
 	RingBytes  int               // ring buffer size, a power of two multiple of the page size; 0 means 4 MiB
 	BTFPath    string            // the kernel's BTF; "" means KernelBTF
 	NFHook     string            // NFAuto, NFLink, NFKprobe or NFNone
+	// Agent mode: count every packet and drop in the kernel, measure hop latency on 1
+	// packet in Sample (0: off), send up to DropRate unfollowed drop events per second
+	// per CPU. Selectors may then be empty and change at run time (SetSelector).
+	Agent    bool
+	Sample   uint32
+	DropRate uint32
 }
 
 // MaxSelectors is how many selectors the kernel side checks (MAX_FILTERS).
 const MaxSelectors = 8
+
+// LostSlots are the kernel's loss counters (LOST_* in bpf/pathtrace.h), by index.
+const LostSlots = 5
+
+// LostSlotNames name them: events lost because the ring buffer was full (hops, drops,
+// netfilter), drop events over the agent's per-CPU budget, and a full counter map.
+var LostSlotNames = [LostSlots]string{"hops", "drops", "netfilter", "drop-budget", "map-full"}
 
 // Mode says how the tracer ended up attached on this kernel.
 type Mode struct {
@@ -74,7 +87,7 @@ type Stats struct {
 	Received   uint64     // records read from the ring buffer
 	QueueDrops uint64     // records dropped because the consumer's queue was full
 	BadRecords uint64     // records that did not decode
-	KernelLost [][]uint64 // [slot][cpu]: events the kernel could not put in the ring buffer; slot 0 tc, 1 drops, 2 netfilter
+	KernelLost [][]uint64 // [slot][cpu]: events the kernel lost; slots are LostSlotNames
 }
 
 // KernelLostTotal sums KernelLost.
@@ -97,6 +110,8 @@ type Tracer struct {
 	progs    []*ebpf.Program
 	attached []detacher
 	ifaces   []iface
+	ifAttach map[int][]detacher // tc attachments by ifindex
+	tc       tcProgs
 	local    []netip.Addr
 	reasons  decode.DropReasons
 	mode     Mode
@@ -126,7 +141,7 @@ func New(cfg Config) (t *Tracer, err error) {
 	if err := checkBTF(cfg.BTFPath); err != nil {
 		return nil, err
 	}
-	t = &Tracer{cfg: cfg}
+	t = &Tracer{cfg: cfg, ifAttach: map[int][]detacher{}}
 	defer func() {
 		if err != nil {
 			t.Close()
@@ -204,7 +219,7 @@ func validate(cfg *Config) error {
 	default:
 		return fmt.Errorf("drop hook %q: want auto, tp_btf, raw_tp, raw_tp_noreason or none", cfg.DropHook)
 	}
-	if len(cfg.Selectors) == 0 {
+	if len(cfg.Selectors) == 0 && !cfg.Agent {
 		return errors.New("no selector: say which packets to follow")
 	}
 	if len(cfg.Selectors) > MaxSelectors {
@@ -280,6 +295,18 @@ func (t *Tracer) spec() (*ebpf.CollectionSpec, error) {
 	if err := spec.Variables[bpf.PathTraceVarCfgVxlanPorts].Set(ports); err != nil {
 		return nil, fmt.Errorf("set VXLAN ports: %w", err)
 	}
+	vars := map[string]uint32{
+		bpf.PathTraceVarCfgSample: t.cfg.Sample, bpf.PathTraceVarCfgDropRate: t.cfg.DropRate,
+		bpf.PathTraceVarCfgNodeNetns: t.ns.inode, bpf.PathTraceVarCfgReasonNf: t.reasonValue("NETFILTER_DROP"),
+	}
+	if t.cfg.Agent {
+		vars[bpf.PathTraceVarCfgAgent] = 1
+	}
+	for name, v := range vars {
+		if err := spec.Variables[name].Set(v); err != nil {
+			return nil, fmt.Errorf("set %s: %w", name, err)
+		}
+	}
 	if t.ct.ok {
 		for name, v := range map[string]uint32{
 			bpf.PathTraceVarCtEnabled: 1, bpf.PathTraceVarCtOffTuple: t.ct.offTuple,
@@ -302,6 +329,13 @@ func (t *Tracer) replacements() map[string]*ebpf.Map {
 		bpf.PathTraceMapNetnsAllow: t.maps.NetnsAllow,
 		bpf.PathTraceMapFlows:      t.maps.Flows,
 		bpf.PathTraceMapState:      t.maps.State,
+		bpf.PathTraceMapIfaceClass: t.maps.IfaceClass,
+		bpf.PathTraceMapPktCount:   t.maps.PktCount,
+		bpf.PathTraceMapDropCount:  t.maps.DropCount,
+		bpf.PathTraceMapLatLast:    t.maps.LatLast,
+		bpf.PathTraceMapLatHist:    t.maps.LatHist,
+		bpf.PathTraceMapLatSum:     t.maps.LatSum,
+		bpf.PathTraceMapDropBudget: t.maps.DropBudget,
 	}
 }
 
@@ -318,6 +352,14 @@ func (t *Tracer) load(kspec *btf.Spec) error {
 		f := filterOf(s)
 		if err := t.maps.Filters.Put(uint32(i), &f); err != nil {
 			return fmt.Errorf("set selector %s: %w", s, err)
+		}
+	}
+	if err := t.maps.State.Put(uint32(1), uint32(len(t.cfg.Selectors))); err != nil {
+		return fmt.Errorf("set selector count: %w", err)
+	}
+	for _, l := range t.ifaces {
+		if err := t.maps.IfaceClass.Put(uint32(l.Index), classOf(l.Kind)); err != nil {
+			return fmt.Errorf("set the role of %s: %w", l.Name, err)
 		}
 	}
 	links := t.linkList()
@@ -391,50 +433,69 @@ func (t *Tracer) attachTC(kspec *btf.Spec) error {
 	}
 	t.progs = append(t.progs, p.Ingress, p.Egress, p.IngressL3, p.EgressL3)
 
-	mode := t.cfg.AttachMode
-	for i, l := range t.ifaces {
-		in, eg := p.Ingress, p.Egress
-		if !l.l2 {
-			in, eg = p.IngressL3, p.EgressL3
-		}
-		if mode != AttachClsact {
-			a, err := attachTCX(t.ns, l, in, true)
-			if err != nil && i == 0 && mode == AttachAuto && errors.Is(err, ebpf.ErrNotSupported) {
-				mode = AttachClsact
-				t.mode.Notes = append(t.mode.Notes, "tcx links not supported by this kernel (needs 6.6): using clsact")
-			} else if err != nil {
-				return err
-			} else {
-				t.attached = append(t.attached, a)
-				mode = AttachTCX
-				b, err := attachTCX(t.ns, l, eg, false)
-				if err != nil {
-					return err
-				}
-				t.attached = append(t.attached, b)
-				continue
-			}
-		}
-		q, err := ensureClsact(t.nl, l)
-		if err != nil {
+	t.tc = p
+	t.mode.TC = t.cfg.AttachMode
+	for _, l := range t.ifaces {
+		if err := t.attachIface(l); err != nil {
 			return err
 		}
-		for _, ingress := range []bool{true, false} {
-			prog := eg
-			if ingress {
-				prog = in
-			}
-			a, err := attachClsact(t.nl, l, prog, ingress, q)
-			if err != nil {
-				if q != nil && len(t.attached) == 0 || q != nil && ingress {
-					_ = t.nl.QdiscDel(q)
-				}
-				return err
-			}
-			t.attached = append(t.attached, a)
+	}
+	return nil
+}
+
+// attachIface puts the tc programs on one interface's ingress and egress. In auto
+// mode the first interface decides between tcx and clsact for all.
+func (t *Tracer) attachIface(l iface) error {
+	in, eg := t.tc.Ingress, t.tc.Egress
+	if !l.l2 {
+		in, eg = t.tc.IngressL3, t.tc.EgressL3
+	}
+	var done []detacher
+	undo := func() {
+		for i := len(done) - 1; i >= 0; i-- {
+			done[i].detach()
 		}
 	}
-	t.mode.TC = mode
+	if t.mode.TC != AttachClsact {
+		a, err := attachTCX(t.ns, l, in, true)
+		switch {
+		case err != nil && t.mode.TC == AttachAuto && errors.Is(err, ebpf.ErrNotSupported):
+			t.mode.TC = AttachClsact
+			t.mode.Notes = append(t.mode.Notes, "tcx links not supported by this kernel (needs 6.6): using clsact")
+		case err != nil:
+			return err
+		default:
+			t.mode.TC = AttachTCX
+			done = append(done, a)
+			b, err := attachTCX(t.ns, l, eg, false)
+			if err != nil {
+				undo()
+				return err
+			}
+			t.ifAttach[l.Index] = append(done, b)
+			return nil
+		}
+	}
+	q, err := ensureClsact(t.nl, l)
+	if err != nil {
+		return err
+	}
+	for _, ingress := range []bool{true, false} {
+		prog := eg
+		if ingress {
+			prog = in
+		}
+		a, err := attachClsact(t.nl, l, prog, ingress, q)
+		if err != nil {
+			undo()
+			if q != nil {
+				_ = t.nl.QdiscDel(q)
+			}
+			return err
+		}
+		done = append(done, a)
+	}
+	t.ifAttach[l.Index] = done
 	return nil
 }
 
@@ -588,9 +649,14 @@ func (t *Tracer) Mode() Mode { return t.mode }
 
 // Attachments names every attachment, for the user and for tests.
 func (t *Tracer) Attachments() []string {
-	out := make([]string, len(t.attached))
-	for i, a := range t.attached {
-		out[i] = a.String()
+	var out []string
+	for _, l := range t.ifaces {
+		for _, a := range t.ifAttach[l.Index] {
+			out = append(out, a.String())
+		}
+	}
+	for _, a := range t.attached {
+		out = append(out, a.String())
 	}
 	return out
 }
@@ -602,7 +668,7 @@ func (t *Tracer) Stats() Stats {
 	}
 	s := Stats{Received: t.counters.received.Load(), QueueDrops: t.counters.queueDrops.Load(), BadRecords: t.counters.badRecords.Load()}
 	if t.maps.Lost != nil {
-		for slot := uint32(0); slot < 3; slot++ {
+		for slot := uint32(0); slot < LostSlots; slot++ {
 			var per []uint64
 			if err := t.maps.Lost.Lookup(slot, &per); err == nil {
 				s.KernelLost = append(s.KernelLost, per)
@@ -618,6 +684,14 @@ func (t *Tracer) Stats() Stats {
 func (t *Tracer) Close() error {
 	t.closeOnce.Do(func() {
 		var errs []error
+		for _, as := range t.ifAttach {
+			for i := len(as) - 1; i >= 0; i-- {
+				if err := as[i].detach(); err != nil {
+					errs = append(errs, fmt.Errorf("detach %s: %w", as[i], err))
+				}
+			}
+		}
+		t.ifAttach = nil
 		for i := len(t.attached) - 1; i >= 0; i-- {
 			if err := t.attached[i].detach(); err != nil {
 				errs = append(errs, fmt.Errorf("detach %s: %w", t.attached[i], err))

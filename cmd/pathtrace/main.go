@@ -30,6 +30,7 @@ const usage = `pathtrace: follow packets hop by hop through a node, and name whe
 
 Usage:
   pathtrace follow [flags] SELECTOR...   trace packets matching SELECTOR
+  pathtrace agent [flags]                the always-on node agent: metrics, and follow through its API
   pathtrace version                      print the version
   pathtrace help [follow]                this text, or a command's flags
 
@@ -55,6 +56,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "follow":
 		err = follow(args[1:], stdout, stderr)
+	case "agent":
+		err = runAgent(args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintf(stdout, "pathtrace %s\n", version)
 		return 0
@@ -62,6 +65,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if len(args) > 1 && args[1] == "follow" {
 			fs, _ := followFlags()
 			fmt.Fprintf(stdout, "Usage: pathtrace follow [flags] SELECTOR...\n\n%s", fs.FlagUsages())
+			return 0
+		}
+		if len(args) > 1 && args[1] == "agent" {
+			fs, _ := agentFlags()
+			fmt.Fprintf(stdout, "Usage: pathtrace agent [flags]\n\n%s", fs.FlagUsages())
 			return 0
 		}
 		fmt.Fprint(stdout, usage)
@@ -104,6 +112,7 @@ type followOpts struct {
 	snaplen    int
 	queue      int
 	ringSize   int
+	agents     []string
 }
 
 func followFlags() (*pflag.FlagSet, *followOpts) {
@@ -129,6 +138,7 @@ func followFlags() (*pflag.FlagSet, *followOpts) {
 	fs.UintSliceVar(&o.vxlanPorts, "vxlan-ports", []uint{8472, 4789}, "UDP ports that carry VXLAN (at most 4)")
 	fs.IntVar(&o.snaplen, "snaplen", decode.SnapMax, fmt.Sprintf("packet bytes copied per event (64..%d)", decode.SnapMax))
 	fs.IntVar(&o.queue, "queue", 16384, "events buffered between the kernel and the decoder (dropped and counted beyond)")
+	fs.StringSliceVar(&o.agents, "agents", nil, "follow through these agents (unix:PATH,...); default: the agent at unix:"+DefaultAgentSocket+" if one answers, else trace standalone")
 	fs.IntVar(&o.ringSize, "ring-size", 4<<20, "kernel ring buffer bytes, a power of two (events beyond are dropped and counted per CPU)")
 	return fs, o
 }
@@ -151,6 +161,11 @@ func follow(args []string, stdout, stderr io.Writer) error {
 		if err := checkWritable(o.readyFile); err != nil {
 			return err
 		}
+	}
+	if paths, err := agentAddrs(o.agents); err != nil {
+		return err
+	} else if len(paths) > 0 {
+		return followViaAgents(paths, o, fs.Args(), stdout, stderr)
 	}
 
 	ctx, stop := context.WithCancel(context.Background())

@@ -1,0 +1,568 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/spf13/pflag"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
+	"github.com/pathtrace/pathtrace/decode"
+	"github.com/pathtrace/pathtrace/exporter"
+	"github.com/pathtrace/pathtrace/tracer"
+)
+
+// DefaultAgentSocket is where follow looks for an agent when none is named.
+const DefaultAgentSocket = "/run/pathtrace/agent.sock"
+
+type agentOpts struct {
+	node        string
+	netns       string
+	ifaces      []string
+	attachMode  string
+	dropHook    string
+	nfHook      string
+	metricsAddr string
+	api         string
+	sample      uint32
+	dropRate    uint32
+	readyFile   string
+	queue       int
+}
+
+func agentFlags() (*pflag.FlagSet, *agentOpts) {
+	o := &agentOpts{}
+	host, _ := os.Hostname()
+	fs := pflag.NewFlagSet("agent", pflag.ContinueOnError)
+	fs.SortFlags = false
+	fs.StringVar(&o.metricsAddr, "metrics-addr", "127.0.0.1:9965", "serve /metrics, /healthz and /readyz here (host:port; \"\" for none)")
+	fs.StringVar(&o.api, "api", "unix:"+DefaultAgentSocket, "serve follow clients here (unix:PATH; \"\" for none)")
+	fs.Uint32Var(&o.sample, "sample", 16, "measure hop latency on 1 packet in N (1: every packet, 0: off)")
+	fs.Uint32Var(&o.dropRate, "drop-rate", 1000, "drop events per second per CPU sent to user space beyond followed flows (the excess is counted, every drop is in the metrics)")
+	fs.StringVar(&o.node, "node", host, "name of this node")
+	fs.StringSliceVar(&o.ifaces, "ifaces", tracer.DefaultIfaces, "interfaces to trace, glob patterns; new matching interfaces are attached as they appear")
+	fs.StringVar(&o.attachMode, "attach-mode", tracer.AttachAuto, "tc attachment: auto, tcx or clsact")
+	fs.StringVar(&o.dropHook, "drop-hook", tracer.DropAuto, "kfree_skb hook: auto, tp_btf, raw_tp, raw_tp_noreason or none")
+	fs.StringVar(&o.nfHook, "nf-hook", tracer.NFAuto, "netfilter hooks for followed flows: auto, link, kprobe or none")
+	fs.StringVar(&o.netns, "netns", "", "trace in this network namespace (name under /run/netns, or a path)")
+	fs.StringVar(&o.readyFile, "ready-file", "", "write this file once attached and serving")
+	fs.IntVar(&o.queue, "queue", 16384, "events buffered between the kernel and the decoder")
+	return fs, o
+}
+
+// agent is the always-on node agent: in-kernel counters exposed to Prometheus, and
+// follow clients served through its API.
+type agent struct {
+	o       *agentOpts
+	tr      *tracer.Tracer
+	mu      sync.Mutex // tracer changes, slots
+	slots   [tracer.MaxSelectors]*client
+	ready   atomic.Bool
+	stderr  io.Writer
+	flagged flagCounter
+	qdrops  atomic.Uint64 // events a follower's queue could not take
+}
+
+func runAgent(args []string, stdout, stderr io.Writer) error {
+	fs, o := agentFlags()
+	fs.SetOutput(io.Discard)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			fmt.Fprintf(stdout, "Usage: pathtrace agent [flags]\n\n%s", fs.FlagUsages())
+			return err
+		}
+		return usageError{err}
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Errorf("agent takes no arguments, got %q", fs.Args())}
+	}
+	a := &agent{o: o, stderr: stderr}
+
+	// Listen before attaching anything: a taken address is an error with nothing to undo.
+	var mln net.Listener
+	if o.metricsAddr != "" {
+		var err error
+		if mln, err = net.Listen("tcp", o.metricsAddr); err != nil {
+			return fmt.Errorf("--metrics-addr %s: %w", o.metricsAddr, err)
+		}
+		defer mln.Close()
+	}
+	var aln net.Listener
+	if o.api != "" {
+		path, ok := strings.CutPrefix(o.api, "unix:")
+		if !ok || path == "" {
+			return usageError{fmt.Errorf("--api %q: want unix:PATH", o.api)}
+		}
+		var err error
+		if aln, err = listenUnix(path); err != nil {
+			return err
+		}
+		defer aln.Close()
+		defer os.Remove(path)
+	}
+	if o.readyFile != "" {
+		if err := checkWritable(o.readyFile); err != nil {
+			return err
+		}
+	}
+
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	go func() {
+		select {
+		case <-signals:
+			stop()
+		case <-ctx.Done():
+		}
+	}()
+
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !a.ready.Load() {
+			http.Error(w, "attaching", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	var srv *http.Server
+	if mln != nil {
+		srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		go srv.Serve(mln)
+		defer srv.Close()
+	}
+
+	tr, err := tracer.New(tracer.Config{
+		Netns: o.netns, Ifaces: o.ifaces, AttachMode: o.attachMode, DropHook: o.dropHook, NFHook: o.nfHook,
+		QueueLen: o.queue, Agent: true, Sample: o.sample, DropRate: o.dropRate,
+	})
+	if err != nil {
+		return err
+	}
+	a.tr = tr
+	defer tr.Close()
+	if mln != nil {
+		metrics := exporter.NewMetrics(a, exporter.BuildInfo{Version: version, Kernel: kernelRelease(), AttachMode: tr.Mode().TC})
+		mux.Handle("/metrics", metrics.Handler())
+	}
+	a.ready.Store(true)
+	names := []string{}
+	for _, i := range tr.Ifaces() {
+		names = append(names, i.Name+"("+i.Kind.String()+")")
+	}
+	fmt.Fprintf(stderr, "pathtrace agent: node %s: %s on %d interfaces: %s; metrics on %s, API on %s\n",
+		o.node, tr.Mode(), len(names), strings.Join(names, " "), o.metricsAddr, o.api)
+	for _, n := range tr.Mode().Notes {
+		fmt.Fprintf(stderr, "pathtrace agent: note: %s\n", n)
+	}
+	if aln != nil {
+		go a.serveAPI(ctx, aln)
+	}
+	go a.watchLinks(ctx)
+	if o.readyFile != "" {
+		if err := writeReady(o.readyFile, tr); err != nil {
+			return err
+		}
+		defer os.Remove(o.readyFile)
+	}
+	a.route(ctx)
+	// Detach first; the followers then see their queues close.
+	a.mu.Lock()
+	cerr := tr.Close()
+	for i, f := range a.slots {
+		if f != nil {
+			f.conn.Close()
+			a.slots[i] = nil
+		}
+	}
+	a.mu.Unlock()
+	fmt.Fprintf(stderr, "pathtrace agent: stopped, everything detached\n")
+	return cerr
+}
+
+// listenUnix listens on a unix socket, taking over a stale one a crashed agent left.
+func listenUnix(path string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("--api: %w", err)
+	}
+	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("--api unix:%s: another agent is serving there", path)
+	}
+	os.Remove(path) // stale: nobody answers
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("--api unix:%s: %w", path, err)
+	}
+	os.Chmod(path, 0o600)
+	return l, nil
+}
+
+func kernelRelease() string {
+	var u unix.Utsname
+	if unix.Uname(&u) != nil {
+		return "unknown"
+	}
+	return unix.ByteSliceToString(u.Release[:])
+}
+
+// watchLinks follows the namespace's interfaces: pods come and go.
+func (a *agent) watchLinks(ctx context.Context) {
+	updates := make(chan netlink.LinkUpdate, 256)
+	done := make(chan struct{})
+	defer close(done)
+	opts := netlink.LinkSubscribeOptions{ErrorCallback: func(err error) {
+		fmt.Fprintf(a.stderr, "pathtrace agent: link updates: %v\n", err)
+	}}
+	if a.o.netns != "" {
+		path := a.o.netns
+		if !strings.Contains(path, "/") {
+			path = filepath.Join("/run/netns", path)
+		}
+		h, err := netns.GetFromPath(path)
+		if err != nil {
+			fmt.Fprintf(a.stderr, "pathtrace agent: cannot watch interfaces of %s: %v\n", path, err)
+			return
+		}
+		defer h.Close()
+		opts.Namespace = &h
+	}
+	if err := netlink.LinkSubscribeWithOptions(updates, done, opts); err != nil {
+		fmt.Fprintf(a.stderr, "pathtrace agent: cannot watch interfaces: %v\n", err)
+		return
+	}
+	var debounce <-chan time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case _, ok := <-updates:
+			if !ok {
+				return
+			}
+			if debounce == nil {
+				debounce = time.After(100 * time.Millisecond)
+			}
+		case <-debounce:
+			debounce = nil
+			a.mu.Lock()
+			added, removed, err := a.tr.Refresh()
+			a.mu.Unlock()
+			if len(added) > 0 {
+				fmt.Fprintf(a.stderr, "pathtrace agent: attached to %s\n", strings.Join(added, " "))
+			}
+			if len(removed) > 0 {
+				fmt.Fprintf(a.stderr, "pathtrace agent: %s gone\n", strings.Join(removed, " "))
+			}
+			if err != nil {
+				fmt.Fprintf(a.stderr, "pathtrace agent: %v\n", err)
+			}
+		}
+	}
+}
+
+// route hands each event to the follower whose selector caught it; drops nobody
+// follows flag their flow.
+func (a *agent) route(ctx context.Context) {
+	var p decode.Packet
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev, ok := <-a.tr.Events():
+			if !ok {
+				return
+			}
+			if ev.Filter == 0xff {
+				if decode.ParsePacket(ev.Packet(), ev.L2, decode.DefaultVXLANPorts, &p) == nil {
+					a.flagged.flag("drop", p.Flow)
+				}
+				continue
+			}
+			a.mu.Lock()
+			var f *client
+			if int(ev.Filter) < len(a.slots) {
+				f = a.slots[ev.Filter]
+			}
+			a.mu.Unlock()
+			if f == nil {
+				continue
+			}
+			select {
+			case f.events <- ev:
+			default:
+				a.qdrops.Add(1)
+			}
+		}
+	}
+}
+
+// Counters, Lost and Flagged make the agent a metrics source.
+func (a *agent) Counters() (tracer.Counters, error) { return a.tr.Counters() }
+
+func (a *agent) Lost() map[string]uint64 {
+	s := a.tr.Stats()
+	out := map[string]uint64{"ringbuf": 0, "ratelimit": 0, "map": 0, "queue": s.QueueDrops + a.qdrops.Load()}
+	for slot, per := range s.KernelLost {
+		var n uint64
+		for _, v := range per {
+			n += v
+		}
+		switch slot {
+		case 0, 1, 2:
+			out["ringbuf"] += n
+		case 3:
+			out["ratelimit"] += n
+		case 4:
+			out["map"] += n
+		}
+	}
+	return out
+}
+
+func (a *agent) Flagged() map[string]uint64 { return a.flagged.counts() }
+
+// flagCounter counts flows flagged per trigger, each flow once per trigger while it
+// is remembered (a bounded set: the oldest are forgotten first).
+type flagCounter struct {
+	mu    sync.Mutex
+	seen  map[flagKey]bool
+	order []flagKey
+	n     map[string]uint64
+}
+
+type flagKey struct {
+	trigger string
+	flow    decode.Flow
+}
+
+const flagMemory = 65536
+
+func (c *flagCounter) flag(trigger string, f decode.Flow) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.seen == nil {
+		c.seen, c.n = map[flagKey]bool{}, map[string]uint64{"drop": 0, "stall": 0, "lost": 0}
+	}
+	k := flagKey{trigger, f}
+	if c.seen[k] {
+		return
+	}
+	if len(c.order) >= flagMemory {
+		delete(c.seen, c.order[0])
+		c.order = c.order[1:]
+	}
+	c.seen[k] = true
+	c.order = append(c.order, k)
+	c.n[trigger]++
+}
+
+func (c *flagCounter) counts() map[string]uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := map[string]uint64{"drop": 0, "stall": 0, "lost": 0}
+	for k, v := range c.n {
+		out[k] = v
+	}
+	return out
+}
+
+// followRequest is what a follow client asks the agent for, as one JSON line.
+type followRequest struct {
+	Selectors []string `json:"selectors"`
+	Proto     string   `json:"proto"`
+	JSON      bool     `json:"json"`
+	Timeout   string   `json:"timeout"`
+	Stall     string   `json:"stall"`
+	Oneway    string   `json:"oneway"`
+	Count     int      `json:"count"`
+}
+
+// followReply is the agent's first line back: ok, or why not.
+type followReply struct {
+	OK    bool   `json:"ok"`
+	Error string `json:"error,omitempty"`
+	Node  string `json:"node,omitempty"`
+	Mode  string `json:"mode,omitempty"`
+}
+
+type client struct {
+	conn   net.Conn
+	events chan decode.Event
+}
+
+func (a *agent) serveAPI(ctx context.Context, l net.Listener) {
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		go a.serveFollower(ctx, c)
+	}
+}
+
+func (a *agent) serveFollower(ctx context.Context, c net.Conn) {
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	line, err := bufio.NewReader(c).ReadBytes('\n')
+	if err != nil {
+		return
+	}
+	c.SetReadDeadline(time.Time{})
+	reply := func(r followReply) { json.NewEncoder(c).Encode(r) }
+	var req followRequest
+	if err := json.Unmarshal(line, &req); err != nil {
+		reply(followReply{Error: "bad request: " + err.Error()})
+		return
+	}
+	sels, timeout, stall, oneway, err := parseFollowRequest(req)
+	if err != nil {
+		reply(followReply{Error: err.Error()})
+		return
+	}
+	if len(sels) != 1 {
+		reply(followReply{Error: "the agent follows one selector per client"})
+		return
+	}
+	f := &client{conn: c, events: make(chan decode.Event, 4096)}
+	a.mu.Lock()
+	slot := -1
+	for i, s := range a.slots {
+		if s == nil {
+			slot = i
+			break
+		}
+	}
+	if slot < 0 {
+		a.mu.Unlock()
+		reply(followReply{Error: fmt.Sprintf("the agent serves %d followers at most; try again later", tracer.MaxSelectors)})
+		return
+	}
+	a.slots[slot] = f
+	err = a.tr.SetSelector(slot, &sels[0], a.usedSlots())
+	ifaces, local, reasons := a.tr.Ifaces(), a.tr.LocalAddrs(), a.tr.Reasons()
+	a.mu.Unlock()
+	defer func() {
+		a.mu.Lock()
+		a.slots[slot] = nil
+		a.tr.SetSelector(slot, nil, a.usedSlots())
+		a.mu.Unlock()
+	}()
+	if err != nil {
+		reply(followReply{Error: err.Error()})
+		return
+	}
+	reply(followReply{OK: true, Node: a.o.node, Mode: a.tr.Mode().String()})
+
+	syms, _ := tracer.LoadSymbols()
+	asm := decode.NewAssembler(decode.Config{Node: a.o.node, Timeout: timeout, Stall: stall,
+		Ifaces: ifaces, LocalAddrs: local, Reasons: reasons, Symbols: syms})
+	clock := exporter.Clock{OffsetNs: time.Now().UnixNano() - int64(monoNow())}
+	var out exporter.Writer = exporter.NewText(c)
+	if req.JSON {
+		out = exporter.NewJSON(c, clock)
+	}
+	r := &runner{asm: asm, out: &flagWriter{Writer: out, flagged: &a.flagged}, limit: req.Count}
+	if oneway > 0 {
+		r.watch = decode.NewFlowWatch(oneway)
+	}
+	// The client going away ends the follow: a read returns when it closes.
+	gone := make(chan struct{})
+	go func() { io.Copy(io.Discard, c); close(gone) }()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		var err error
+		select {
+		case <-ctx.Done():
+			return
+		case <-gone:
+			return
+		case ev := <-f.events:
+			err = r.emit(asm.Add(&ev))
+		case <-tick.C:
+			now := monoNow()
+			if err = r.emit(asm.Expire(now)); err == nil {
+				err = r.emitOneWay(now)
+			}
+		}
+		if err != nil {
+			return // the limit was reached, or the client cannot take more
+		}
+	}
+}
+
+func (a *agent) usedSlots() int {
+	n := 0
+	for i, s := range a.slots {
+		if s != nil {
+			n = i + 1
+		}
+	}
+	return n
+}
+
+func parseFollowRequest(req followRequest) (sels []decode.Selector, timeout, stall, oneway time.Duration, err error) {
+	proto, err := decode.ParseProto(req.Proto)
+	if err != nil {
+		return nil, 0, 0, 0, err
+	}
+	for _, s := range req.Selectors {
+		sel, err := decode.ParseSelector(s)
+		if err != nil {
+			return nil, 0, 0, 0, err
+		}
+		sel.Proto = proto
+		sels = append(sels, sel)
+	}
+	dur := func(s string, def time.Duration) (time.Duration, error) {
+		if s == "" {
+			return def, nil
+		}
+		return time.ParseDuration(s)
+	}
+	if timeout, err = dur(req.Timeout, 500*time.Millisecond); err != nil || timeout <= 0 {
+		return nil, 0, 0, 0, fmt.Errorf("timeout %q", req.Timeout)
+	}
+	if stall, err = dur(req.Stall, 10*time.Millisecond); err != nil {
+		return nil, 0, 0, 0, fmt.Errorf("stall %q", req.Stall)
+	}
+	if oneway, err = dur(req.Oneway, 3*time.Second); err != nil {
+		return nil, 0, 0, 0, fmt.Errorf("oneway %q", req.Oneway)
+	}
+	return sels, timeout, stall, oneway, nil
+}
+
+// flagWriter counts the flows of the journeys it writes that were dropped, stalled
+// or lost.
+type flagWriter struct {
+	exporter.Writer
+	flagged *flagCounter
+}
+
+func (w *flagWriter) Write(j *decode.Journey) error {
+	switch {
+	case j.Verdict == decode.Dropped:
+		w.flagged.flag("drop", j.Flow)
+	case j.Verdict == decode.Lost:
+		w.flagged.flag("lost", j.Flow)
+	}
+	if j.Stall != nil {
+		w.flagged.flag("stall", j.Flow)
+	}
+	return w.Writer.Write(j)
+}
