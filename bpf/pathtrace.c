@@ -150,6 +150,20 @@ struct {
 	__type(value, __u64);
 } lat_sum SEC(".maps");
 
+/* An example packet per hop pair, for the histogram's exemplars: the slowest seen in
+ * the last ten seconds, so a spike leads to a flow to follow. */
+struct lat_ex {
+	__u64 ts;
+	__u64 ns;
+	struct ct_tuple flow;
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, HOP_CLASSES * HOP_CLASSES);
+	__type(key, __u32);
+	__type(value, struct lat_ex);
+} lat_exemplar SEC(".maps");
+
 /* Per-CPU budget of drop events: [0] the second, [1] events sent in it. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -164,6 +178,7 @@ const struct filter *unused_filter __attribute__((unused));
 const struct ct_tuple *unused_ct_tuple __attribute__((unused));
 const struct counter *unused_counter __attribute__((unused));
 const struct drop_key *unused_drop_key __attribute__((unused));
+const struct lat_ex *unused_lat_ex __attribute__((unused));
 
 static __always_inline int addr_eq(const __u8 *a, const __u8 *b, __u8 family)
 {
@@ -295,8 +310,11 @@ static __always_inline __u32 lat_bucket(__u64 ns)
 
 /* latency records the time since the packet's previous hop on this node, for the
  * sampled packets; a key not seen for a second is a new packet. */
-static __always_inline void latency(__u32 key, __u32 class, __u64 now)
+static __always_inline void key_of(struct ct_tuple *k, const struct tuple *t);
+
+static __always_inline void latency(const struct tuple *t, __u32 class, __u64 now)
 {
+	__u32 key = t->key;
 	struct lat_val *v = bpf_map_lookup_elem(&lat_last, &key);
 	if (!v) {
 		struct lat_val nv = {.ts = now, .class = class};
@@ -318,6 +336,12 @@ static __always_inline void latency(__u32 key, __u32 class, __u64 now)
 	__u64 *sum = bpf_map_lookup_elem(&lat_sum, &pair);
 	if (sum)
 		*sum += d;
+	struct lat_ex *ex = bpf_map_lookup_elem(&lat_exemplar, &pair);
+	if (ex && (d >= ex->ns || now - ex->ts > 10000000000ULL)) {
+		ex->ts = now;
+		ex->ns = d;
+		key_of(&ex->flow, t);
+	}
 }
 
 /* agent_tc counts the packet and, if sampled, its latency from the previous hop. */
@@ -330,7 +354,7 @@ static __always_inline void agent_tc(struct __sk_buff *skb, __u8 dir, const stru
 		class = CLASS_UNKNOWN;
 	count_add(&pkt_count, class * 2 + (dir & 1), skb->len);
 	if (cfg_sample && t->family && t->key % cfg_sample == 0)
-		latency(t->key, class, now);
+		latency(t, class, now);
 }
 
 /* drop_budget_ok: whether one more unfollowed drop event fits this second's budget. */

@@ -77,6 +77,13 @@ type PathTraceFilter struct {
 	Addr    [16]uint8
 }
 
+type PathTraceLatEx struct {
+	_    structs.HostLayout
+	Ts   uint64
+	Ns   uint64
+	Flow PathTraceCtTuple
+}
+
 type PathTraceLatVal struct {
 	_     structs.HostLayout
 	Ts    uint64
@@ -94,6 +101,7 @@ const (
 	PathTraceMapFilters              = "filters"
 	PathTraceMapFlows                = "flows"
 	PathTraceMapIfaceClass           = "iface_class"
+	PathTraceMapLatExemplar          = "lat_exemplar"
 	PathTraceMapLatHist              = "lat_hist"
 	PathTraceMapLatLast              = "lat_last"
 	PathTraceMapLatSum               = "lat_sum"
@@ -128,6 +136,7 @@ const (
 	PathTraceVarUnusedDropKey        = "unused_drop_key"
 	PathTraceVarUnusedEvent          = "unused_event"
 	PathTraceVarUnusedFilter         = "unused_filter"
+	PathTraceVarUnusedLatEx          = "unused_lat_ex"
 )
 
 // LoadPathTrace returns the embedded CollectionSpec for PathTrace.
@@ -188,19 +197,20 @@ type PathTraceProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type PathTraceMapSpecs struct {
-	DropBudget *ebpf.MapSpec `ebpf:"drop_budget"`
-	DropCount  *ebpf.MapSpec `ebpf:"drop_count"`
-	Events     *ebpf.MapSpec `ebpf:"events"`
-	Filters    *ebpf.MapSpec `ebpf:"filters"`
-	Flows      *ebpf.MapSpec `ebpf:"flows"`
-	IfaceClass *ebpf.MapSpec `ebpf:"iface_class"`
-	LatHist    *ebpf.MapSpec `ebpf:"lat_hist"`
-	LatLast    *ebpf.MapSpec `ebpf:"lat_last"`
-	LatSum     *ebpf.MapSpec `ebpf:"lat_sum"`
-	Lost       *ebpf.MapSpec `ebpf:"lost"`
-	NetnsAllow *ebpf.MapSpec `ebpf:"netns_allow"`
-	PktCount   *ebpf.MapSpec `ebpf:"pkt_count"`
-	State      *ebpf.MapSpec `ebpf:"state"`
+	DropBudget  *ebpf.MapSpec `ebpf:"drop_budget"`
+	DropCount   *ebpf.MapSpec `ebpf:"drop_count"`
+	Events      *ebpf.MapSpec `ebpf:"events"`
+	Filters     *ebpf.MapSpec `ebpf:"filters"`
+	Flows       *ebpf.MapSpec `ebpf:"flows"`
+	IfaceClass  *ebpf.MapSpec `ebpf:"iface_class"`
+	LatExemplar *ebpf.MapSpec `ebpf:"lat_exemplar"`
+	LatHist     *ebpf.MapSpec `ebpf:"lat_hist"`
+	LatLast     *ebpf.MapSpec `ebpf:"lat_last"`
+	LatSum      *ebpf.MapSpec `ebpf:"lat_sum"`
+	Lost        *ebpf.MapSpec `ebpf:"lost"`
+	NetnsAllow  *ebpf.MapSpec `ebpf:"netns_allow"`
+	PktCount    *ebpf.MapSpec `ebpf:"pkt_count"`
+	State       *ebpf.MapSpec `ebpf:"state"`
 }
 
 // PathTraceVariableSpecs contains global variables before they are loaded into the kernel.
@@ -224,6 +234,7 @@ type PathTraceVariableSpecs struct {
 	UnusedDropKey *ebpf.VariableSpec `ebpf:"unused_drop_key"`
 	UnusedEvent   *ebpf.VariableSpec `ebpf:"unused_event"`
 	UnusedFilter  *ebpf.VariableSpec `ebpf:"unused_filter"`
+	UnusedLatEx   *ebpf.VariableSpec `ebpf:"unused_lat_ex"`
 }
 
 // PathTraceObjects contains all objects after they have been loaded into the kernel.
@@ -246,19 +257,20 @@ func (o *PathTraceObjects) Close() error {
 //
 // It can be passed to LoadPathTraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type PathTraceMaps struct {
-	DropBudget *ebpf.Map `ebpf:"drop_budget"`
-	DropCount  *ebpf.Map `ebpf:"drop_count"`
-	Events     *ebpf.Map `ebpf:"events"`
-	Filters    *ebpf.Map `ebpf:"filters"`
-	Flows      *ebpf.Map `ebpf:"flows"`
-	IfaceClass *ebpf.Map `ebpf:"iface_class"`
-	LatHist    *ebpf.Map `ebpf:"lat_hist"`
-	LatLast    *ebpf.Map `ebpf:"lat_last"`
-	LatSum     *ebpf.Map `ebpf:"lat_sum"`
-	Lost       *ebpf.Map `ebpf:"lost"`
-	NetnsAllow *ebpf.Map `ebpf:"netns_allow"`
-	PktCount   *ebpf.Map `ebpf:"pkt_count"`
-	State      *ebpf.Map `ebpf:"state"`
+	DropBudget  *ebpf.Map `ebpf:"drop_budget"`
+	DropCount   *ebpf.Map `ebpf:"drop_count"`
+	Events      *ebpf.Map `ebpf:"events"`
+	Filters     *ebpf.Map `ebpf:"filters"`
+	Flows       *ebpf.Map `ebpf:"flows"`
+	IfaceClass  *ebpf.Map `ebpf:"iface_class"`
+	LatExemplar *ebpf.Map `ebpf:"lat_exemplar"`
+	LatHist     *ebpf.Map `ebpf:"lat_hist"`
+	LatLast     *ebpf.Map `ebpf:"lat_last"`
+	LatSum      *ebpf.Map `ebpf:"lat_sum"`
+	Lost        *ebpf.Map `ebpf:"lost"`
+	NetnsAllow  *ebpf.Map `ebpf:"netns_allow"`
+	PktCount    *ebpf.Map `ebpf:"pkt_count"`
+	State       *ebpf.Map `ebpf:"state"`
 }
 
 func (m *PathTraceMaps) Close() error {
@@ -269,6 +281,7 @@ func (m *PathTraceMaps) Close() error {
 		m.Filters,
 		m.Flows,
 		m.IfaceClass,
+		m.LatExemplar,
 		m.LatHist,
 		m.LatLast,
 		m.LatSum,
@@ -300,6 +313,7 @@ type PathTraceVariables struct {
 	UnusedDropKey *ebpf.Variable `ebpf:"unused_drop_key"`
 	UnusedEvent   *ebpf.Variable `ebpf:"unused_event"`
 	UnusedFilter  *ebpf.Variable `ebpf:"unused_filter"`
+	UnusedLatEx   *ebpf.Variable `ebpf:"unused_lat_ex"`
 }
 
 // PathTracePrograms contains all programs after they have been loaded into the kernel.

@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/pathtrace/pathtrace/decode"
 	"github.com/pathtrace/pathtrace/tracer"
 )
 
@@ -114,7 +115,15 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 				cum += l.Buckets[b]
 				buckets[math.Ldexp(1, b+10)/1e9] = cum
 			}
-			ch <- prometheus.MustNewConstHistogram(descLatency, total, float64(l.SumNs)/1e9, buckets, k.From, k.To)
+			h := prometheus.MustNewConstHistogram(descLatency, total, float64(l.SumNs)/1e9, buckets, k.From, k.To)
+			if ex := l.Example; ex != nil {
+				// The flow of the slowest recent sample: what to `pathtrace follow`.
+				e := prometheus.Exemplar{Value: float64(ex.Ns) / 1e9, Labels: prometheus.Labels{"flow": FlowID(ex.Flow)}}
+				if em, err := prometheus.NewMetricWithExemplars(h, e); err == nil {
+					h = em
+				}
+			}
+			ch <- h
 		}
 	}
 	for stage, n := range m.src.Lost() {
@@ -123,6 +132,12 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	for trigger, n := range m.src.Flagged() {
 		ch <- prometheus.MustNewConstMetric(descFlagged, prometheus.CounterValue, float64(n), trigger)
 	}
+}
+
+// FlowID names a flow for an exemplar: "tcp 10.244.1.23:46322>10.244.2.57:8080", which
+// `pathtrace follow 10.244.1.23:46322` takes apart.
+func FlowID(f decode.Flow) string {
+	return decode.ProtoName(f.Proto) + " " + f.Endpoint(f.Src) + ">" + f.Endpoint(f.Dst)
 }
 
 func sortedKeys[K comparable, V any](m map[K]V, less func(a, b K) bool) []K {

@@ -3,6 +3,7 @@ package tracer
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 
 	"github.com/cilium/ebpf"
@@ -58,6 +59,15 @@ type LatencyKey struct{ From, To string }
 type Latency struct {
 	Buckets [LatencyBuckets]uint64
 	SumNs   uint64
+	// Example is the slowest sampled packet of the last ten seconds, nil if none.
+	Example *LatencyExample
+}
+
+// LatencyExample is one sampled packet: its flow and latency, and when (CLOCK_MONOTONIC).
+type LatencyExample struct {
+	Flow   decode.Flow
+	Ns     uint64
+	TimeNs uint64
 }
 
 // Counters are the kernel's aggregates, summed over CPUs.
@@ -140,6 +150,12 @@ func (t *Tracer) Counters() (Counters, error) {
 			continue
 		}
 		l.SumNs = sums[pair]
+		var ex bpf.PathTraceLatEx
+		if err := t.maps.LatExemplar.Lookup(uint32(pair), &ex); err == nil && ex.Ts != 0 {
+			if f, ok := flowOf(ex.Flow); ok {
+				l.Example = &LatencyExample{Flow: f, Ns: ex.Ns, TimeNs: ex.Ts}
+			}
+		}
 		k := LatencyKey{HopClasses[pair/n], HopClasses[pair%n]}
 		if old := c.Latency[k]; old != nil {
 			for b := range l.Buckets {
@@ -281,4 +297,18 @@ func (t *Tracer) NetnsAllowed() int {
 		n++
 	}
 	return n
+}
+
+// flowOf reads a struct ct_tuple.
+func flowOf(c bpf.PathTraceCtTuple) (decode.Flow, bool) {
+	var s, d netip.Addr
+	switch c.Family {
+	case 4:
+		s, d = netip.AddrFrom4([4]byte(c.Saddr[:4])), netip.AddrFrom4([4]byte(c.Daddr[:4]))
+	case 6:
+		s, d = netip.AddrFrom16(c.Saddr), netip.AddrFrom16(c.Daddr)
+	default:
+		return decode.Flow{}, false
+	}
+	return decode.Flow{Proto: c.Proto, Src: netip.AddrPortFrom(s, c.Sport), Dst: netip.AddrPortFrom(d, c.Dport)}, true
 }

@@ -323,19 +323,20 @@ func (t *Tracer) spec() (*ebpf.CollectionSpec, error) {
 
 func (t *Tracer) replacements() map[string]*ebpf.Map {
 	return map[string]*ebpf.Map{
-		bpf.PathTraceMapEvents:     t.maps.Events,
-		bpf.PathTraceMapFilters:    t.maps.Filters,
-		bpf.PathTraceMapLost:       t.maps.Lost,
-		bpf.PathTraceMapNetnsAllow: t.maps.NetnsAllow,
-		bpf.PathTraceMapFlows:      t.maps.Flows,
-		bpf.PathTraceMapState:      t.maps.State,
-		bpf.PathTraceMapIfaceClass: t.maps.IfaceClass,
-		bpf.PathTraceMapPktCount:   t.maps.PktCount,
-		bpf.PathTraceMapDropCount:  t.maps.DropCount,
-		bpf.PathTraceMapLatLast:    t.maps.LatLast,
-		bpf.PathTraceMapLatHist:    t.maps.LatHist,
-		bpf.PathTraceMapLatSum:     t.maps.LatSum,
-		bpf.PathTraceMapDropBudget: t.maps.DropBudget,
+		bpf.PathTraceMapEvents:      t.maps.Events,
+		bpf.PathTraceMapFilters:     t.maps.Filters,
+		bpf.PathTraceMapLost:        t.maps.Lost,
+		bpf.PathTraceMapNetnsAllow:  t.maps.NetnsAllow,
+		bpf.PathTraceMapFlows:       t.maps.Flows,
+		bpf.PathTraceMapState:       t.maps.State,
+		bpf.PathTraceMapIfaceClass:  t.maps.IfaceClass,
+		bpf.PathTraceMapPktCount:    t.maps.PktCount,
+		bpf.PathTraceMapDropCount:   t.maps.DropCount,
+		bpf.PathTraceMapLatLast:     t.maps.LatLast,
+		bpf.PathTraceMapLatHist:     t.maps.LatHist,
+		bpf.PathTraceMapLatSum:      t.maps.LatSum,
+		bpf.PathTraceMapDropBudget:  t.maps.DropBudget,
+		bpf.PathTraceMapLatExemplar: t.maps.LatExemplar,
 	}
 }
 

@@ -220,13 +220,30 @@ func kernelRelease() string {
 	return unix.ByteSliceToString(u.Release[:])
 }
 
-// watchLinks follows the namespace's interfaces: pods come and go.
+// watchLinks follows the namespace's interfaces: pods come and go. If the kernel ends
+// the subscription (a full socket buffer under churn), it subscribes again and looks
+// at everything afresh.
 func (a *agent) watchLinks(ctx context.Context) {
-	updates := make(chan netlink.LinkUpdate, 256)
+	for ctx.Err() == nil {
+		a.subscribeLinks(ctx)
+		if ctx.Err() == nil {
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+			a.refresh()
+		}
+	}
+}
+
+func (a *agent) subscribeLinks(ctx context.Context) {
+	updates := make(chan netlink.LinkUpdate, 1024)
 	done := make(chan struct{})
 	defer close(done)
 	opts := netlink.LinkSubscribeOptions{ErrorCallback: func(err error) {
-		fmt.Fprintf(a.stderr, "pathtrace agent: link updates: %v\n", err)
+		if ctx.Err() == nil {
+			fmt.Fprintf(a.stderr, "pathtrace agent: link updates: %v (subscribing again)\n", err)
+		}
 	}}
 	if a.o.netns != "" {
 		path := a.o.netns
@@ -259,19 +276,23 @@ func (a *agent) watchLinks(ctx context.Context) {
 			}
 		case <-debounce:
 			debounce = nil
-			a.mu.Lock()
-			added, removed, err := a.tr.Refresh()
-			a.mu.Unlock()
-			if len(added) > 0 {
-				fmt.Fprintf(a.stderr, "pathtrace agent: attached to %s\n", strings.Join(added, " "))
-			}
-			if len(removed) > 0 {
-				fmt.Fprintf(a.stderr, "pathtrace agent: %s gone\n", strings.Join(removed, " "))
-			}
-			if err != nil {
-				fmt.Fprintf(a.stderr, "pathtrace agent: %v\n", err)
-			}
+			a.refresh()
 		}
+	}
+}
+
+func (a *agent) refresh() {
+	a.mu.Lock()
+	added, removed, err := a.tr.Refresh()
+	a.mu.Unlock()
+	if len(added) > 0 {
+		fmt.Fprintf(a.stderr, "pathtrace agent: attached to %s\n", strings.Join(added, " "))
+	}
+	if len(removed) > 0 {
+		fmt.Fprintf(a.stderr, "pathtrace agent: %s gone\n", strings.Join(removed, " "))
+	}
+	if err != nil {
+		fmt.Fprintf(a.stderr, "pathtrace agent: %v\n", err)
 	}
 }
 
