@@ -70,6 +70,7 @@ type agent struct {
 	o       *agentOpts
 	tr      *tracer.Tracer
 	mu      sync.Mutex // tracer changes, slots
+	closed  bool       // the tracer is closed
 	slots   [tracer.MaxSelectors]*client
 	ready   atomic.Bool
 	stderr  io.Writer
@@ -182,6 +183,7 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 	a.route(ctx)
 	// Detach first; the followers then see their queues close.
 	a.mu.Lock()
+	a.closed = true
 	cerr := tr.Close()
 	for i, f := range a.slots {
 		if f != nil {
@@ -283,6 +285,10 @@ func (a *agent) subscribeLinks(ctx context.Context) {
 
 func (a *agent) refresh() {
 	a.mu.Lock()
+	if a.closed {
+		a.mu.Unlock()
+		return
+	}
 	added, removed, err := a.tr.Refresh()
 	a.mu.Unlock()
 	if len(added) > 0 {
