@@ -1086,3 +1086,26 @@ func (r *RuleReader) run(path string, args ...string) ([]byte, error) {
 	})
 	return out, err
 }
+
+// Stale reports whether the ruleset changed since the texts were last read (or none
+// were): then a Snapshot reads them again. Asking costs one small netlink request.
+func (r *RuleReader) Stale() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.conn == nil {
+		return false
+	}
+	gen, ok := r.generation()
+	if !ok {
+		return false // nothing to compare: texts are refreshed on demand instead
+	}
+	if len(r.texts) == 0 {
+		return true
+	}
+	for _, tt := range r.texts {
+		if !tt.genOK || tt.gen != gen {
+			return true
+		}
+	}
+	return false
+}

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/pathtrace/pathtrace/decode"
 	"github.com/pathtrace/pathtrace/tracer"
@@ -17,6 +18,25 @@ type explainer struct {
 	tr       *tracer.Tracer
 	ctBefore decode.CTStats
 	ctOK     bool
+	done     chan struct{} // stops keepTexts
+}
+
+// keepTexts reads the rules' texts again soon after the ruleset changes, off the
+// lookup's path: naming the rule behind a drop then needs only the counters (tens of
+// ms for 10,000 rules) instead of a run of iptables-nft-save (about 100 ms more).
+func (e *explainer) keepTexts() {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-e.done:
+			return
+		case <-t.C:
+			if e.rules.Stale() {
+				e.rules.Snapshot()
+			}
+		}
+	}
 }
 
 // newExplainer reads the starting counters. What cannot be read is said once on
@@ -37,6 +57,8 @@ func newExplainer(netns string, tr *tracer.Tracer, stderr io.Writer) *explainer 
 		if e.before.Note != "" {
 			fmt.Fprintf(stderr, "pathtrace: note: %s\n", e.before.Note)
 		}
+		e.done = make(chan struct{})
+		go e.keepTexts()
 	}
 	if s, err := tr.ConntrackStats(); err == nil {
 		e.ctBefore, e.ctOK = s, true
@@ -94,6 +116,9 @@ func (e *explainer) explain(js []*decode.Journey) {
 }
 
 func (e *explainer) close() {
+	if e.done != nil {
+		close(e.done)
+	}
 	if e.rules != nil {
 		e.rules.Close()
 	}
