@@ -211,6 +211,16 @@ static __always_inline int filter_one(const struct filter *f, const struct tuple
 	return 0;
 }
 
+/* following reports whether any selector is set or any flow followed: when not (an
+ * agent nobody follows through), the programs skip parsing and matching. */
+static __always_inline int following(void)
+{
+	__u32 zero = 0, one = 1;
+	__u32 *active = bpf_map_lookup_elem(&state, &zero);
+	__u32 *nslots = bpf_map_lookup_elem(&state, &one);
+	return (active && *active) || (nslots && *nslots);
+}
+
 /* match_filters returns the index of the first selector that matches, or -1. */
 static __always_inline int match_filters(const struct tuple *t)
 {
@@ -345,7 +355,7 @@ static __always_inline void latency(const struct tuple *t, __u32 class, __u64 no
 }
 
 /* agent_tc counts the packet and, if sampled, its latency from the previous hop. */
-static __always_inline void agent_tc(struct __sk_buff *skb, __u8 dir, const struct tuple *t, __u64 now)
+static __always_inline void agent_tc(struct __sk_buff *skb, __u8 dir, const struct tuple *t)
 {
 	__u32 idx = skb->ifindex;
 	__u32 *cls = bpf_map_lookup_elem(&iface_class, &idx);
@@ -354,7 +364,7 @@ static __always_inline void agent_tc(struct __sk_buff *skb, __u8 dir, const stru
 		class = CLASS_UNKNOWN;
 	count_add(&pkt_count, class * 2 + (dir & 1), skb->len);
 	if (cfg_sample && t->family && t->key % cfg_sample == 0)
-		latency(t, class, now);
+		latency(t, class, bpf_ktime_get_ns());
 }
 
 /* drop_budget_ok: whether one more unfollowed drop event fits this second's budget. */
@@ -389,8 +399,11 @@ static __always_inline int handle_tc(struct __sk_buff *skb, __u8 dir, int l2)
 	struct tuple t;
 	__builtin_memset(&t, 0, sizeof(t));
 	int parsed = parse_pkt(MODE_SKB, &r, l2, &t);
-	if (cfg_agent)
-		agent_tc(skb, dir, &t, bpf_ktime_get_ns());
+	if (cfg_agent) {
+		agent_tc(skb, dir, &t);
+		if (!following())
+			return PASS_ON;
+	}
 	if (parsed < 0)
 		return PASS_ON;
 	int fi = match(&t);
@@ -685,6 +698,9 @@ static __always_inline void dev_name(char *dst, struct net_device *dev)
  * its flow through NAT. It always accepts: the verdict is the ruleset's, not ours. */
 static __always_inline int handle_nf(struct sk_buff *skb, const struct nf_hook_state *st, __u8 pos)
 {
+	/* The netfilter hooks only serve followed flows. */
+	if (cfg_agent && !following())
+		return 1;
 	const __u8 *head = BPF_CORE_READ(skb, head);
 	__u16 nh = BPF_CORE_READ(skb, network_header);
 	__u32 tail = BPF_CORE_READ(skb, tail);
