@@ -39,6 +39,7 @@ test-unit: ## the tests that need no root
 bench: ## benchmarks: decode events per second per core; rule lookup in a 10,000-rule ruleset (root)
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s -cpu 1 ./decode/...
 	$(GO) test -run '^$$' -bench NFRules -benchtime 5x ./tracer/...
+	scripts/bench.sh
 
 demo: deps build ## build the lab, follow a cross-node connection and a policy drop, tear down
 	scripts/demo.sh

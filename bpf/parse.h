@@ -140,6 +140,11 @@ static __always_inline int parse_l3(const int mode, struct reader *r, __u32 off,
 			return -1;
 		t->sport = bpf_ntohs(ports[0]);
 		t->dport = bpf_ntohs(ports[1]);
+		/* The IP ID wraps under a flood: the first payload word (a sequence
+		 * number, a DNS ID) keeps datagrams apart. */
+		__u32 word;
+		if (rd(mode, r, off + 8, &word, sizeof(word)) == 0)
+			t->key = mix32(t->key, word);
 	}
 	return off;
 }

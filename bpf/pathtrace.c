@@ -319,7 +319,8 @@ static __always_inline __u32 lat_bucket(__u64 ns)
 }
 
 /* latency records the time since the packet's previous hop on this node, for the
- * sampled packets; a key not seen for a second is a new packet. */
+ * sampled packets; a key not seen for 250 ms is a new packet (a hop further than that
+ * is not the same packet's: keys repeat under floods). */
 static __always_inline void key_of(struct ct_tuple *k, const struct tuple *t);
 
 static __always_inline void latency(const struct tuple *t, __u32 class, __u64 now)
@@ -335,7 +336,7 @@ static __always_inline void latency(const struct tuple *t, __u32 class, __u64 no
 	__u32 from = v->class;
 	v->ts = now;
 	v->class = class;
-	if (now < prev || now - prev > 1000000000ULL || from >= HOP_CLASSES || class >= HOP_CLASSES)
+	if (now < prev || now - prev > 250000000ULL || from >= HOP_CLASSES || class >= HOP_CLASSES)
 		return;
 	__u64 d = now - prev;
 	__u32 pair = from * HOP_CLASSES + class;

@@ -7,7 +7,7 @@ pkgs=(
 	iproute2 iptables nftables  # the lab: ip, tc, bridge, iptables (nft backend)
 	iputils-ping tcpdump        # poking at the lab by hand
 	prometheus                  # the agent's tests scrape it with a real Prometheus, and promtool
-	iperf3                      # make bench: throughput with and without the agent
+	iperf3 jq bpftool           # make bench: throughput with and without the agent, BPF run time
 	git make file
 )
 missing=()

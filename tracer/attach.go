@@ -3,6 +3,9 @@ package tracer
 import (
 	"errors"
 	"fmt"
+	"os"
+	"strconv"
+	"strings"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -138,11 +141,74 @@ func attachClsact(h *netlink.Handle, l iface, prog *ebpf.Program, ingress bool, 
 		FilterAttrs: netlink.FilterAttrs{
 			LinkIndex: l.Index, Parent: parent, Handle: 1, Priority: prio, Protocol: unix.ETH_P_ALL,
 		},
-		Fd: prog.FD(), Name: "pathtrace", DirectAction: true,
+		Fd: prog.FD(), Name: filterName(), DirectAction: true,
 	}
 	if err := h.FilterAdd(f); err != nil {
 		return nil, fmt.Errorf("attach tc %s filter on %s (ifindex %d): %w", dir, l.Name, l.Index, err)
 	}
 	return &clsactAttachment{h: h, filter: f, qdisc: added, ifname: l.Name, ifindex: l.Index,
 		name: fmt.Sprintf("clsact %s %s prio %d", l.Name, dir, prio)}, nil
+}
+
+// filterName names our cls_bpf filters after this process: "pathtrace-PID". A filter
+// outlives a process killed with SIGKILL; its name tells a later run whose it was.
+func filterName() string { return "pathtrace-" + strconv.Itoa(os.Getpid()) }
+
+// staleFilter reports whether a filter name is that of a pathtrace process that no
+// longer exists (in this PID namespace).
+func staleFilter(name string) bool {
+	s, ok := strings.CutPrefix(name, "pathtrace-")
+	if !ok {
+		return false
+	}
+	pid, err := strconv.Atoi(s)
+	if err != nil || pid <= 0 || pid == os.Getpid() {
+		return false
+	}
+	return errors.Is(unix.Kill(pid, 0), unix.ESRCH)
+}
+
+// removeStale deletes the cls_bpf filters that dead pathtrace processes left on the
+// interface, and then the clsact qdisc if no filter of anyone's is left on it, as
+// their exit would have. It returns the filters it removed.
+func removeStale(h *netlink.Handle, l iface) ([]string, error) {
+	nl := &netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Index: l.Index}}
+	qs, err := h.QdiscList(nl)
+	if err != nil {
+		return nil, fmt.Errorf("list qdiscs of %s: %w", l.Name, err)
+	}
+	var clsact netlink.Qdisc
+	for _, q := range qs {
+		if q.Type() == "clsact" {
+			clsact = q
+		}
+	}
+	if clsact == nil {
+		return nil, nil
+	}
+	var removed []string
+	left := 0
+	for dir, parent := range map[string]uint32{"ingress": netlink.HANDLE_MIN_INGRESS, "egress": netlink.HANDLE_MIN_EGRESS} {
+		fs, err := h.FilterList(nl, parent)
+		if err != nil {
+			return removed, fmt.Errorf("list tc %s filters of %s: %w", dir, l.Name, err)
+		}
+		for _, f := range fs {
+			bf, ok := f.(*netlink.BpfFilter)
+			if !ok || !staleFilter(bf.Name) {
+				left++
+				continue
+			}
+			if err := h.FilterDel(f); err != nil && !errors.Is(err, unix.ENOENT) {
+				return removed, fmt.Errorf("delete stale filter %s on %s: %w", bf.Name, l.Name, err)
+			}
+			removed = append(removed, fmt.Sprintf("%s (%s %s prio %d)", bf.Name, l.Name, dir, f.Attrs().Priority))
+		}
+	}
+	if len(removed) > 0 && left == 0 {
+		if err := h.QdiscDel(clsact); err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.EINVAL) {
+			return removed, fmt.Errorf("delete the clsact qdisc left on %s: %w", l.Name, err)
+		}
+	}
+	return removed, nil
 }

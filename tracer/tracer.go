@@ -457,6 +457,11 @@ func (t *Tracer) attachIface(l iface) error {
 			done[i].detach()
 		}
 	}
+	// Filters of a pathtrace killed with SIGKILL would still run: take them away (at
+	// best effort: what fails here, attaching reports).
+	if stale, _ := removeStale(t.nl, l); len(stale) > 0 {
+		t.mode.Notes = append(t.mode.Notes, "removed tc filters left by pathtrace processes that are gone: "+strings.Join(stale, ", "))
+	}
 	if t.mode.TC != AttachClsact {
 		a, err := attachTCX(t.ns, l, in, true)
 		switch {

@@ -119,6 +119,8 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 		if err := checkWritable(o.readyFile); err != nil {
 			return err
 		}
+		// One a killed agent left must not say this one is ready before it is.
+		os.Remove(o.readyFile)
 	}
 
 	ctx, stop := context.WithCancel(context.Background())
@@ -321,18 +323,35 @@ func (a *agent) route(ctx context.Context) {
 				continue
 			}
 			a.mu.Lock()
-			var f *client
-			if int(ev.Filter) < len(a.slots) {
-				f = a.slots[ev.Filter]
-			}
+			slots := a.slots
 			a.mu.Unlock()
-			if f == nil {
+			if int(ev.Filter) >= len(slots) {
 				continue
 			}
-			select {
-			case f.events <- ev:
-			default:
-				a.qdrops.Add(1)
+			// The kernel names the first selector that matches; followers with the
+			// same selector get all it gets (NAT included), those whose selectors
+			// overlap it the packets that match them.
+			parsed := false
+			for i, f := range slots {
+				if f == nil {
+					continue
+				}
+				if owner := slots[ev.Filter]; i != int(ev.Filter) && (owner == nil || owner.sel != f.sel) {
+					if !parsed {
+						parsed = true
+						if decode.ParsePacket(ev.Packet(), ev.L2, decode.DefaultVXLANPorts, &p) != nil {
+							p = decode.Packet{}
+						}
+					}
+					if !f.wants(&p) {
+						continue
+					}
+				}
+				select {
+				case f.events <- ev:
+				default:
+					a.qdrops.Add(1)
+				}
 			}
 		}
 	}
@@ -430,6 +449,21 @@ type followReply struct {
 type client struct {
 	conn   net.Conn
 	events chan decode.Event
+	sel    decode.Selector
+}
+
+// wants reports whether the follower's selector matches the packet as the kernel's
+// does: the flow either way round, or the underlay addresses of a VXLAN packet.
+func (c *client) wants(p *decode.Packet) bool {
+	if !p.Flow.Src.IsValid() {
+		return false
+	}
+	if c.sel.Matches(p.Flow) {
+		return true
+	}
+	s := c.sel
+	return p.Outer != nil && s.Addr.IsValid() && s.Port == 0 && (s.Proto == 0 || s.Proto == decode.ProtoUDP) &&
+		(p.Outer.Src == s.Addr || p.Outer.Dst == s.Addr)
 }
 
 func (a *agent) serveAPI(ctx context.Context, l net.Listener) {
@@ -465,7 +499,7 @@ func (a *agent) serveFollower(ctx context.Context, c net.Conn) {
 		reply(followReply{Error: "the agent follows one selector per client"})
 		return
 	}
-	f := &client{conn: c, events: make(chan decode.Event, 4096)}
+	f := &client{conn: c, events: make(chan decode.Event, 4096), sel: sels[0]}
 	a.mu.Lock()
 	slot := -1
 	for i, s := range a.slots {

@@ -147,7 +147,10 @@ func (r *runner) reportLoss(final bool) {
 func lossDetail(s tracer.Stats, a decode.Stats) string {
 	var per []string
 	for slot, cpus := range s.KernelLost {
-		name := [...]string{"hops", "drops", "netfilter"}[slot]
+		if slot >= 3 {
+			break // the agent's own slots (drop budget, full map): always 0 here
+		}
+		name := tracer.LostSlotNames[slot]
 		var parts []string
 		for cpu, v := range cpus {
 			parts = append(parts, fmt.Sprintf("cpu%d=%d", cpu, v))

@@ -1,0 +1,418 @@
+#!/usr/bin/env bash
+# bench.sh measures what the pathtrace agent costs the traffic it watches, on a lab
+# of its own (LAB_PREFIX=ptb): TCP throughput and small-packet UDP rate between the
+# pods of the two nodes, in alternating runs without and with one agent per node
+# namespace, and, during the runs with agents, the kernel's own accounting of each
+# BPF program (kernel.bpf_stats_enabled), the agents' CPU time and resident memory.
+#
+# It prints one table: each figure is the median of its runs, with the ratio
+# with/without and the target it is held to. It exits non-zero only when something
+# could not be measured (not root, a missing tool, the lab prefix in use, a build,
+# an agent or iperf3 failing); a missed target is reported in the table, not by the
+# exit status.
+#
+# Environment: BENCH_PAIRS (5) off/on pairs, BENCH_SECONDS (5) per iperf3 run,
+# BENCH_PREFIX (ptb) the lab's namespace prefix, BENCH_KEEP=1 keeps the work
+# directory (iperf3 JSON, agent logs, bpftool snapshots).
+set -Eeuo pipefail
+
+script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$script_dir/.." && pwd)
+PAIRS=${BENCH_PAIRS:-5}
+SECS=${BENCH_SECONDS:-5}
+P=${BENCH_PREFIX:-ptb}
+SERVER_IP=10.244.2.57 # api pod on node-b
+IPERF_PORT=5201
+# The tc programs, held to the per-packet target. Every program the agents hold is
+# measured (tc_*, kfree_skb_*, nf_first, nf_last or kp_nf_hook_slow, by attach mode).
+TC_PROGS=(tc_ingress tc_egress tc_ingress_l3 tc_egress_l3)
+TCP_ARGS=(-c "$SERVER_IP" -p "$IPERF_PORT" -t "$SECS" -J)
+UDP_ARGS=(-c "$SERVER_IP" -p "$IPERF_PORT" -u -l 64 -b 0 -t "$SECS" -J)
+
+log() { printf 'bench.sh: %s\n' "$*" >&2 || true; }
+die() {
+	printf 'bench.sh: error: %s\n' "$*" >&2
+	exit 1
+}
+
+[[ $PAIRS =~ ^[1-9][0-9]?$ ]] || die "BENCH_PAIRS='$PAIRS': want 1..99"
+[[ $SECS =~ ^[1-9][0-9]?$ ]] || die "BENCH_SECONDS='$SECS': want 1..99"
+[[ $P =~ ^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$ ]] || die "BENCH_PREFIX='$P': want 1-32 characters of [A-Za-z0-9_-]"
+[[ $(id -u) == 0 ]] || die "run as root: the benchmark builds network namespaces and loads BPF programs"
+missing=()
+for t in ip iperf3 bpftool jq sysctl ss timeout flock make; do
+	command -v "$t" >/dev/null || missing+=("$t")
+done
+((${#missing[@]} == 0)) || die "missing ${missing[*]} (Debian: apt-get install iproute2 iperf3 bpftool jq util-linux make)"
+
+NS_A_API=$P-a-api NS_B_API=$P-b-api
+
+# ---- state and cleanup -----------------------------------------------------
+
+work=""
+own_lab=0
+stats_old=""
+server_pid=""
+client_pid=""
+agent_pids=()
+
+# alive PID: the process exists and is not a zombie waiting to be reaped.
+alive() {
+	local st
+	st=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
+	[[ -n $st && $st != Z ]]
+}
+
+# stop_child PID: SIGTERM, SIGKILL after ~5 s; reaps it. Returns its exit status.
+stop_child() {
+	local pid=$1 i rc=0
+	kill -TERM "$pid" 2>/dev/null || true
+	for ((i = 0; i < 50; i++)); do
+		alive "$pid" || break
+		sleep 0.1
+	done
+	if alive "$pid"; then
+		log "pid $pid did not stop on SIGTERM within 5 s: SIGKILL"
+		kill -KILL "$pid" 2>/dev/null || true
+	fi
+	wait "$pid" 2>/dev/null || rc=$?
+	return "$rc"
+}
+
+cleanup() {
+	local rc=$? pid
+	trap - EXIT INT TERM ERR
+	set +e
+	[[ -n $client_pid ]] && stop_child "$client_pid"
+	for pid in "${agent_pids[@]}"; do stop_child "$pid"; done
+	[[ -n $server_pid ]] && stop_child "$server_pid"
+	if [[ -n $stats_old ]]; then
+		sysctl -qw kernel.bpf_stats_enabled="$stats_old" >/dev/null
+	fi
+	if ((own_lab)); then
+		LAB_PREFIX=$P "$repo/scripts/lab.sh" down >"$work/lab-down.log" 2>&1 ||
+			{ log "lab down failed:"; cat "$work/lab-down.log" >&2; }
+	fi
+	if [[ -n $work ]]; then
+		if ((rc != 0)) || [[ ${BENCH_KEEP:-} == 1 ]]; then
+			log "logs kept in $work"
+		else
+			rm -rf "$work"
+		fi
+	fi
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'log "failed (exit $?): $BASH_COMMAND (line $LINENO)"' ERR
+
+# One benchmark per prefix at a time; and a lab under our prefix that someone else
+# built (or a stale one) is not ours to use or to tear down.
+lock_dir=/run/lock
+[[ -d $lock_dir && -w $lock_dir ]] || lock_dir=/tmp
+exec 9>"$lock_dir/pathtrace-bench-$P.lock"
+flock -n 9 || die "another bench.sh is running with prefix '$P'"
+in_use=$(ls -d /run/netns/"$P"-* /run/pathtrace-lab/"$P" 2>/dev/null | tr '\n' ' ' || true)
+[[ -z $in_use ]] || die "lab prefix '$P' is in use (${in_use% }): if it is stale, 'LAB_PREFIX=$P scripts/lab.sh down'"
+work=$(mktemp -d /tmp/pathtrace-bench.XXXXXX)
+
+# ---- build, lab, iperf3 server --------------------------------------------------
+
+log "make build"
+make -s -C "$repo" build >"$work/build.log" 2>&1 || { cat "$work/build.log" >&2; die "make build failed"; }
+# Copies: another 'make build' during the run cannot change what is measured.
+mkdir -p "$work/bin"
+cp "$repo/bin/pathtrace" "$repo/bin/labpod" "$work/bin/"
+PT=$work/bin/pathtrace
+
+log "lab up (prefix $P)"
+own_lab=1
+LAB_PREFIX=$P LABPOD=$work/bin/labpod "$repo/scripts/lab.sh" up >"$work/lab-up.log" 2>&1 ||
+	{ own_lab=0; cat "$work/lab-up.log" >&2; die "lab up failed"; }
+
+# ip netns exec execs iperf3: $! is the server's own pid.
+ip netns exec "$NS_B_API" iperf3 -s -B "$SERVER_IP" -p "$IPERF_PORT" >"$work/iperf3-server.log" 2>&1 &
+server_pid=$!
+for ((i = 0; ; i++)); do
+	[[ -n $(ip netns exec "$NS_B_API" ss -Hltn "sport = :$IPERF_PORT") ]] && break
+	alive "$server_pid" || { cat "$work/iperf3-server.log" >&2; die "iperf3 server exited"; }
+	((i < 50)) || die "iperf3 server not listening after 5 s"
+	sleep 0.1
+done
+
+# free_port FROM: the first TCP port from FROM on that nothing listens on (root netns).
+free_port() {
+	local p=$1
+	while [[ -n $(ss -Hltn "sport = :$p") ]]; do ((p++)); done
+	echo "$p"
+}
+port_a=$(free_port 19965)
+port_b=$(free_port $((port_a + 1)))
+agent_args() { # NODE PORT: sets args
+	args=("$PT" agent --netns "$P-$1" --node "$1" --metrics-addr "127.0.0.1:$2"
+		--api "unix:$work/agent-$1.sock" --ready-file "$work/agent-$1.ready")
+}
+
+# ---- measuring -------------------------------------------------------------
+
+calc() { awk "BEGIN { $1 }" </dev/null; }
+# median of the numbers on stdin
+median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) { print "nan"; exit } ; print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+# iperf NAME ARGS...: one iperf3 client run in the client pod, JSON in $work/NAME.json;
+# one retry after a second (the server may still be closing the previous test).
+iperf() {
+	local name=$1 try rc
+	shift
+	for try in 1 2; do
+		ip netns exec "$NS_A_API" timeout $((SECS + 25)) iperf3 "$@" >"$work/$name.json" 2>"$work/$name.err" &
+		client_pid=$!
+		rc=0
+		wait "$client_pid" || rc=$?
+		client_pid=""
+		if ((rc == 0)) && jq -e '.end.sum_received' "$work/$name.json" >/dev/null 2>&1; then
+			return 0
+		fi
+		log "$name: iperf3 failed (exit $rc): $(jq -r '.error // empty' "$work/$name.json" 2>/dev/null) $(head -c 300 "$work/$name.err")"
+		sleep 1
+	done
+	die "iperf3 $name failed twice"
+}
+
+tcp_bps() { jq -r '.end.sum_received.bits_per_second' "$work/$1.json"; }
+# The receiver's rate: datagrams that arrived over the receiver's seconds.
+udp_pps() { jq -r '.end.sum_received | (.packets - .lost_packets) / .seconds' "$work/$1.json"; }
+udp_sent() { jq -r '.end.sum_sent.packets' "$work/$1.json"; }
+
+# cpu_ticks PID...: utime+stime of the processes, in clock ticks.
+cpu_ticks() {
+	local pid sum=0 f
+	for pid in "$@"; do
+		f=$(sed 's/^.*) //' "/proc/$pid/stat") || die "cannot read /proc/$pid/stat"
+		read -r -a s <<<"$f"
+		((sum += s[11] + s[12]))
+	done
+	echo "$sum"
+}
+
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+
+# prog_ids PID...: ids of the BPF programs the processes hold.
+prog_ids() {
+	local pid
+	for pid in "$@"; do
+		grep -h '^prog_id:' /proc/"$pid"/fdinfo/* 2>/dev/null | awk '{print $2}' || true
+	done | sort -un | paste -sd, -
+}
+
+# bpf_snap FILE IDS: "id name run_time_ns run_cnt" of the programs with these ids.
+bpf_snap() {
+	bpftool prog show -j | jq -r --argjson ids "[$2]" \
+		'.[] | select(.id as $i | $ids | index($i)) | "\(.id) \(.name) \(.run_time_ns // 0) \(.run_cnt // 0)"' >"$1"
+}
+
+# bpf_delta PHASE BEFORE AFTER: appends "phase name dtime dcnt" to $work/bpf.acc.
+bpf_delta() {
+	awk -v phase="$1" 'NR == FNR { t[$1] = $3; c[$1] = $4; next }
+		($1 in t) { print phase, $2, $3 - t[$1], $4 - c[$1] }' "$2" "$3" >>"$work/bpf.acc"
+}
+
+# A 106-byte frame: Ethernet, IPv4 10.244.1.23 -> 10.244.2.57, UDP, 64 bytes of payload.
+FRAME_HEX=02000000000202000000000108004500005c04d2400040111c880af401170af402399c40145100480000$(printf '78%.0s' {1..64})
+
+# stats_cost IDS: what kernel.bpf_stats_enabled itself adds to a run of tc_ingress,
+# from BPF_PROG_TEST_RUN on a synthetic frame (bpftool prog run), stats off and on,
+# three times each; "off on" ns (the medians) in $work/stats-cost. Best effort.
+stats_cost() {
+	local id s i ns
+	id=$(bpftool prog show -j | jq -r --argjson ids "[$1]" \
+		'[.[] | select((.id as $i | $ids | index($i)) and .name == "tc_ingress")][0].id // empty')
+	[[ -n $id ]] || return 0
+	printf '%b' "$(sed 's/../\\x&/g' <<<"$FRAME_HEX")" >"$work/frame.bin"
+	for i in 1 2 3; do
+		for s in 0 1; do
+			sysctl -qw kernel.bpf_stats_enabled=$s
+			ns=$(bpftool prog run id "$id" data_in "$work/frame.bin" repeat 200000 2>&1 |
+				sed -n 's/.*duration (average): \([0-9]*\)ns.*/\1/p') || true
+			if [[ -n $ns ]]; then echo "$s $ns" >>"$work/stats-cost.raw"; fi
+		done
+	done
+	sysctl -qw kernel.bpf_stats_enabled=1
+	if [[ -s $work/stats-cost.raw ]]; then
+		echo "$(awk '$1 == 0 { print $2 }' "$work/stats-cost.raw" | median) $(awk '$1 == 1 { print $2 }' "$work/stats-cost.raw" | median)" >"$work/stats-cost"
+	fi
+}
+
+start_agents() {
+	local node port i args pid
+	agent_pids=()
+	for node in node-a node-b; do
+		port=$port_a
+		if [[ $node == node-b ]]; then port=$port_b; fi
+		rm -f "$work/agent-$node.ready"
+		agent_args "$node" "$port"
+		"${args[@]}" >"$work/agent-$node.log" 2>&1 &
+		agent_pids+=($!)
+	done
+	for node in node-a node-b; do
+		i=0
+		while [[ ! -e $work/agent-$node.ready ]]; do
+			for pid in "${agent_pids[@]}"; do
+				alive "$pid" || { cat "$work"/agent-*.log >&2; die "an agent exited before it was ready"; }
+			done
+			((i++ < 300)) || { cat "$work"/agent-*.log >&2; die "agent on $node not ready after 30 s"; }
+			sleep 0.1
+		done
+	done
+}
+
+stop_agents() {
+	local pid rc
+	for pid in "${agent_pids[@]}"; do
+		rc=0
+		stop_child "$pid" || rc=$?
+		((rc == 0)) || log "warning: agent pid $pid exited with status $rc (logs: $work/agent-*.log)"
+	done
+	agent_pids=()
+}
+
+# off_run K / on_run K: the K-th run of each kind: TCP, then UDP.
+off_run() {
+	local k=$1
+	iperf "off$k-tcp" "${TCP_ARGS[@]}"
+	iperf "off$k-udp" "${UDP_ARGS[@]}"
+	echo "off $k $(tcp_bps "off$k-tcp") $(udp_pps "off$k-udp") $(udp_sent "off$k-udp")" >>"$work/runs"
+}
+
+on_run() {
+	local k=$1 ids c0 c1 pid rss max_rss=0
+	sysctl -qw kernel.bpf_stats_enabled=1
+	start_agents
+	ids=$(prog_ids "${agent_pids[@]}")
+	[[ -n $ids ]] || die "the agents hold no BPF programs"
+	bpf_snap "$work/on$k-bpf0" "$ids"
+	iperf "on$k-tcp" "${TCP_ARGS[@]}"
+	bpf_snap "$work/on$k-bpf1" "$ids"
+	c0=$(cpu_ticks "${agent_pids[@]}")
+	iperf "on$k-udp" "${UDP_ARGS[@]}"
+	c1=$(cpu_ticks "${agent_pids[@]}")
+	bpf_snap "$work/on$k-bpf2" "$ids"
+	for pid in "${agent_pids[@]}"; do
+		alive "$pid" || { cat "$work"/agent-*.log >&2; die "an agent died during on run $k"; }
+		rss=$(rss_kib "$pid")
+		if ((rss > max_rss)); then max_rss=$rss; fi
+	done
+	if ((k == PAIRS)); then stats_cost "$ids"; fi
+	stop_agents
+	sysctl -qw kernel.bpf_stats_enabled="$stats_old"
+	bpf_delta tcp "$work/on$k-bpf0" "$work/on$k-bpf1"
+	bpf_delta udp "$work/on$k-bpf1" "$work/on$k-bpf2"
+	local secs
+	secs=$(jq -r '.end.sum_received.seconds' "$work/on$k-udp.json")
+	echo "on $k $(tcp_bps "on$k-tcp") $(udp_pps "on$k-udp") $(udp_sent "on$k-udp") $((c1 - c0)) $secs $max_rss" >>"$work/runs"
+}
+
+stats_old=$(sysctl -n kernel.bpf_stats_enabled)
+[[ $stats_old =~ ^[0-9]+$ ]] || die "cannot read kernel.bpf_stats_enabled"
+
+log "warm-up (1 s, not counted)"
+iperf warmup -c "$SERVER_IP" -p "$IPERF_PORT" -t 1 -J
+
+: >"$work/runs"
+: >"$work/bpf.acc"
+for ((k = 1; k <= PAIRS; k++)); do
+	log "pair $k/$PAIRS: without agent"
+	off_run "$k"
+	log "pair $k/$PAIRS: with agents"
+	on_run "$k"
+done
+
+# ---- the table --------------------------------------------------------------
+
+hz=$(getconf CLK_TCK)
+rows=$work/rows
+col() { awk -v kind="$1" -v c="$2" '$1 == kind && NF >= c { print $c }' "$work/runs"; }
+
+tcp_off=$(col off 3 | median) tcp_on=$(col on 3 | median)
+udp_off=$(col off 4 | median) udp_on=$(col on 4 | median)
+[[ $tcp_off != nan && $tcp_on != nan && $udp_off != nan && $udp_on != nan ]] || die "no runs recorded"
+# agent CPU per on run: ticks over the UDP run's seconds, as % of one core, per 100k pps
+cpu_pct=$(awk -v hz="$hz" '$1 == "on" { print 100 * $6 / hz / $7 }' "$work/runs" | median)
+cpu_per100k=$(awk -v hz="$hz" '$1 == "on" && $4 > 0 { print 100 * $6 / hz / $7 * 100000 / $4 }' "$work/runs" | median)
+rss_max=$(awk '$1 == "on" && $8 > m { m = $8 } END { print m + 0 }' "$work/runs")
+
+# verdict VALUE OP LIMIT: yes, or NO with the gap.
+verdict() {
+	calc "v = $1; l = $3; if (v $2 l) print \"yes\"; else printf \"NO (%s by %.3g)\", (\"$2\" == \">=\") ? \"short\" : \"over\", (v > l) ? v - l : l - v"
+}
+{
+	echo "metric|without agent|with agent|ratio or figure|target|met?"
+	r=$(calc "printf \"%.3f\", $tcp_on / $tcp_off")
+	echo "TCP throughput pod->pod, node-a->node-b (Gbit/s)|$(calc "printf \"%.2f\", $tcp_off / 1e9")|$(calc "printf \"%.2f\", $tcp_on / 1e9")|$r|>= 0.97|$(verdict "$r" '>=' 0.97)"
+	r=$(calc "printf \"%.3f\", $udp_on / $udp_off")
+	echo "UDP 64-byte payload, received (kpkt/s)|$(calc "printf \"%.1f\", $udp_off / 1e3")|$(calc "printf \"%.1f\", $udp_on / 1e3")|$r|>= 0.95|$(verdict "$r" '>=' 0.95)"
+	# BPF programs: ns per run over every "on" run (TCP and UDP); runs and ns per UDP
+	# packet sent from the UDP runs. Programs that never ran are listed below the table.
+	udp_sent_on=$(awk '$1 == "on" { s += $5 } END { print s + 0 }' "$work/runs")
+	awk -v sent="$udp_sent_on" -v tc=" ${TC_PROGS[*]} " -v notrun="$work/notrun" '
+		function row(p,   ns, target, met) {
+			if (!(p in seen)) return
+			if (c[p] == 0) { if (!(p in done)) printf "%s ", p >notrun; done[p] = 1; return }
+			ns = t[p] / c[p]
+			target = "-"; met = "-"
+			if (index(tc, " " p " ")) {
+				target = "<= 100 ns"
+				met = (ns <= 100) ? "yes" : sprintf("NO (over by %.0f ns)", ns - 100)
+			}
+			printf "BPF %s, ns per run|-|%.2fM runs; %.1f/pkt = %.0f ns/pkt|%.1f ns|%s|%s\n", p, c[p] / 1e6,
+				sent ? uc[p] / sent : 0, sent ? ut[p] / sent : 0, ns, target, met
+			done[p] = 1
+		}
+		{ t[$2] += $3; c[$2] += $4; if ($1 == "udp") { ut[$2] += $3; uc[$2] += $4; tot += $3 }; seen[$2] = 1 }
+		END {
+			n = split("tc_ingress tc_egress tc_ingress_l3 tc_egress_l3 nf_first nf_last kp_nf_hook_slow kfree_skb_btf kfree_skb_raw kfree_skb_raw_n", order, " ")
+			for (i = 1; i <= n; i++) row(order[i])
+			for (p in seen) if (!(p in done)) row(p)
+			if (sent) printf "BPF all programs, per UDP packet sent|-|both nodes, every hop|%.0f ns|-|-\n", tot / sent
+		}' "$work/bpf.acc"
+	if [[ -s $work/stats-cost ]]; then
+		read -r s_off s_on <"$work/stats-cost"
+		echo "stats accounting, tc_ingress in a loop (bpftool prog run)|stats off: $s_off ns|stats on: $s_on ns|+$((s_on - s_off)) ns per run|-|-"
+	fi
+	echo "agent CPU per 100k pkt/s (UDP run, 2 agents)|-|$(calc "printf \"%.2f%% of a core at %.1f kpkt/s\", $cpu_pct, $udp_on / 1e3")|$(calc "printf \"%.2f%% of a core\", $cpu_per100k")|-|-"
+	r=$(calc "printf \"%.1f\", $rss_max / 1024")
+	echo "agent resident memory (VmRSS, max of 2 agents)|-|$r MiB|$r MiB|<= 64 MiB|$(verdict "$r" '<=' 64)"
+} >"$rows"
+
+awk -F'|' 'function line(  i, s) { s = ""; for (i = 1; i <= nf; i++) s = s (i > 1 ? "-+-" : "") sprintf("%" w[i] "s", ""); gsub(/ /, "-", s); print s }
+	{ n++; nf = NF; for (i = 1; i <= NF; i++) { cell[n, i] = $i; if (length($i) > w[i]) w[i] = length($i) } }
+	END {
+		for (r = 1; r <= n; r++) {
+			s = ""
+			for (i = 1; i <= nf; i++) s = s (i > 1 ? " | " : "") sprintf(i == 1 ? "%-" w[i] "s" : "%" w[i] "s", cell[r, i])
+			print s
+			if (r == 1) line()
+		}
+	}' "$rows"
+
+if [[ -s $work/notrun ]]; then
+	echo "(loaded by the agents but never run: $(<"$work/notrun"))" | sed 's/ )$/)/'
+fi
+echo
+echo "runs (median of $PAIRS each, alternating without/with, ${SECS} s per iperf3 run):"
+echo "  TCP Gbit/s without: $(col off 3 | awk '{ printf "%.2f ", $1 / 1e9 }')| with: $(col on 3 | awk '{ printf "%.2f ", $1 / 1e9 }')"
+echo "  UDP kpkt/s without: $(col off 4 | awk '{ printf "%.1f ", $1 / 1e3 }')| with: $(col on 4 | awk '{ printf "%.1f ", $1 / 1e3 }')"
+echo "  agent CPU during UDP (% of a core): $(awk -v hz="$hz" '$1 == "on" { printf "%.2f ", 100 * $6 / hz / $7 }' "$work/runs")"
+echo "  agent VmRSS max per run (MiB): $(awk '$1 == "on" { printf "%.1f ", $8 / 1024 }' "$work/runs")"
+echo
+echo "command:  BENCH_PAIRS=$PAIRS BENCH_SECONDS=$SECS BENCH_PREFIX=$P $0${*:+ $*}"
+echo "iperf3:   ip netns exec $NS_A_API iperf3 ${TCP_ARGS[*]}"
+echo "          ip netns exec $NS_A_API iperf3 ${UDP_ARGS[*]}"
+echo "          server: ip netns exec $NS_B_API iperf3 -s -B $SERVER_IP -p $IPERF_PORT"
+agent_args node-a "$port_a"
+echo "agents:   ${args[*]}"
+agent_args node-b "$port_b"
+echo "          ${args[*]}"
+echo "          (kernel.bpf_stats_enabled=1 while they run; the BPF figures are run_time_ns/run_cnt deltas of their own programs, bpftool prog show -j)"
+echo "machine:  nproc $(nproc), kernel $(uname -r), $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo), $($PT version 2>/dev/null || echo pathtrace ?), $(iperf3 --version | head -1 | awk '{print $1, $2}')"
