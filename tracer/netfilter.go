@@ -144,7 +144,14 @@ func (t *Tracer) attachNFLinks(spec *ebpf.CollectionSpec, opts *ebpf.CollectionO
 		return loadError("load netfilter programs", err)
 	}
 	t.progs = append(t.progs, p.First, p.Last)
-	n := len(t.attached)
+	t.nfProgs = p
+	return t.linkNF()
+}
+
+// linkNF attaches the loaded netfilter programs to every hook, or none.
+func (t *Tracer) linkNF() error {
+	p := t.nfProgs
+	var made []detacher
 	for _, pf := range []struct {
 		fam  link.NetfilterProtocolFamily
 		name string
@@ -162,21 +169,43 @@ func (t *Tracer) attachNFLinks(spec *ebpf.CollectionSpec, opts *ebpf.CollectionO
 					return err
 				})
 				if err != nil {
-					// Undo the links of this attempt so a fallback starts clean.
-					for _, a := range t.attached[n:] {
+					for _, a := range made {
 						a.detach()
 					}
-					t.attached = t.attached[:n]
 					if errors.Is(err, ebpf.ErrNotSupported) {
 						return fmt.Errorf("attach netfilter link: %w (needs 6.4)", err)
 					}
 					return fmt.Errorf("attach netfilter link %s %s %s: %w", pf.name, hookName(uint8(hook)), at.name, err)
 				}
-				t.attached = append(t.attached, &tcxAttachment{l: l, name: fmt.Sprintf("netfilter %s %s %s", pf.name, hookName(uint8(hook)), at.name)})
+				made = append(made, &tcxAttachment{l: l, name: fmt.Sprintf("netfilter %s %s %s", pf.name, hookName(uint8(hook)), at.name)})
 			}
 		}
 	}
+	t.nfAttach = made
 	return nil
+}
+
+// SetNetfilter attaches the netfilter programs (on) or takes them off every hook (off),
+// keeping them loaded. The agent keeps them off while nobody follows: they serve only
+// followed flows, and each costs every packet a run at every hook.
+func (t *Tracer) SetNetfilter(on bool) error {
+	if on == (len(t.nfAttach) > 0) || t.mode.NF == NFNone || t.mode.NF == "unavailable" {
+		return nil
+	}
+	if !on {
+		var errs []error
+		for _, a := range t.nfAttach {
+			if err := a.detach(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		t.nfAttach = nil
+		return errors.Join(errs...)
+	}
+	if t.mode.NF == NFKprobe {
+		return t.kprobeNF()
+	}
+	return t.linkNF()
 }
 
 func (t *Tracer) attachNFKprobe(spec *ebpf.CollectionSpec, opts *ebpf.CollectionOptions) error {
@@ -185,11 +214,16 @@ func (t *Tracer) attachNFKprobe(spec *ebpf.CollectionSpec, opts *ebpf.Collection
 		return loadError("load kprobe program", err)
 	}
 	t.progs = append(t.progs, p.Entry)
-	l, err := link.Kprobe("nf_hook_slow", p.Entry, nil)
+	t.kpProg = p.Entry
+	return t.kprobeNF()
+}
+
+func (t *Tracer) kprobeNF() error {
+	l, err := link.Kprobe("nf_hook_slow", t.kpProg, nil)
 	if err != nil {
 		return fmt.Errorf("attach kprobe nf_hook_slow: %w", err)
 	}
-	t.attached = append(t.attached, &tcxAttachment{l: l, name: "kprobe nf_hook_slow"})
+	t.nfAttach = []detacher{&tcxAttachment{l: l, name: "kprobe nf_hook_slow"}}
 	return nil
 }
 

@@ -112,6 +112,9 @@ type Tracer struct {
 	ifaces   []iface
 	ifAttach map[int][]detacher // tc attachments by ifindex
 	tc       tcProgs
+	nfAttach []detacher // netfilter links, or the kprobe
+	nfProgs  nfProgs
+	kpProg   *ebpf.Program
 	local    []netip.Addr
 	reasons  decode.DropReasons
 	mode     Mode
@@ -661,6 +664,9 @@ func (t *Tracer) Attachments() []string {
 			out = append(out, a.String())
 		}
 	}
+	for _, a := range t.nfAttach {
+		out = append(out, a.String())
+	}
 	for _, a := range t.attached {
 		out = append(out, a.String())
 	}
@@ -698,6 +704,12 @@ func (t *Tracer) Close() error {
 			}
 		}
 		t.ifAttach = nil
+		for _, a := range t.nfAttach {
+			if err := a.detach(); err != nil {
+				errs = append(errs, fmt.Errorf("detach %s: %w", a, err))
+			}
+		}
+		t.nfAttach = nil
 		for i := len(t.attached) - 1; i >= 0; i-- {
 			if err := t.attached[i].detach(); err != nil {
 				errs = append(errs, fmt.Errorf("detach %s: %w", t.attached[i], err))

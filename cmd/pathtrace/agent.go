@@ -162,6 +162,10 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 		metrics := exporter.NewMetrics(a, exporter.BuildInfo{Version: version, Kernel: kernelRelease(), AttachMode: tr.Mode().TC})
 		mux.Handle("/metrics", metrics.Handler())
 	}
+	// Nobody follows yet: the netfilter hooks wait for the first follower.
+	if err := tr.SetNetfilter(false); err != nil {
+		return err
+	}
 	a.ready.Store(true)
 	names := []string{}
 	for _, i := range tr.Ifaces() {
@@ -515,12 +519,20 @@ func (a *agent) serveFollower(ctx context.Context, c net.Conn) {
 	}
 	a.slots[slot] = f
 	err = a.tr.SetSelector(slot, &sels[0], a.usedSlots())
+	if err == nil {
+		err = a.tr.SetNetfilter(true) // the hooks serve followers only
+	}
 	ifaces, local, reasons := a.tr.Ifaces(), a.tr.LocalAddrs(), a.tr.Reasons()
 	a.mu.Unlock()
 	defer func() {
 		a.mu.Lock()
 		a.slots[slot] = nil
-		a.tr.SetSelector(slot, nil, a.usedSlots())
+		if !a.closed {
+			a.tr.SetSelector(slot, nil, a.usedSlots())
+			if a.usedSlots() == 0 {
+				a.tr.SetNetfilter(false)
+			}
+		}
 		a.mu.Unlock()
 	}()
 	if err != nil {
