@@ -396,7 +396,7 @@ static __always_inline void clear_nf(struct event *ev)
 
 static __always_inline int handle_tc(struct __sk_buff *skb, __u8 dir, int l2)
 {
-	struct reader r = {.skb = skb};
+	struct reader r = {.skb = skb, .data = (void *)(long)skb->data, .end = (void *)(long)skb->data_end};
 	struct tuple t;
 	__builtin_memset(&t, 0, sizeof(t));
 	int parsed = parse_pkt(MODE_SKB, &r, l2, &t);
