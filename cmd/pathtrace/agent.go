@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -80,13 +79,8 @@ type agent struct {
 
 func runAgent(args []string, stdout, stderr io.Writer) error {
 	fs, o := agentFlags()
-	fs.SetOutput(io.Discard)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			fmt.Fprintf(stdout, "Usage: pathtrace agent [flags]\n\n%s", fs.FlagUsages())
-			return err
-		}
-		return usageError{err}
+	if err := parseFlags(fs, args, "pathtrace agent [flags]", stdout); err != nil {
+		return err
 	}
 	if fs.NArg() > 0 {
 		return usageError{fmt.Errorf("agent takes no arguments, got %q", fs.Args())}
@@ -123,15 +117,8 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 		os.Remove(o.readyFile)
 	}
 
-	ctx, stop := context.WithCancel(context.Background())
+	ctx, stop := signalContext()
 	defer stop()
-	go func() {
-		select {
-		case <-signals:
-			stop()
-		case <-ctx.Done():
-		}
-	}()
 
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })

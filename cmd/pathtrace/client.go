@@ -40,20 +40,13 @@ func agentAddrs(flag []string) ([]string, error) {
 // a whole journey at a time, until the duration, the count, an interrupt or the last
 // agent ends it.
 func followViaAgents(paths []string, o *followOpts, sels []string, stdout, stderr io.Writer) error {
-	ctx, stop := context.WithCancel(context.Background())
+	ctx, stop := signalContext()
 	defer stop()
 	if o.duration > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, o.duration)
 		defer cancel()
 	}
-	go func() {
-		select {
-		case <-signals:
-			stop()
-		case <-ctx.Done():
-		}
-	}()
 	req := followRequest{Selectors: sels, Proto: o.proto, JSON: o.json, Timeout: o.timeout.String(),
 		Stall: o.stall.String(), Oneway: o.oneway.String(), Count: o.count}
 	var conns []net.Conn

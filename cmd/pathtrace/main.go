@@ -47,6 +47,33 @@ var signals = make(chan os.Signal, 1)
 
 func init() { signal.Notify(signals, os.Interrupt, syscall.SIGTERM) }
 
+// signalContext is cancelled by the first interrupt or SIGTERM, or by its cancel.
+func signalContext() (context.Context, context.CancelFunc) {
+	ctx, stop := context.WithCancel(context.Background())
+	go func() {
+		select {
+		case <-signals:
+			stop()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, stop
+}
+
+// parseFlags parses a subcommand's flags: --help prints its usage, a mistake is a
+// usage error.
+func parseFlags(fs *pflag.FlagSet, args []string, usageLine string, stdout io.Writer) error {
+	fs.SetOutput(io.Discard)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			fmt.Fprintf(stdout, "Usage: %s\n\n%s", usageLine, fs.FlagUsages())
+			return err
+		}
+		return usageError{err}
+	}
+	return nil
+}
+
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
@@ -145,13 +172,8 @@ func followFlags() (*pflag.FlagSet, *followOpts) {
 
 func follow(args []string, stdout, stderr io.Writer) error {
 	fs, o := followFlags()
-	fs.SetOutput(io.Discard)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			fmt.Fprintf(stdout, "Usage: pathtrace follow [flags] SELECTOR...\n\n%s", fs.FlagUsages())
-			return err
-		}
-		return usageError{err}
+	if err := parseFlags(fs, args, "pathtrace follow [flags] SELECTOR...", stdout); err != nil {
+		return err
 	}
 	cfg, err := o.tracerConfig(fs.Args())
 	if err != nil {
@@ -168,15 +190,8 @@ func follow(args []string, stdout, stderr io.Writer) error {
 		return followViaAgents(paths, o, fs.Args(), stdout, stderr)
 	}
 
-	ctx, stop := context.WithCancel(context.Background())
+	ctx, stop := signalContext()
 	defer stop()
-	go func() {
-		select {
-		case <-signals:
-			stop()
-		case <-ctx.Done():
-		}
-	}()
 
 	tr, err := tracer.New(cfg)
 	if err != nil {
