@@ -8,6 +8,8 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
+
+	"github.com/pathtrace/pathtrace/decode"
 )
 
 // Netfilter hook modes.
@@ -175,9 +177,9 @@ func (t *Tracer) linkNF() error {
 					if errors.Is(err, ebpf.ErrNotSupported) {
 						return fmt.Errorf("attach netfilter link: %w (needs 6.4)", err)
 					}
-					return fmt.Errorf("attach netfilter link %s %s %s: %w", pf.name, hookName(uint8(hook)), at.name, err)
+					return fmt.Errorf("attach netfilter link %s %s %s: %w", pf.name, decode.HookName(uint8(hook)), at.name, err)
 				}
-				made = append(made, &tcxAttachment{l: l, name: fmt.Sprintf("netfilter %s %s %s", pf.name, hookName(uint8(hook)), at.name)})
+				made = append(made, &tcxAttachment{l: l, name: fmt.Sprintf("netfilter %s %s %s", pf.name, decode.HookName(uint8(hook)), at.name)})
 			}
 		}
 	}
@@ -225,12 +227,4 @@ func (t *Tracer) kprobeNF() error {
 	}
 	t.nfAttach = []detacher{&tcxAttachment{l: l, name: "kprobe nf_hook_slow"}}
 	return nil
-}
-
-func hookName(h uint8) string {
-	names := [...]string{"PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"}
-	if int(h) < len(names) {
-		return names[h]
-	}
-	return fmt.Sprint(h)
 }
