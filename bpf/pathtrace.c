@@ -98,13 +98,25 @@ volatile const __u32 cfg_node_netns = 0; /* inode of the node's namespace */
 volatile const __u32 cfg_reason_nf = 0;  /* SKB_DROP_REASON_NETFILTER_DROP on this kernel, 0 unknown */
 volatile const __u32 cfg_drop_rate = 0;  /* drop events per second per CPU beyond followed ones */
 
-/* The role of each traced interface of the node, CLASS_*, by ifindex. */
+/* The role of each traced interface of the node, by ifindex modulo 65536: an array,
+ * whose lookup the verifier inlines, rather than a hash on the path of every packet.
+ * Value: ifindex << 8 | CLASS_*, so a slot another ifindex shares is not mistaken. */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 65536);
 	__type(key, __u32);
 	__type(value, __u32);
 } iface_class SEC(".maps");
+
+static __always_inline __u32 class_of(__u32 ifindex)
+{
+	__u32 slot = ifindex & 0xffff;
+	__u32 *v = bpf_map_lookup_elem(&iface_class, &slot);
+	if (!v || (*v >> 8) != (ifindex & 0xffffff))
+		return CLASS_UNKNOWN;
+	__u32 c = *v & 0xff;
+	return c < HOP_CLASSES ? c : CLASS_UNKNOWN;
+}
 
 /* Packets per hop class and direction: index class*2 + dir. */
 struct {
@@ -358,11 +370,7 @@ static __always_inline void latency(const struct tuple *t, __u32 class, __u64 no
 /* agent_tc counts the packet and, if sampled, its latency from the previous hop. */
 static __always_inline void agent_tc(struct __sk_buff *skb, __u8 dir, const struct tuple *t)
 {
-	__u32 idx = skb->ifindex;
-	__u32 *cls = bpf_map_lookup_elem(&iface_class, &idx);
-	__u32 class = cls ? *cls : CLASS_UNKNOWN;
-	if (class >= HOP_CLASSES)
-		class = CLASS_UNKNOWN;
+	__u32 class = class_of(skb->ifindex);
 	count_add(&pkt_count, class * 2 + (dir & 1), skb->len);
 	if (cfg_sample && t->family && t->key % cfg_sample == 0)
 		latency(t, class, bpf_ktime_get_ns());
@@ -580,10 +588,9 @@ static __always_inline __u32 drop_class(struct sk_buff *skb, __u32 ns, __u32 rea
 		return CLASS_POD; /* inside a pod's namespace */
 	struct net_device *dev = BPF_CORE_READ(skb, dev);
 	if (dev) {
-		__u32 idx = BPF_CORE_READ(dev, ifindex);
-		__u32 *cls = bpf_map_lookup_elem(&iface_class, &idx);
-		if (cls && *cls < HOP_CLASSES && *cls != CLASS_UNKNOWN)
-			return *cls;
+		__u32 cls = class_of(BPF_CORE_READ(dev, ifindex));
+		if (cls != CLASS_UNKNOWN)
+			return cls;
 	}
 	return CLASS_STACK;
 }

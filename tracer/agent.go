@@ -33,6 +33,12 @@ func classOf(k decode.IfaceKind) uint32 {
 	return 0
 }
 
+// classSlot and classValue are an interface's slot in the iface_class array and what
+// it holds there: the ifindex (to tell slots apart) and the class.
+func classSlot(ifindex int) uint32 { return uint32(ifindex) & 0xffff }
+
+func classValue(l iface) uint32 { return uint32(l.Index)&0xffffff<<8 | classOf(l.Kind) }
+
 func (t *Tracer) reasonValue(name string) uint32 {
 	for v, n := range t.reasons {
 		if n == name {
@@ -239,7 +245,7 @@ func (t *Tracer) Refresh() (added, removed []string, err error) {
 			a.detach() // the device is gone, and its attachments with it
 		}
 		delete(t.ifAttach, l.Index)
-		t.maps.IfaceClass.Delete(uint32(l.Index))
+		t.maps.IfaceClass.Put(classSlot(l.Index), uint32(0))
 		removed = append(removed, l.Name)
 	}
 	t.ifaces = keep
@@ -253,7 +259,7 @@ func (t *Tracer) Refresh() (added, removed []string, err error) {
 			continue
 		}
 		t.ifaces = append(t.ifaces, l)
-		t.maps.IfaceClass.Put(uint32(l.Index), classOf(l.Kind))
+		t.maps.IfaceClass.Put(classSlot(l.Index), classValue(l))
 		added = append(added, l.Name)
 	}
 	if len(added) > 0 || len(removed) > 0 {

@@ -362,7 +362,7 @@ func (t *Tracer) load(kspec *btf.Spec) error {
 		return fmt.Errorf("set selector count: %w", err)
 	}
 	for _, l := range t.ifaces {
-		if err := t.maps.IfaceClass.Put(uint32(l.Index), classOf(l.Kind)); err != nil {
+		if err := t.maps.IfaceClass.Put(classSlot(l.Index), classValue(l)); err != nil {
 			return fmt.Errorf("set the role of %s: %w", l.Name, err)
 		}
 	}
