@@ -555,39 +555,11 @@ func TestMetricsSeriesBounded(t *testing.T) {
 // agentFollow runs `pathtrace follow --agents` and waits until every agent accepted it.
 func agentFollow(t *testing.T, agents []*agentProc, args ...string) *follower {
 	t.Helper()
-	ready := filepath.Join(t.TempDir(), "ready")
 	var socks []string
 	for _, a := range agents {
 		socks = append(socks, "unix:"+a.api)
 	}
-	full := append([]string{"follow", "--json", "--agents", strings.Join(socks, ","), "--ready-file", ready, "--timeout", "300ms"}, args...)
-	f := &follower{node: "agents", done: make(chan error, 1)}
-	f.cmd = exec.Command(filepath.Join(binDir, "pathtrace"), full...)
-	f.cmd.Stdout, f.cmd.Stderr = &f.stdout, &f.stderr
-	if err := f.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { f.done <- f.cmd.Wait() }()
-	t.Cleanup(func() {
-		if f.cmd.ProcessState == nil {
-			f.cmd.Process.Kill()
-			<-f.done
-		}
-	})
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if _, err := os.Stat(ready); err == nil {
-			return f
-		}
-		select {
-		case err := <-f.done:
-			t.Fatalf("pathtrace follow --agents exited before it was ready: %v\n%s", err, f.stderr.String())
-		case <-time.After(20 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("pathtrace follow --agents not ready after 10s\n%s", f.stderr.String())
-		}
-	}
+	return runFollow(t, "agents", append([]string{"--agents", strings.Join(socks, ",")}, args...))
 }
 
 // Followers share an agent, each with its own selector and its own journeys; one

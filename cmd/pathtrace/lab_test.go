@@ -144,10 +144,15 @@ type follower struct {
 // programs are attached.
 func startFollow(t *testing.T, node string, args ...string) *follower {
 	t.Helper()
+	return runFollow(t, node, append([]string{"--netns", labPrefix + "-" + node, "--node", node}, args...))
+}
+
+// runFollow starts `pathtrace follow --json` with args and waits for its ready file.
+func runFollow(t *testing.T, name string, args []string) *follower {
+	t.Helper()
 	ready := filepath.Join(t.TempDir(), "ready")
-	full := append([]string{"follow", "--json", "--netns", labPrefix + "-" + node, "--node", node,
-		"--ready-file", ready, "--timeout", "300ms"}, args...)
-	f := &follower{node: node, done: make(chan error, 1)}
+	full := append([]string{"follow", "--json", "--ready-file", ready, "--timeout", "300ms"}, args...)
+	f := &follower{node: name, done: make(chan error, 1)}
 	f.cmd = exec.Command(filepath.Join(binDir, "pathtrace"), full...)
 	f.cmd.Stdout, f.cmd.Stderr = &f.stdout, &f.stderr
 	if err := f.cmd.Start(); err != nil {
@@ -167,11 +172,11 @@ func startFollow(t *testing.T, node string, args ...string) *follower {
 		}
 		select {
 		case err := <-f.done:
-			t.Fatalf("pathtrace follow exited before it was ready: %v\n%s", err, f.stderr.String())
+			t.Fatalf("pathtrace follow %v exited before it was ready: %v\n%s", args, err, f.stderr.String())
 		case <-time.After(20 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("pathtrace follow not ready after 20s\n%s", f.stderr.String())
+			t.Fatalf("pathtrace follow %v not ready after 20s\n%s", args, f.stderr.String())
 		}
 	}
 }
