@@ -579,6 +579,33 @@ static __always_inline __u32 skb_netns(struct sk_buff *skb)
 	return 0;
 }
 
+/* parse_kern parses a packet from its network header in kernel memory (the drop and
+ * netfilter programs); r is left describing those bytes for snap_kern. */
+static __always_inline int parse_kern(struct sk_buff *skb, struct reader *r, struct tuple *t)
+{
+	const __u8 *head = BPF_CORE_READ(skb, head);
+	__u16 nh = BPF_CORE_READ(skb, network_header);
+	__u32 tail = BPF_CORE_READ(skb, tail);
+	if (!head || nh == (__u16)~0U || tail <= nh)
+		return -1;
+	r->skb = 0;
+	r->data = 0;
+	r->end = 0;
+	r->base = head + nh;
+	r->limit = tail - nh;
+	__builtin_memset(t, 0, sizeof(*t));
+	return parse_pkt(MODE_KERN, r, 0, t);
+}
+
+/* snap_kern copies the first bytes of a parse_kern packet into the event. */
+static __always_inline void snap_kern(struct event *ev, const struct reader *r)
+{
+	__u32 n = snap_len(r->limit);
+	ev->snap_len = 0;
+	if (n && bpf_probe_read_kernel(ev->data, n, r->base) == 0)
+		ev->snap_len = n;
+}
+
 /* drop_class is the hop class a drop is counted under. */
 static __always_inline __u32 drop_class(struct sk_buff *skb, __u32 ns, __u32 reason)
 {
@@ -619,16 +646,9 @@ static __always_inline int handle_drop(struct sk_buff *skb, __u64 location, __u3
 		}
 	}
 
-	const __u8 *head = BPF_CORE_READ(skb, head);
-	__u16 nh = BPF_CORE_READ(skb, network_header);
-	__u32 tail = BPF_CORE_READ(skb, tail);
-	if (!head || nh == (__u16)~0U || tail <= nh)
-		return 0;
-
-	struct reader r = {.base = head + nh, .limit = tail - nh};
+	struct reader r;
 	struct tuple t;
-	__builtin_memset(&t, 0, sizeof(t));
-	if (parse_pkt(MODE_KERN, &r, 0, &t) < 0)
+	if (parse_kern(skb, &r, &t) < 0)
 		return 0;
 	int fi = match(&t);
 	if (fi < 0) {
@@ -665,10 +685,7 @@ static __always_inline int handle_drop(struct sk_buff *skb, __u64 location, __u3
 		bpf_probe_read_kernel_str(ev->ifname, sizeof(ev->ifname), dev->name);
 	clear_nf(ev);
 	read_ct(skb, ev, -1);
-	__u32 n = snap_len(tail - nh);
-	ev->snap_len = 0;
-	if (n && bpf_probe_read_kernel(ev->data, n, head + nh) == 0)
-		ev->snap_len = n;
+	snap_kern(ev, &r);
 	bpf_ringbuf_submit(ev, 0);
 	return 0;
 }
@@ -709,15 +726,9 @@ static __always_inline int handle_nf(struct sk_buff *skb, const struct nf_hook_s
 	/* The netfilter hooks only serve followed flows. */
 	if (cfg_agent && !following())
 		return 1;
-	const __u8 *head = BPF_CORE_READ(skb, head);
-	__u16 nh = BPF_CORE_READ(skb, network_header);
-	__u32 tail = BPF_CORE_READ(skb, tail);
-	if (!head || nh == (__u16)~0U || tail <= nh)
-		return 1;
-	struct reader r = {.base = head + nh, .limit = tail - nh};
+	struct reader r;
 	struct tuple t;
-	__builtin_memset(&t, 0, sizeof(t));
-	if (parse_pkt(MODE_KERN, &r, 0, &t) < 0)
+	if (parse_kern(skb, &r, &t) < 0)
 		return 1;
 	int fi = match(&t);
 	if (fi < 0)
@@ -756,10 +767,7 @@ static __always_inline int handle_nf(struct sk_buff *skb, const struct nf_hook_s
 	/* The conntrack entry of a tunnel's outer packet is the underlay's, not the flow's:
 	 * following it would follow every packet between the two nodes. */
 	read_ct(skb, ev, t.encap ? -1 : fi);
-	__u32 n = snap_len(tail - nh);
-	ev->snap_len = 0;
-	if (n && bpf_probe_read_kernel(ev->data, n, head + nh) == 0)
-		ev->snap_len = n;
+	snap_kern(ev, &r);
 	bpf_ringbuf_submit(ev, 0);
 	return 1; /* NF_ACCEPT */
 }
