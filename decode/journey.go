@@ -70,14 +70,14 @@ type NAT struct {
 
 var ctStates = [...]string{0: "established", 1: "related", 2: "new", 3: "established", 4: "related", 7: "untracked"}
 
-func ctOf(ev *Event, hook, pos uint8) *CT {
+func ctOf(ev *Event) *CT {
 	if !ev.HasCT {
 		return nil
 	}
 	if ev.CTInfo == CTNone {
 		// Before conntrack ran (first priority of PREROUTING and OUTPUT) no entry is
 		// expected; after it, none means conntrack found the packet invalid.
-		if pos != NFLast && (hook == 0 || hook == 3) || ev.Kind == KindDrop {
+		if ev.NFPos != NFLast && (ev.Hook == 0 || ev.Hook == 3) || ev.Kind == KindDrop {
 			return nil
 		}
 		return &CT{State: "invalid"}
@@ -326,7 +326,7 @@ func (a *Assembler) Add(ev *Event) []*Journey {
 	case KindNF:
 		h := Hop{Node: a.cfg.Node, Kind: KindNetfilter, Ifindex: ev.Ifindex, Dir: NoDir, TimeNs: ev.TimeNs,
 			Len: ev.Len, Flow: p.Flow, TTL: p.TTL, Hook: HookName(ev.Hook),
-			Ifname: ev.IfnameString(), OutIfname: ev.OutIfnameString(), CT: ctOf(ev, ev.Hook, ev.NFPos)}
+			Ifname: ev.IfnameString(), OutIfname: ev.OutIfnameString(), CT: ctOf(ev)}
 		if int(ev.NFPos) < len(nfPosNames) {
 			h.Prio = nfPosNames[ev.NFPos]
 		}
