@@ -183,3 +183,12 @@ func BenchmarkParsePacket(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkAssembleKeepBytes is BenchmarkAssemble keeping every hop's bytes, as a packet
+// capture needs.
+func BenchmarkAssembleKeepBytes(b *testing.B) {
+	cfg := nodeConfig(b, "node-a")
+	cfg.Timeout = 100 * time.Millisecond
+	cfg.KeepBytes = true
+	runAssemble(b, cfg, 256, false)
+}

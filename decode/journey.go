@@ -145,6 +145,12 @@ type Hop struct {
 	OutIfname string
 	CT        *CT
 	NAT       *NAT // the translation the packet got since the previous hop
+	// L2 says what Data starts at: the Ethernet header, else the IP header.
+	L2 bool
+	// Data is the packet as captured at this hop (at most SnapMax bytes; Len has its
+	// full length), with Config.KeepBytes only. It lives in the journey's storage:
+	// copy it to keep it after Release.
+	Data []byte
 }
 
 // Name is "ifname dir", as in "cni0 ingress", or "hook priority" for a netfilter hop,
@@ -173,6 +179,12 @@ type Drop struct {
 	// (table full, insert failed) when its counters say so.
 	Rule  *RuleMatch
 	Cause string
+	// The packet as kfree_skb saw it, with Config.KeepBytes only: Data starts at the
+	// Ethernet header when L2 is set, else at the IP header; Len is skb->len. Data
+	// lives in the journey's storage, as a Hop's.
+	Len  uint32
+	L2   bool
+	Data []byte
 }
 
 // ByNetfilter reports whether netfilter dropped the packet: the kernel says so, or,
@@ -195,9 +207,13 @@ type Journey struct {
 	Flow     Flow // as first seen
 	TCPFlags uint8
 	IPLen    uint16
-	Hops     []Hop
-	Drop     *Drop
-	Verdict  Verdict
+	// TCP only: the segment's sequence number and the sequence space it takes (payload
+	// bytes, plus one for SYN and one for FIN), for telling retransmissions.
+	Seq     uint32
+	SegLen  uint32
+	Hops    []Hop
+	Drop    *Drop
+	Verdict Verdict
 	// Where says where the verdict happened: the interface that delivered or
 	// forwarded the packet, or the last hop before it was lost or dropped.
 	Where string
@@ -209,6 +225,7 @@ type Journey struct {
 	lastNs     uint64
 	prev, next *Journey // the assembler's open journeys, by lastNs
 	outers     []Outer  // storage for the hops' Outer, reused with the journey
+	data       []byte   // storage for the packet bytes (Config.KeepBytes), reused too
 }
 
 // Config is what the assembler needs to know about the node.
@@ -222,6 +239,9 @@ type Config struct {
 	Reasons    DropReasons  // nil: the kernel reports no drop reasons
 	Symbols    *Symbols     // nil: locations in hex
 	MaxOpen    int          // bound on journeys in flight; 0 means 65536
+	// KeepBytes keeps each hop's captured bytes (Hop.Data, Drop.Data) for a packet
+	// capture. Off, journeys carry no packet bytes and cost nothing more.
+	KeepBytes bool
 }
 
 // Stats counts what the assembler did, including what it could not use.
@@ -300,6 +320,9 @@ func (a *Assembler) Add(ev *Event) []*Journey {
 		}
 		j = a.newJourney()
 		j.ID, j.Node, j.Flow, j.TCPFlags, j.IPLen, j.lastNs = p.ID, a.cfg.Node, p.Flow, p.TCPFlags, p.IPLen, ev.TimeNs
+		if p.Flow.Proto == ProtoTCP {
+			j.Seq, j.SegLen = p.Seq, uint32(p.Payload)+uint32(p.TCPFlags&TCPSyn)>>1+uint32(p.TCPFlags&TCPFin)
+		}
 		a.open[p.ID] = j
 		a.link(j)
 	} else if ev.TimeNs > j.lastNs {
@@ -310,7 +333,10 @@ func (a *Assembler) Add(ev *Event) []*Journey {
 	switch ev.Kind {
 	case KindHop:
 		h := Hop{Node: a.cfg.Node, Ifindex: ev.Ifindex, Dir: ev.Dir, TimeNs: ev.TimeNs,
-			Len: ev.Len, Flow: p.Flow, TTL: p.TTL}
+			Len: ev.Len, Flow: p.Flow, TTL: p.TTL, L2: ev.L2}
+		if a.cfg.KeepBytes {
+			h.Data = j.keepData(ev.Packet())
+		}
 		if p.Outer != nil {
 			h.Outer = j.keepOuter(*p.Outer)
 		}
@@ -326,7 +352,10 @@ func (a *Assembler) Add(ev *Event) []*Journey {
 	case KindNF:
 		h := Hop{Node: a.cfg.Node, Kind: KindNetfilter, Ifindex: ev.Ifindex, Dir: NoDir, TimeNs: ev.TimeNs,
 			Len: ev.Len, Flow: p.Flow, TTL: p.TTL, Hook: HookName(ev.Hook),
-			Ifname: ev.IfnameString(), OutIfname: ev.OutIfnameString(), CT: ctOf(ev)}
+			Ifname: ev.IfnameString(), OutIfname: ev.OutIfnameString(), CT: ctOf(ev), L2: ev.L2}
+		if a.cfg.KeepBytes {
+			h.Data = j.keepData(ev.Packet())
+		}
 		if int(ev.NFPos) < len(nfPosNames) {
 			h.Prio = nfPosNames[ev.NFPos]
 		}
@@ -338,6 +367,10 @@ func (a *Assembler) Add(ev *Event) []*Journey {
 			d.Reason = a.cfg.Reasons.Name(ev.Reason)
 		}
 		if j.Drop == nil {
+			d.Len, d.L2 = ev.Len, ev.L2
+			if a.cfg.KeepBytes {
+				d.Data = j.keepData(ev.Packet())
+			}
 			j.Drop = d
 		}
 	}
@@ -397,7 +430,19 @@ func (a *Assembler) newJourney() *Journey {
 		a.free = a.free[:n-1]
 		return j
 	}
-	return &Journey{Hops: make([]Hop, 0, 8), outers: make([]Outer, 0, 2)}
+	j := &Journey{Hops: make([]Hop, 0, 8), outers: make([]Outer, 0, 2)}
+	if a.cfg.KeepBytes {
+		j.data = make([]byte, 0, 4*SnapMax)
+	}
+	return j
+}
+
+// keepData copies b into the journey's own storage. When that grows, the hops keep
+// pointing into the old array, which stays valid; the new one is what Release keeps.
+func (j *Journey) keepData(b []byte) []byte {
+	n := len(j.data)
+	j.data = append(j.data, b...)
+	return j.data[n:len(j.data):len(j.data)]
 }
 
 // keepOuter stores o in the journey's own storage. When that grows, the hops that
@@ -428,9 +473,9 @@ func (a *Assembler) Release(j *Journey) {
 	if len(a.free) >= maxFree {
 		return
 	}
-	hops, outers := j.Hops[:0], j.outers[:0]
+	hops, outers, data := j.Hops[:0], j.outers[:0], j.data[:0]
 	clear(j.Hops[:cap(j.Hops)])
-	*j = Journey{Hops: hops, outers: outers}
+	*j = Journey{Hops: hops, outers: outers, data: data}
 	a.free = append(a.free, j)
 }
 

@@ -345,8 +345,8 @@ func TestJourneyDropped(t *testing.T) {
 			t.Errorf("order %v: verdict %v where %q", order, j.Verdict, j.Where)
 		}
 		want := decode.Drop{Reason: "NETFILTER_DROP", Code: 12, Location: "nft_do_chain+0x2c8", Addr: nftDoChain + 0x2c8,
-			Ifname: "cni0", Netns: netnsInit, TimeNs: t0 + 38_000}
-		if j.Drop == nil || *j.Drop != want {
+			Ifname: "cni0", Netns: netnsInit, TimeNs: t0 + 38_000, Len: 60}
+		if j.Drop == nil || !reflect.DeepEqual(*j.Drop, want) {
 			t.Fatalf("order %v: drop %+v, want %+v", order, j.Drop, want)
 		}
 		if s := j.Summary(); s != "dropped: NETFILTER_DROP at nft_do_chain+0x2c8 (after cni0 ingress)" {

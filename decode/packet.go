@@ -102,6 +102,7 @@ type Packet struct {
 	TTL      uint8
 	TCPFlags uint8
 	Seq, Ack uint32
+	Payload  uint16 // TCP payload bytes, from the IP length and the header lengths
 	TSVal    uint32
 	TSEcr    uint32
 	HasTS    bool
@@ -282,6 +283,9 @@ func parseL4(c *cursor, off int, p *Packet) {
 		p.Ack = binary.BigEndian.Uint32(b[off+8:])
 		p.TCPFlags = b[off+13]
 		doff := int(b[off+12]>>4) * 4
+		if hdrs := off - p.l3 + doff; int(p.IPLen) > hdrs {
+			p.Payload = p.IPLen - uint16(hdrs)
+		}
 		parseTCPOptions(b, off+20, off+doff, p)
 	case ProtoICMP, ProtoICMPv6:
 		if off+8 > len(b) {
