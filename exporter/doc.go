@@ -1,8 +1,26 @@
 // Package exporter writes packet journeys for people and programs: a text block per
-// packet (hops with their offsets, then the verdict) and JSON Lines with stable field
-// names that later versions only add to.
+// packet (hops with their offsets, then the verdict), JSON Lines with stable field
+// names that later versions only add to, Prometheus metrics, and packet captures.
 //
 // It must not trace or decode: it formats decode.Journey values it is handed, and
 // reports write errors (a closed pipe, a full disk) to its caller instead of
 // swallowing them.
+//
+// # Packet captures
+//
+// Pcap (pcapng.go) writes journeys whose hops carry their bytes (decode.Config.KeepBytes)
+// as pcapng that Wireshark and tshark open without a plugin: an interface per hop
+// (node-a/cni0, node-a/nf:FORWARD/first, node-a/kfree_skb) with its link type and
+// direction, nanosecond wall-clock times, the direction flag, and a comment on every
+// packet with the hop, its offset from the journey's first event and, where they
+// apply, the NAT, the VXLAN header, the stall, the drop and the verdict. Each journey
+// reaches the file in one write, so a file whose writer was killed reads up to its
+// last whole journey.
+//
+// Recorder (capture.go) is the agent's flight recorder: fed every closed journey, it
+// keeps a bounded history of each flow's recent packets and, when a flow is flagged (a
+// drop, a loss, a stall, a TCP retransmission, or the caller's say), writes the flow's
+// packets from before the trigger and for a window after into a file of its own in a
+// directory, within limits on memory, file size, file count and directory bytes. What
+// it could not keep or write it counts (RecorderStats) for the metrics.
 package exporter
