@@ -158,6 +158,60 @@ static __always_inline int parse_l3(const int mode, struct reader *r, __u32 off,
 	return off;
 }
 
+/* key_ip4 is parse_l3's packet key for an IPv4 header without options at ip: the same
+ * fields mixed the same way, read at fixed offsets. 0: not that simple case (a fragment,
+ * a short packet, VXLAN whose inner packet is not simple); the caller parses fully. */
+static __always_inline __u32 key_ip4(const __u8 *ip, const void *end)
+{
+	const struct iphdr *h = (const void *)ip;
+	if ((const void *)(ip + 20) > end || ip[0] != 0x45 || (h->frag_off & bpf_htons(0x1fff)))
+		return 0;
+	__u32 k = mix32(mix32(0x2545F491, ((__u32)h->id << 16) | h->tot_len), h->protocol);
+	const __u8 *l4 = ip + 20;
+	if (h->protocol == PROTO_TCP) {
+		if ((const void *)(l4 + 12) > end)
+			return 0;
+		return mix32(mix32(k, *(const __u32 *)(l4 + 4)), *(const __u32 *)(l4 + 8));
+	}
+	if (h->protocol == PROTO_UDP) {
+		if ((const void *)(l4 + 12) > end)
+			return 0;
+		if (is_vxlan_port(bpf_ntohs(*(const __u16 *)(l4 + 2))))
+			return 0;
+		return mix32(k, *(const __u32 *)(l4 + 8));
+	}
+	return k;
+}
+
+/* fast_key returns the packet key parse_pkt would compute, without filling a tuple, for
+ * the packets most traffic is made of: IPv4 without options behind an untagged Ethernet
+ * header (or bare), TCP, UDP, ICMP, and those inside VXLAN. 0 means: parse fully. The
+ * agent needs the key on every packet to pick its latency samples; parsing fully costs
+ * about 50 ns more per packet (measured under traffic with kernel.bpf_stats_enabled). */
+static __always_inline __u32 fast_key(const struct reader *r, int l2)
+{
+	const __u8 *p = r->data;
+	const void *end = r->end;
+	if (l2) {
+		if ((const void *)(p + 14) > end || *(const __u16 *)(p + 12) != ETH_P_IP_BE)
+			return 0;
+		p += 14;
+	}
+	__u32 k = key_ip4(p, end);
+	if (k || (const void *)(p + 28) > end || p[0] != 0x45 || p[9] != PROTO_UDP ||
+	    (*(const __u16 *)(p + 6) & bpf_htons(0x1fff)))
+		return k;
+	/* key_ip4 gave up: VXLAN (outer UDP to a VXLAN port) is taken apart here, the
+	 * rest parsed fully. Inner frame: 8 bytes UDP, 8 VXLAN, 14 Ethernet. */
+	if (!is_vxlan_port(bpf_ntohs(*(const __u16 *)(p + 22))))
+		return 0;
+	const __u8 *in = p + 20 + 16;
+	if ((const void *)(in + 14) > end || *(const __u16 *)(in + 12) != ETH_P_IP_BE)
+		return 0;
+	in += 14;
+	return key_ip4(in, end);
+}
+
 /* parse_eth returns the offset of the L3 header after an Ethernet header (one VLAN tag
  * skipped), or -1 when the frame carries neither IPv4 nor IPv6. */
 static __always_inline int parse_eth(const int mode, struct reader *r, __u32 off)

@@ -367,13 +367,19 @@ static __always_inline void latency(const struct tuple *t, __u32 class, __u64 no
 	}
 }
 
-/* agent_tc counts the packet and, if sampled, its latency from the previous hop. */
-static __always_inline void agent_tc(struct __sk_buff *skb, __u8 dir, const struct tuple *t)
+/* agent_tc counts the packet and says whether it needs a full parse: it does when it is
+ * a latency sample or when fast_key could not take it apart (then the parse's key
+ * decides). The sampling key comes from fast_key, so that the other packets, nearly
+ * all of them, are not parsed when nobody follows. */
+static __always_inline int agent_tc(struct __sk_buff *skb, const struct reader *r, int l2, __u8 dir,
+				    __u32 *class)
 {
-	__u32 class = class_of(skb->ifindex);
-	count_add(&pkt_count, class * 2 + (dir & 1), skb->len);
-	if (cfg_sample && t->family && t->key % cfg_sample == 0)
-		latency(t, class, bpf_ktime_get_ns());
+	*class = class_of(skb->ifindex);
+	count_add(&pkt_count, *class * 2 + (dir & 1), skb->len);
+	if (!cfg_sample)
+		return 0;
+	__u32 key = fast_key(r, l2);
+	return !key || key % cfg_sample == 0;
 }
 
 /* drop_budget_ok: whether one more unfollowed drop event fits this second's budget. */
@@ -405,11 +411,16 @@ static __always_inline void clear_nf(struct event *ev)
 static __always_inline int handle_tc(struct __sk_buff *skb, __u8 dir, int l2)
 {
 	struct reader r = {.skb = skb, .data = (void *)(long)skb->data, .end = (void *)(long)skb->data_end};
+	__u32 class = CLASS_UNKNOWN;
+	if (cfg_agent && !agent_tc(skb, &r, l2, dir, &class) && !following())
+		return PASS_ON;
 	struct tuple t;
 	__builtin_memset(&t, 0, sizeof(t));
+	/* The one parse: the verifier explores each inlined copy of it separately. */
 	int parsed = parse_pkt(MODE_SKB, &r, l2, &t);
 	if (cfg_agent) {
-		agent_tc(skb, dir, &t);
+		if (cfg_sample && t.family && t.key % cfg_sample == 0)
+			latency(&t, class, bpf_ktime_get_ns());
 		if (!following())
 			return PASS_ON;
 	}

@@ -1,0 +1,246 @@
+package bpf
+
+import (
+	"encoding/binary"
+	"errors"
+	"os"
+	"slices"
+	"testing"
+
+	"github.com/cilium/ebpf"
+)
+
+// The agent picks its latency samples by a packet key that fast_key computes from fixed
+// offsets and parse_pkt computes by parsing; a packet must get the same key on every
+// hop whichever of the two computes it, or its hops are sampled on some interfaces and
+// not on others. The test runs the real tc programs (BPF_PROG_TEST_RUN) on the same
+// packets in forms fast_key takes (untagged Ethernet, VXLAN, bare IP) and forms it
+// leaves to parse_pkt (VLAN tag, IP options), with 1 packet in 2 sampled, and compares
+// the keys each recorded in lat_last with the key computed here from the packet.
+func TestFastKeyIsParseKey(t *testing.T) {
+	objs := loadTC(t)
+	forms := []struct {
+		name string
+		prog *ebpf.Program
+		wrap func(ip []byte) []byte
+	}{
+		{"ethernet (fast)", objs.ingress, eth},
+		{"vxlan (fast)", objs.ingress, func(ip []byte) []byte { return eth(vxlan(eth(ip))) }},
+		{"bare ip (fast)", objs.ingressL3, func(ip []byte) []byte { return ip }},
+		{"vlan tag (parsed)", objs.ingress, vlan},
+		{"ip options (parsed)", objs.ingress, func(ip []byte) []byte { return eth(withOptions(ip)) }},
+		{"vxlan in vlan (parsed)", objs.ingress, func(ip []byte) []byte { return vlan(vxlan(eth(ip))) }},
+	}
+	for _, f := range forms {
+		keys, wantKeys := map[uint32]bool{}, map[uint32]bool{}
+		for n := range 64 {
+			for _, ip := range packets(uint16(n)) {
+				if k := packetKey(f.wrap(ip), f.name); k%2 == 0 {
+					wantKeys[k] = true
+				}
+				clearMap(t, objs.latLast)
+				ret, err := f.prog.Run(&ebpf.RunOptions{Data: f.wrap(ip)})
+				if err != nil {
+					t.Fatalf("%s: run: %v", f.name, err)
+				}
+				if int32(ret) != -1 {
+					t.Fatalf("%s: program returned %d, want TC_ACT_UNSPEC (-1)", f.name, int32(ret))
+				}
+				for _, k := range mapKeys(t, objs.latLast) {
+					keys[k] = true
+				}
+			}
+		}
+		got, want := sortedKeys(keys), sortedKeys(wantKeys)
+		total := 64 * len(packets(0))
+		// Half the packets are sampled, give or take what a hash gives.
+		if len(want) < total/4 || len(want) > total*3/4 {
+			t.Errorf("%s: %d of %d packets to sample, want about half", f.name, len(want), total)
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("%s: sampled keys differ:\n got %x\nwant %x", f.name, got, want)
+		}
+	}
+}
+
+func mix32(h, v uint32) uint32 {
+	h ^= v
+	h *= 0x9E3779B1
+	return h ^ h>>15
+}
+
+// packetKey is the key of parse_l3 (bpf/parse.h) for the inner IPv4 packet of a frame
+// built by the helpers below, words read in the machine's byte order as the program
+// reads them.
+func packetKey(frame []byte, form string) uint32 {
+	ne := binary.NativeEndian
+	ip := frame
+	if form != "bare ip (fast)" {
+		ip = innerIP(frame)
+	}
+	ihl := int(ip[0]&0xf) * 4
+	k := mix32(mix32(0x2545F491, uint32(ne.Uint16(ip[4:]))<<16|uint32(ne.Uint16(ip[2:]))), uint32(ip[9]))
+	l4 := ip[ihl:]
+	switch ip[9] {
+	case 6:
+		k = mix32(mix32(k, ne.Uint32(l4[4:])), ne.Uint32(l4[8:]))
+	case 17:
+		if len(l4) >= 12 {
+			k = mix32(k, ne.Uint32(l4[8:]))
+		}
+	}
+	return k
+}
+
+// innerIP skips Ethernet and VLAN headers, and a VXLAN encapsulation.
+func innerIP(frame []byte) []byte {
+	off := 12
+	if frame[off] == 0x81 {
+		off += 4
+	}
+	ip := frame[off+2:]
+	if ip[9] == 17 && binary.BigEndian.Uint16(ip[22:]) == 8472 {
+		return innerIP(ip[20+16:])
+	}
+	return ip
+}
+
+type tcObjs struct {
+	ingress, ingressL3 *ebpf.Program
+	latLast            *ebpf.Map
+}
+
+// loadTC loads the tc programs in agent mode with --sample 2.
+func loadTC(t *testing.T) tcObjs {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		why := "needs root to load BPF programs"
+		if os.Getenv("CI") == "true" {
+			t.Fatal(why)
+		}
+		t.Skip(why)
+	}
+	spec, err := LoadPathTrace()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name := range spec.Programs {
+		if name != "tc_ingress" && name != "tc_ingress_l3" {
+			delete(spec.Programs, name)
+		}
+	}
+	for name, v := range map[string]uint32{PathTraceVarCfgAgent: 1, PathTraceVarCfgSample: 2} {
+		if err := spec.Variables[name].Set(v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	coll, err := ebpf.NewCollection(spec)
+	if err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			t.Fatalf("load: %+v", ve)
+		}
+		t.Fatalf("load: %v", err)
+	}
+	t.Cleanup(coll.Close)
+	return tcObjs{coll.Programs["tc_ingress"], coll.Programs["tc_ingress_l3"], coll.Maps[PathTraceMapLatLast]}
+}
+
+func clearMap(t *testing.T, m *ebpf.Map) {
+	t.Helper()
+	for _, k := range mapKeys(t, m) {
+		if err := m.Delete(k); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func mapKeys(t *testing.T, m *ebpf.Map) []uint32 {
+	t.Helper()
+	var keys []uint32
+	var k uint32
+	it := m.Iterate()
+	var v [16]byte
+	for it.Next(&k, &v) {
+		keys = append(keys, k)
+	}
+	if err := it.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return keys
+}
+
+func sortedKeys(m map[uint32]bool) []uint32 {
+	var s []uint32
+	for k := range m {
+		s = append(s, k)
+	}
+	slices.Sort(s)
+	return s
+}
+
+// packets returns IPv4 packets with IP ID id: TCP, UDP with a payload, a bare UDP
+// header (no payload word), ICMP.
+func packets(id uint16) [][]byte {
+	tcp := make([]byte, 20)
+	binary.BigEndian.PutUint16(tcp[0:], 46322)
+	binary.BigEndian.PutUint16(tcp[2:], 6379)
+	binary.BigEndian.PutUint32(tcp[4:], 1000+uint32(id)*7)
+	binary.BigEndian.PutUint32(tcp[8:], 99)
+	tcp[12] = 5 << 4
+	udp := make([]byte, 8+16)
+	binary.BigEndian.PutUint16(udp[0:], 40000)
+	binary.BigEndian.PutUint16(udp[2:], 53)
+	binary.BigEndian.PutUint16(udp[4:], uint16(len(udp)))
+	binary.BigEndian.PutUint32(udp[8:], 0xabc0+uint32(id))
+	bare := udp[:8:8]
+	icmp := []byte{8, 0, 0, 0, 0, 1, 0, byte(id)}
+	return [][]byte{ip4(id, 6, tcp), ip4(id, 17, udp), ip4(id, 17, bare), ip4(id, 1, icmp)}
+}
+
+func ip4(id uint16, proto uint8, l4 []byte) []byte {
+	b := make([]byte, 20, 20+len(l4))
+	b[0] = 0x45
+	binary.BigEndian.PutUint16(b[2:], uint16(20+len(l4)))
+	binary.BigEndian.PutUint16(b[4:], id)
+	binary.BigEndian.PutUint16(b[6:], 0x4000) // DF
+	b[8], b[9] = 64, proto
+	copy(b[12:], []byte{10, 244, 1, 23})
+	copy(b[16:], []byte{10, 244, 2, 57})
+	return append(b, l4...)
+}
+
+// withOptions inserts four bytes of IP options (NOPs and an end marker): same fields,
+// a header fast_key does not read.
+func withOptions(ip []byte) []byte {
+	b := append([]byte{}, ip[:20]...)
+	b[0] = 0x46
+	b = append(b, 1, 1, 1, 0)
+	b = append(b, ip[20:]...)
+	binary.BigEndian.PutUint16(b[2:], uint16(len(b)))
+	return b
+}
+
+var macs = []byte{2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1}
+
+func eth(ip []byte) []byte {
+	return append(append(append([]byte{}, macs...), 0x08, 0x00), ip...)
+}
+
+func vlan(ip []byte) []byte {
+	return append(append(append([]byte{}, macs...), 0x81, 0x00, 0, 7, 0x08, 0x00), ip...)
+}
+
+// vxlan wraps an Ethernet frame in outer IPv4/UDP to port 8472 and a VXLAN header.
+func vxlan(frame []byte) []byte {
+	u := make([]byte, 16, 16+len(frame))
+	binary.BigEndian.PutUint16(u[0:], 51000)
+	binary.BigEndian.PutUint16(u[2:], 8472)
+	binary.BigEndian.PutUint16(u[4:], uint16(16+len(frame)))
+	u[8] = 0x08
+	u[14] = 1 // VNI 1
+	o := ip4(4242, 17, append(u, frame...))
+	copy(o[12:], []byte{192, 168, 0, 1})
+	copy(o[16:], []byte{192, 168, 0, 2})
+	return o
+}
