@@ -444,7 +444,11 @@ func (r *Recorder) trigger(j *decode.Journey, rec *flowRec) string {
 	retransmit := false
 	if j.Flow.Proto == decode.ProtoTCP && j.SegLen > 0 {
 		for _, s := range rec.seqs[:min(rec.nseq, len(rec.seqs))] {
-			if s.src == j.Flow.Src && s.id != j.ID && j.Seq-s.seq < s.len || s.src == j.Flow.Src && s.id != j.ID && s.seq-j.Seq < j.SegLen {
+			if s.src != j.Flow.Src || s.id == j.ID {
+				continue
+			}
+			// The ranges overlap, in sequence-number arithmetic (mod 2^32).
+			if j.Seq-s.seq < s.len || s.seq-j.Seq < j.SegLen {
 				retransmit = true
 			}
 		}

@@ -145,7 +145,6 @@ func assemble(t testing.TB, cfg decode.Config, evs ...decode.Event) []*decode.Jo
 // on node-b, the DNS Service 10.96.0.10:53.
 var (
 	client  = netip.MustParseAddrPort("10.244.0.5:43512")
-	service = netip.MustParseAddrPort("10.96.0.20:80")
 	backend = netip.MustParseAddrPort("10.244.1.7:8080")
 )
 
