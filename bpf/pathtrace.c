@@ -176,10 +176,11 @@ struct {
 	__type(value, struct lat_ex);
 } lat_exemplar SEC(".maps");
 
-/* Per-CPU budget of drop events: [0] the second, [1] events sent in it. */
+/* Per-CPU budgets of unfollowed events: [0] the second, [1] drop events sent in it;
+ * [2] and [3] the same for retransmission events. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 2);
+	__uint(max_entries, 4);
 	__type(key, __u32);
 	__type(value, __u64);
 } drop_budget SEC(".maps");
@@ -382,10 +383,13 @@ static __always_inline int agent_tc(struct __sk_buff *skb, const struct reader *
 	return !key || key % cfg_sample == 0;
 }
 
-/* drop_budget_ok: whether one more unfollowed drop event fits this second's budget. */
-static __always_inline int drop_budget_ok(__u64 now)
+/* budget_ok: whether one more unfollowed event of a kind (BUDGET_DROP, BUDGET_RETRANS)
+ * fits this second's budget on this CPU. */
+#define BUDGET_DROP 0
+#define BUDGET_RETRANS 2
+static __always_inline int budget_ok(__u32 base, __u64 now)
 {
-	__u32 k0 = 0, k1 = 1;
+	__u32 k0 = base, k1 = base + 1;
 	__u64 *sec = bpf_map_lookup_elem(&drop_budget, &k0);
 	__u64 *cnt = bpf_map_lookup_elem(&drop_budget, &k1);
 	if (!sec || !cnt)
@@ -666,11 +670,11 @@ static __always_inline int handle_drop(struct sk_buff *skb, __u64 location, __u3
 		/* The agent also reports drops nobody follows, within a budget. */
 		if (!cfg_agent || !cfg_drop_rate)
 			return 0;
-		if (!drop_budget_ok(bpf_ktime_get_ns())) {
+		if (!budget_ok(BUDGET_DROP, bpf_ktime_get_ns())) {
 			count_lost(LOST_RATELIMIT);
 			return 0;
 		}
-		fi = 0xff;
+		fi = FILTER_UNFOLLOWED;
 	}
 
 	struct event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
@@ -802,5 +806,64 @@ int BPF_KPROBE(kp_nf_hook_slow, struct sk_buff *skb, const struct nf_hook_state 
 	if (!bpf_map_lookup_elem(&netns_allow, &ns))
 		return 0;
 	handle_nf(skb, st, NF_ENTRY);
+	return 0;
+}
+
+/* tcp:tcp_retransmit_skb, in agent mode: a TCP segment of a socket in a traced namespace
+ * is sent again. The event carries the connection (ct_orig: local address and port as
+ * source); user space counts its flow as flagged by a retransmission. Within the same
+ * per-CPU budget per second as unfollowed drops, the excess counted. The segment has no
+ * headers yet at this point, so the event carries no packet bytes. */
+SEC("raw_tp/tcp_retransmit_skb")
+int tcp_retransmit(struct bpf_raw_tracepoint_args *ctx)
+{
+	struct sock *sk = (struct sock *)ctx->args[0];
+	if (!sk || !cfg_drop_rate)
+		return 0;
+	__u32 ns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	if (!bpf_map_lookup_elem(&netns_allow, &ns))
+		return 0;
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (family != 2 && family != 10)
+		return 0;
+	__u64 now = bpf_ktime_get_ns();
+	if (!budget_ok(BUDGET_RETRANS, now)) {
+		count_lost(LOST_RATELIMIT);
+		return 0;
+	}
+	struct event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
+	if (!ev) {
+		count_lost(LOST_DROP);
+		return 0;
+	}
+	ev->ts_ns = now;
+	ev->skb = 0;
+	ev->location = 0;
+	ev->netns = ns;
+	ev->ifindex = 0;
+	ev->len = 0;
+	ev->reason = 0;
+	ev->protocol = 0;
+	ev->kind = EV_RETRANS;
+	ev->dir = DIR_NONE;
+	ev->flags = 0;
+	ev->filter = FILTER_UNFOLLOWED;
+	__builtin_memset(ev->ifname, 0, sizeof(ev->ifname));
+	clear_nf(ev);
+	struct ct_tuple *k = &ev->ct_orig;
+	if (family == 2) {
+		BPF_CORE_READ_INTO(k->saddr, sk, __sk_common.skc_rcv_saddr);
+		BPF_CORE_READ_INTO(k->daddr, sk, __sk_common.skc_daddr);
+		k->family = 4;
+	} else {
+		BPF_CORE_READ_INTO(k->saddr, sk, __sk_common.skc_v6_rcv_saddr);
+		BPF_CORE_READ_INTO(k->daddr, sk, __sk_common.skc_v6_daddr);
+		k->family = 6;
+	}
+	k->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	k->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	k->proto = PROTO_TCP;
+	ev->snap_len = 0;
+	bpf_ringbuf_submit(ev, 0);
 	return 0;
 }

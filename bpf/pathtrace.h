@@ -11,6 +11,10 @@
 #define EV_TC 1
 #define EV_DROP 2
 #define EV_NF 3 /* a netfilter hook saw the packet */
+#define EV_RETRANS 4 /* agent: a TCP socket sent a segment again (no packet bytes) */
+
+/* event.filter of an event no selector asked for (the agent's drops, retransmissions) */
+#define FILTER_UNFOLLOWED 0xff
 
 /* event.dir */
 #define DIR_INGRESS 0

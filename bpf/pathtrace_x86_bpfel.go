@@ -119,6 +119,7 @@ const (
 	PathTraceProgTcEgressL3          = "tc_egress_l3"
 	PathTraceProgTcIngress           = "tc_ingress"
 	PathTraceProgTcIngressL3         = "tc_ingress_l3"
+	PathTraceProgTcpRetransmit       = "tcp_retransmit"
 	PathTraceVarCfgAgent             = "cfg_agent"
 	PathTraceVarCfgDropRate          = "cfg_drop_rate"
 	PathTraceVarCfgNodeNetns         = "cfg_node_netns"
@@ -191,6 +192,7 @@ type PathTraceProgramSpecs struct {
 	TcEgressL3          *ebpf.ProgramSpec `ebpf:"tc_egress_l3"`
 	TcIngress           *ebpf.ProgramSpec `ebpf:"tc_ingress"`
 	TcIngressL3         *ebpf.ProgramSpec `ebpf:"tc_ingress_l3"`
+	TcpRetransmit       *ebpf.ProgramSpec `ebpf:"tcp_retransmit"`
 }
 
 // PathTraceMapSpecs contains maps before they are loaded into the kernel.
@@ -330,6 +332,7 @@ type PathTracePrograms struct {
 	TcEgressL3          *ebpf.Program `ebpf:"tc_egress_l3"`
 	TcIngress           *ebpf.Program `ebpf:"tc_ingress"`
 	TcIngressL3         *ebpf.Program `ebpf:"tc_ingress_l3"`
+	TcpRetransmit       *ebpf.Program `ebpf:"tcp_retransmit"`
 }
 
 func (p *PathTracePrograms) Close() error {
@@ -344,6 +347,7 @@ func (p *PathTracePrograms) Close() error {
 		p.TcEgressL3,
 		p.TcIngress,
 		p.TcIngressL3,
+		p.TcpRetransmit,
 	)
 }
 

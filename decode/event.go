@@ -30,6 +30,9 @@ const (
 	KindHop  Kind = 1 // a tc program saw the packet on an interface
 	KindDrop Kind = 2 // kfree_skb freed the packet
 	KindNF   Kind = 3 // a netfilter hook saw the packet
+	// KindRetrans: the agent's tcp_retransmit_skb program: a TCP socket sent a segment
+	// again. No packet bytes; CTOrig holds the connection, local end as source.
+	KindRetrans Kind = 4
 )
 
 // Netfilter positions (event.nf_pos).
@@ -38,6 +41,10 @@ const (
 	NFLast  = 1 // the last priority: after it (and after NAT)
 	NFEntry = 2 // entry to nf_hook_slow (kprobe fallback)
 )
+
+// FilterUnfollowed is Event.Filter of an event no selector asked for: the agent's
+// drops within its budget, and its retransmissions.
+const FilterUnfollowed = 0xff
 
 // CTNone is ct_info when the packet carries no conntrack entry.
 const CTNone = 0xff
@@ -163,7 +170,7 @@ func ParseEvent(b []byte, ev *Event) error {
 	}
 	ev.SnapLen = snap
 	copy(ev.Data[:snap], b[dataOff:dataOff+int(snap)])
-	if ev.Kind != KindHop && ev.Kind != KindDrop && ev.Kind != KindNF {
+	if ev.Kind < KindHop || ev.Kind > KindRetrans {
 		return fmt.Errorf("event of unknown kind %d", ev.Kind)
 	}
 	return nil

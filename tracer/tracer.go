@@ -69,6 +69,7 @@ type Mode struct {
 	TC          string // "tcx" or "clsact"
 	Drop        string // "tp_btf", "raw_tp", "raw_tp (no drop reasons)" or "none"
 	NF          string // "link", "kprobe", "none" or "unavailable"
+	Retransmit  string // agent: "raw_tp", "unavailable" or "" (not an agent)
 	Conntrack   bool   // conntrack entries are read
 	DropReasons bool   // the kernel names drop reasons
 	Notes       []string
@@ -79,7 +80,11 @@ func (m Mode) String() string {
 	if !m.Conntrack {
 		ct = "without conntrack"
 	}
-	return fmt.Sprintf("tc via %s, drops via %s, netfilter via %s %s", m.TC, m.Drop, m.NF, ct)
+	s := fmt.Sprintf("tc via %s, drops via %s, netfilter via %s %s", m.TC, m.Drop, m.NF, ct)
+	if m.Retransmit != "" {
+		s += ", TCP retransmissions via " + m.Retransmit
+	}
+	return s
 }
 
 // Stats counts events along the way, including every one that was lost.
@@ -193,6 +198,9 @@ func New(cfg Config) (t *Tracer, err error) {
 		return t, err
 	}
 	if err := t.attachNF(kspec); err != nil {
+		return t, err
+	}
+	if err := t.attachRetransmit(kspec); err != nil {
 		return t, err
 	}
 	if t.rd, err = ringbuf.NewReader(t.maps.Events); err != nil {
@@ -573,6 +581,41 @@ func (t *Tracer) attachDrop(kspec *btf.Spec) error {
 		t.mode.Drop = DropRawTP + " (no drop reasons)"
 		t.mode.Notes = append(t.mode.Notes, "this kernel's kfree_skb carries no drop reason (needs 5.17): drops are reported with their location only")
 	}
+	return nil
+}
+
+type retransProgs struct {
+	Prog *ebpf.Program `ebpf:"tcp_retransmit"`
+}
+
+// attachRetransmit, in agent mode, counts TCP retransmissions of the traced namespaces'
+// sockets (raw tracepoint tcp:tcp_retransmit_skb, kernels 4.16+). Where it cannot be
+// attached the agent runs without it and says so.
+func (t *Tracer) attachRetransmit(kspec *btf.Spec) error {
+	if !t.cfg.Agent {
+		return nil
+	}
+	if t.cfg.DropRate == 0 {
+		t.mode.Retransmit = "off"
+		return nil
+	}
+	spec, err := t.spec()
+	if err != nil {
+		return err
+	}
+	var p retransProgs
+	opts := &ebpf.CollectionOptions{MapReplacements: t.replacements(), Programs: ebpf.ProgramOptions{KernelTypes: kspec}}
+	if err = spec.LoadAndAssign(&p, opts); err == nil {
+		t.progs = append(t.progs, p.Prog)
+		var l link.Link
+		if l, err = link.AttachRawTracepoint(link.RawTracepointOptions{Name: "tcp_retransmit_skb", Program: p.Prog}); err == nil {
+			t.attached = append(t.attached, &tcxAttachment{l: l, name: "raw_tp tcp_retransmit_skb"})
+			t.mode.Retransmit = "raw_tp"
+			return nil
+		}
+	}
+	t.mode.Retransmit = "unavailable"
+	t.mode.Notes = append(t.mode.Notes, fmt.Sprintf("TCP retransmissions not counted: raw tracepoint tcp_retransmit_skb unavailable (%v)", firstLine(err)))
 	return nil
 }
 

@@ -307,7 +307,13 @@ func (a *agent) route(ctx context.Context) {
 			if !ok {
 				return
 			}
-			if ev.Filter == 0xff {
+			if ev.Kind == decode.KindRetrans {
+				if f, ok := ev.CTOrig.Flow(); ok {
+					a.flagged.flag("retransmit", f)
+				}
+				continue
+			}
+			if ev.Filter == decode.FilterUnfollowed {
 				if decode.ParsePacket(ev.Packet(), ev.L2, decode.DefaultVXLANPorts, &p) == nil {
 					a.flagged.flag("drop", p.Flow)
 				}
@@ -393,7 +399,7 @@ func (c *flagCounter) flag(trigger string, f decode.Flow) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.seen == nil {
-		c.seen, c.n = map[flagKey]bool{}, map[string]uint64{"drop": 0, "stall": 0, "lost": 0}
+		c.seen, c.n = map[flagKey]bool{}, map[string]uint64{"drop": 0, "stall": 0, "lost": 0, "retransmit": 0}
 	}
 	k := flagKey{trigger, f}
 	if c.seen[k] {
@@ -411,7 +417,7 @@ func (c *flagCounter) flag(trigger string, f decode.Flow) {
 func (c *flagCounter) counts() map[string]uint64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	out := map[string]uint64{"drop": 0, "stall": 0, "lost": 0}
+	out := map[string]uint64{"drop": 0, "stall": 0, "lost": 0, "retransmit": 0}
 	for k, v := range c.n {
 		out[k] = v
 	}

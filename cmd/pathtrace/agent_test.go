@@ -380,6 +380,45 @@ func TestAgentMetricsExact(t *testing.T) {
 	assertNoLeak(t)
 }
 
+// A connection whose SYN the policy drops is retried by the client's socket: the agent
+// of the client's node counts the flow as flagged by a retransmission (once, though the
+// SYN is sent twice more), the other node's agent does not.
+func TestAgentRetransmit(t *testing.T) {
+	needLab(t)
+	fault(t, "policy")
+	b := startAgent(t, "node-b")
+	a := startAgent(t, "node-a")
+	if !strings.Contains(b.stderr.String(), "TCP retransmissions via raw_tp") {
+		t.Fatalf("the agent does not say it counts retransmissions:\n%s", b.stderr.String())
+	}
+	flagged := func(ag *agentProc, trigger string) float64 {
+		return sum(ag.scrape(t), "pathtrace_flagged_flows_total", "trigger", trigger)
+	}
+	beforeB, beforeA := flagged(b, "retransmit"), flagged(a, "retransmit")
+	// The SYN is retried after 1 s and 3 s.
+	if out, err := pod(t, "b-api", "tcp", "10.244.1.42:6379", "--timeout", "3500ms"); err == nil {
+		t.Fatalf("SYN got through the policy: %s", out)
+	}
+	var gotB float64
+	for start := time.Now(); time.Since(start) < 2*time.Second; time.Sleep(100 * time.Millisecond) {
+		if gotB = flagged(b, "retransmit") - beforeB; gotB > 0 {
+			break
+		}
+	}
+	if gotB != 1 {
+		t.Errorf("node-b's agent: %v flows flagged by retransmission, want 1", gotB)
+	}
+	if got := flagged(a, "retransmit") - beforeA; got != 0 {
+		t.Errorf("node-a's agent: %v flows flagged by retransmission, want 0 (the socket is on node-b)", got)
+	}
+	if got := flagged(b, "drop"); got < 1 {
+		t.Errorf("node-b's agent: the dropped SYN's flow not flagged by drop (%v)", got)
+	}
+	a.terminate(t)
+	b.terminate(t)
+	assertNoLeak(t)
+}
+
 // vethNames lists the names of a range of interfaces the test made.
 func vethNames(n int) []string {
 	var s []string
