@@ -117,14 +117,14 @@ func TestParseEventErrors(t *testing.T) {
 		t.Errorf("snap_len 256: err %v, SnapLen %d", err, ev.SnapLen)
 	}
 
-	for _, kind := range []byte{0, 4, 255} {
+	for _, kind := range []byte{0, 5, 255} {
 		bad := append([]byte(nil), rec...)
 		bad[44] = kind
 		if err := decode.ParseEvent(bad, &ev); err == nil || !strings.Contains(err.Error(), "unknown kind") {
 			t.Errorf("kind %d: error %v", kind, err)
 		}
 	}
-	for _, kind := range []decode.Kind{decode.KindHop, decode.KindDrop, decode.KindNF} {
+	for _, kind := range []decode.Kind{decode.KindHop, decode.KindDrop, decode.KindNF, decode.KindRetrans} {
 		ok := append([]byte(nil), rec...)
 		ok[44] = byte(kind)
 		if err := decode.ParseEvent(ok, &ev); err != nil || ev.Kind != kind {
