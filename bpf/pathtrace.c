@@ -851,13 +851,14 @@ int tcp_retransmit(struct bpf_raw_tracepoint_args *ctx)
 	__builtin_memset(ev->ifname, 0, sizeof(ev->ifname));
 	clear_nf(ev);
 	struct ct_tuple *k = &ev->ct_orig;
+	/* Whole addresses: BPF_CORE_READ_INTO into an array would copy one element. */
 	if (family == 2) {
-		BPF_CORE_READ_INTO(k->saddr, sk, __sk_common.skc_rcv_saddr);
-		BPF_CORE_READ_INTO(k->daddr, sk, __sk_common.skc_daddr);
+		bpf_core_read(k->saddr, 4, &sk->__sk_common.skc_rcv_saddr);
+		bpf_core_read(k->daddr, 4, &sk->__sk_common.skc_daddr);
 		k->family = 4;
 	} else {
-		BPF_CORE_READ_INTO(k->saddr, sk, __sk_common.skc_v6_rcv_saddr);
-		BPF_CORE_READ_INTO(k->daddr, sk, __sk_common.skc_v6_daddr);
+		bpf_core_read(k->saddr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
+		bpf_core_read(k->daddr, 16, &sk->__sk_common.skc_v6_daddr);
 		k->family = 6;
 	}
 	k->sport = BPF_CORE_READ(sk, __sk_common.skc_num);

@@ -293,6 +293,14 @@ func NewAssembler(cfg Config) *Assembler {
 	return a
 }
 
+// SetIfaces replaces the traced interfaces (pods came and went), for the events to come.
+func (a *Assembler) SetIfaces(ifaces []Iface) {
+	clear(a.ifaces)
+	for _, i := range ifaces {
+		a.ifaces[uint32(i.Index)] = i
+	}
+}
+
 // Stats returns the counters so far.
 func (a *Assembler) Stats() Stats { return a.stats }
 

@@ -18,8 +18,14 @@ type MetricsSource interface {
 	Counters() (tracer.Counters, error)
 	// Lost counts events lost by stage: "ringbuf", "ratelimit", "map", "queue".
 	Lost() map[string]uint64
-	// Flagged counts flows flagged by trigger: "drop", "stall", "lost".
+	// Flagged counts flows flagged by trigger: "drop", "stall", "lost", "retransmit".
 	Flagged() map[string]uint64
+}
+
+// CaptureSource is a MetricsSource that also writes flagged flows to pcapng files
+// (agent --pcap-dir); ok is false while it does not.
+type CaptureSource interface {
+	CaptureStats() (s RecorderStats, ok bool)
 }
 
 // BuildInfo labels pathtrace_build_info.
@@ -46,6 +52,20 @@ var (
 		[]string{"stage"}, nil)
 	descFlagged = prometheus.NewDesc("pathtrace_flagged_flows_total",
 		"Flows flagged, by what flagged them.", []string{"trigger"}, nil)
+	descCapFiles = prometheus.NewDesc("pathtrace_capture_files_total",
+		"pcapng files written for flagged flows (agent --pcap-dir).", nil, nil)
+	descCapDeleted = prometheus.NewDesc("pathtrace_capture_files_deleted_total",
+		"Capture files deleted, oldest first, to stay within the file count and byte limits.", nil, nil)
+	descCapSkipped = prometheus.NewDesc("pathtrace_capture_skipped_total",
+		"Captures refused or cut short by a limit.", []string{"limit"}, nil)
+	descCapErrors = prometheus.NewDesc("pathtrace_capture_write_errors_total",
+		"Captures ended by an error creating or writing their file (a full disk).", nil, nil)
+	descCapEvicted = prometheus.NewDesc("pathtrace_capture_flows_evicted_total",
+		"Flows whose packet history was dropped to stay within the history memory bound.", nil, nil)
+	descCapHistory = prometheus.NewDesc("pathtrace_capture_history_bytes",
+		"Memory the flows' packet histories take.", nil, nil)
+	descCapDir = prometheus.NewDesc("pathtrace_capture_dir_bytes",
+		"Bytes of the agent's capture files in --pcap-dir.", nil, nil)
 	descUp = prometheus.NewDesc("pathtrace_counters_up",
 		"1 if the kernel counters could be read at this scrape.", nil, nil)
 )
@@ -82,7 +102,8 @@ func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
 
 // Describe implements prometheus.Collector.
 func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descPackets, descDrops, descDropBytes, descLatency, descLost, descFlagged, descUp} {
+	for _, d := range []*prometheus.Desc{descPackets, descDrops, descDropBytes, descLatency, descLost, descFlagged, descUp,
+		descCapFiles, descCapDeleted, descCapSkipped, descCapErrors, descCapEvicted, descCapHistory, descCapDir} {
 		ch <- d
 	}
 }
@@ -131,6 +152,22 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	}
 	for trigger, n := range m.src.Flagged() {
 		ch <- prometheus.MustNewConstMetric(descFlagged, prometheus.CounterValue, float64(n), trigger)
+	}
+	if cs, ok := m.src.(CaptureSource); ok {
+		if s, ok := cs.CaptureStats(); ok {
+			counter := func(d *prometheus.Desc, v uint64, l ...string) {
+				ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), l...)
+			}
+			counter(descCapFiles, s.FilesWritten)
+			counter(descCapDeleted, s.FilesDeleted)
+			for _, l := range []string{LimitOpenFiles, LimitFiles, LimitDirBytes, LimitFileBytes} {
+				counter(descCapSkipped, s.Skipped[l], l)
+			}
+			counter(descCapErrors, s.WriteErrors)
+			counter(descCapEvicted, s.FlowsEvicted)
+			ch <- prometheus.MustNewConstMetric(descCapHistory, prometheus.GaugeValue, float64(s.HistoryBytes))
+			ch <- prometheus.MustNewConstMetric(descCapDir, prometheus.GaugeValue, float64(s.DirBytes))
+		}
 	}
 }
 

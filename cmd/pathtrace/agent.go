@@ -41,6 +41,7 @@ type agentOpts struct {
 	dropRate    uint32
 	readyFile   string
 	queue       int
+	capture     captureOpts
 }
 
 func agentFlags() (*pflag.FlagSet, *agentOpts) {
@@ -60,6 +61,7 @@ func agentFlags() (*pflag.FlagSet, *agentOpts) {
 	fs.StringVar(&o.netns, "netns", "", "trace in this network namespace (name under /run/netns, or a path)")
 	fs.StringVar(&o.readyFile, "ready-file", "", "write this file once attached and serving")
 	fs.IntVar(&o.queue, "queue", 16384, "events buffered between the kernel and the decoder")
+	o.capture.flags(fs)
 	return fs, o
 }
 
@@ -75,6 +77,7 @@ type agent struct {
 	stderr  io.Writer
 	flagged flagCounter
 	qdrops  atomic.Uint64 // events a follower's queue could not take
+	capture *capture      // nil without --pcap-dir
 }
 
 func runAgent(args []string, stdout, stderr io.Writer) error {
@@ -85,7 +88,18 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 	if fs.NArg() > 0 {
 		return usageError{fmt.Errorf("agent takes no arguments, got %q", fs.Args())}
 	}
+	if err := o.capture.validate(); err != nil {
+		return usageError{err}
+	}
 	a := &agent{o: o, stderr: stderr}
+	if o.capture.dir != "" {
+		// Before anything is attached: a directory that cannot be written is an error
+		// with nothing to undo.
+		var err error
+		if a.capture, err = newCapture(&o.capture, stderr); err != nil {
+			return err
+		}
+	}
 
 	// Listen before attaching anything: a taken address is an error with nothing to undo.
 	var mln net.Listener
@@ -138,7 +152,7 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 
 	tr, err := tracer.New(tracer.Config{
 		Netns: o.netns, Ifaces: o.ifaces, AttachMode: o.attachMode, DropHook: o.dropHook, NFHook: o.nfHook,
-		QueueLen: o.queue, Agent: true, Sample: o.sample, DropRate: o.dropRate,
+		QueueLen: o.queue, Agent: true, Sample: o.sample, DropRate: o.dropRate, SnapLen: snapLen(o),
 	})
 	if err != nil {
 		return err
@@ -163,6 +177,24 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 	for _, n := range tr.Mode().Notes {
 		fmt.Fprintf(stderr, "pathtrace agent: note: %s\n", n)
 	}
+	var capDone chan struct{}
+	if a.capture != nil {
+		if err := a.startCapture(ctx); err != nil {
+			return err
+		}
+		capDone = make(chan struct{})
+		cctx, cancel := context.WithCancel(context.Background())
+		go func() { <-ctx.Done(); cancel() }()
+		syms, _ := tracer.LoadSymbols()
+		asm := decode.NewAssembler(decode.Config{Node: o.node, Timeout: o.capture.timeout, Stall: o.capture.stall,
+			Ifaces: tr.Ifaces(), LocalAddrs: tr.LocalAddrs(), Reasons: tr.Reasons(), Symbols: syms, KeepBytes: true})
+		go func() {
+			defer close(capDone)
+			a.capture.run(cctx, asm, &a.flagged, a.ifaces)
+		}()
+		fmt.Fprintf(stderr, "pathtrace agent: capturing flagged flows to %s (history %d packets / %v per flow, %d bytes in all)\n",
+			o.capture.dir, o.capture.pre, o.capture.preAge, o.capture.historyBytes)
+	}
 	if aln != nil {
 		go a.serveAPI(ctx, aln)
 	}
@@ -180,13 +212,27 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 	cerr := tr.Close()
 	for i, f := range a.slots {
 		if f != nil {
-			f.conn.Close()
+			if f.conn != nil {
+				f.conn.Close()
+			}
 			a.slots[i] = nil
 		}
 	}
 	a.mu.Unlock()
+	if capDone != nil {
+		<-capDone // the open capture files are complete
+	}
 	fmt.Fprintf(stderr, "pathtrace agent: stopped, everything detached\n")
 	return cerr
+}
+
+// snapLen is the bytes the kernel copies of each packet: what the capture keeps, or all
+// it can for followers.
+func snapLen(o *agentOpts) int {
+	if o.capture.dir != "" {
+		return o.capture.snaplen
+	}
+	return decode.SnapMax
 }
 
 // listenUnix listens on a unix socket, taking over a stale one a crashed agent left.
@@ -311,6 +357,13 @@ func (a *agent) route(ctx context.Context) {
 				if f, ok := ev.CTOrig.Flow(); ok {
 					a.flagged.flag("retransmit", f)
 				}
+				if a.capture != nil {
+					select {
+					case a.capture.events <- ev:
+					default:
+						a.qdrops.Add(1)
+					}
+				}
 				continue
 			}
 			if ev.Filter == decode.FilterUnfollowed {
@@ -433,6 +486,10 @@ type followRequest struct {
 	Stall     string   `json:"stall"`
 	Oneway    string   `json:"oneway"`
 	Count     int      `json:"count"`
+	// Pcap: send the journeys' packets as pcapng too, in frames between the journeys
+	// ("#pcapng N\n" and N bytes: whole blocks of one pcapng section).
+	Pcap    bool `json:"pcap,omitempty"`
+	SnapLen int  `json:"snaplen,omitempty"`
 }
 
 // followReply is the agent's first line back: ok, or why not.
@@ -522,7 +579,7 @@ func (a *agent) serveFollower(ctx context.Context, c net.Conn) {
 		a.slots[slot] = nil
 		if !a.closed {
 			a.tr.SetSelector(slot, nil, a.usedSlots())
-			if a.usedSlots() == 0 {
+			if a.followers() == 0 {
 				a.tr.SetNetfilter(false)
 			}
 		}
@@ -536,11 +593,15 @@ func (a *agent) serveFollower(ctx context.Context, c net.Conn) {
 
 	syms, _ := tracer.LoadSymbols()
 	asm := decode.NewAssembler(decode.Config{Node: a.o.node, Timeout: timeout, Stall: stall,
-		Ifaces: ifaces, LocalAddrs: local, Reasons: reasons, Symbols: syms})
+		Ifaces: ifaces, LocalAddrs: local, Reasons: reasons, Symbols: syms, KeepBytes: req.Pcap})
 	clock := exporter.Clock{OffsetNs: time.Now().UnixNano() - int64(monoNow())}
 	var out exporter.Writer = exporter.NewText(c)
 	if req.JSON {
 		out = exporter.NewJSON(c, clock)
+	}
+	if req.Pcap {
+		out = &framedPcap{out: out, pcap: exporter.NewPcap(pcapFrames{c}, exporter.PcapConfig{Clock: clock,
+			SnapLen: req.SnapLen, Comment: "pathtrace follow " + strings.Join(req.Selectors, " ") + " through the agent of node " + a.o.node})}
 	}
 	r := &runner{asm: asm, out: &flagWriter{Writer: out, flagged: &a.flagged}, limit: req.Count}
 	if oneway > 0 {
@@ -570,6 +631,43 @@ func (a *agent) serveFollower(ctx context.Context, c net.Conn) {
 			return // the limit was reached, or the client cannot take more
 		}
 	}
+}
+
+// followers counts the follow clients (the capture is not one).
+func (a *agent) followers() int {
+	n := 0
+	for _, s := range a.slots {
+		if s != nil && s.conn != nil {
+			n++
+		}
+	}
+	return n
+}
+
+// startCapture installs the capture's selector: every flow.
+func (a *agent) startCapture(ctx context.Context) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.slots[captureSlot] = &client{events: a.capture.events}
+	return a.tr.SetSelector(captureSlot, &decode.Selector{}, a.usedSlots())
+}
+
+// ifaces returns the traced interfaces as they are now.
+func (a *agent) ifaces() []decode.Iface {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.closed {
+		return nil
+	}
+	return a.tr.Ifaces()
+}
+
+// CaptureStats makes the agent a capture metrics source.
+func (a *agent) CaptureStats() (exporter.RecorderStats, bool) {
+	if a.capture == nil {
+		return exporter.RecorderStats{}, false
+	}
+	return a.capture.stats(), true
 }
 
 func (a *agent) usedSlots() int {
@@ -613,6 +711,34 @@ func parseFollowRequest(req followRequest) (sels []decode.Selector, timeout, sta
 	return sels, timeout, stall, oneway, nil
 }
 
+// pcapFramePrefix starts a frame of pcapng bytes in the agent's stream to a follower.
+const pcapFramePrefix = "#pcapng "
+
+// pcapFrames sends each write (the blocks of one journey) as one frame.
+type pcapFrames struct{ w io.Writer }
+
+func (f pcapFrames) Write(b []byte) (int, error) {
+	if _, err := fmt.Fprintf(f.w, "%s%d\n", pcapFramePrefix, len(b)); err != nil {
+		return 0, err
+	}
+	return f.w.Write(b)
+}
+
+// framedPcap writes each journey, then its packets.
+type framedPcap struct {
+	out  exporter.Writer
+	pcap *exporter.Pcap
+}
+
+func (w *framedPcap) Write(j *decode.Journey) error {
+	if err := w.out.Write(j); err != nil {
+		return err
+	}
+	return w.pcap.Write(j)
+}
+
+func (w *framedPcap) WriteOneWay(o *decode.OneWay) error { return w.out.WriteOneWay(o) }
+
 // flagWriter counts the flows of the journeys it writes that were dropped, stalled
 // or lost.
 type flagWriter struct {
@@ -621,14 +747,19 @@ type flagWriter struct {
 }
 
 func (w *flagWriter) Write(j *decode.Journey) error {
+	flagJourney(w.flagged, j)
+	return w.Writer.Write(j)
+}
+
+// flagJourney counts the journey's flow if it was dropped, lost or stalled.
+func flagJourney(c *flagCounter, j *decode.Journey) {
 	switch {
 	case j.Verdict == decode.Dropped:
-		w.flagged.flag("drop", j.Flow)
+		c.flag("drop", j.Flow)
 	case j.Verdict == decode.Lost:
-		w.flagged.flag("lost", j.Flow)
+		c.flag("lost", j.Flow)
 	}
 	if j.Stall != nil {
-		w.flagged.flag("stall", j.Flow)
+		c.flag("stall", j.Flow)
 	}
-	return w.Writer.Write(j)
 }

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -39,7 +40,12 @@ func agentAddrs(flag []string) ([]string, error) {
 // followViaAgents asks each agent to follow the selectors and copies what they send,
 // a whole journey at a time, until the duration, the count, an interrupt or the last
 // agent ends it.
-func followViaAgents(paths []string, o *followOpts, sels []string, stdout, stderr io.Writer) error {
+//
+// With --pcap each agent also sends its journeys' packets as pcapng, in frames between
+// the journeys. One agent's stream is written to the file as it comes; with several,
+// each agent's goes to a file of its own beside the output, and they are put one after
+// the other (a pcapng section each) when the follow ends.
+func followViaAgents(paths []string, o *followOpts, sels []string, stdout, stderr io.Writer, pc *pcapOut) error {
 	ctx, stop := signalContext()
 	defer stop()
 	if o.duration > 0 {
@@ -48,7 +54,16 @@ func followViaAgents(paths []string, o *followOpts, sels []string, stdout, stder
 		defer cancel()
 	}
 	req := followRequest{Selectors: sels, Proto: o.proto, JSON: o.json, Timeout: o.timeout.String(),
-		Stall: o.stall.String(), Oneway: o.oneway.String(), Count: o.count}
+		Stall: o.stall.String(), Oneway: o.oneway.String(), Count: o.count, Pcap: pc != nil, SnapLen: o.snaplen}
+	sinks, err := pc.sinks(len(paths))
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := pc.join(sinks); err != nil {
+			fmt.Fprintf(stderr, "pathtrace: --pcap: %v\n", err)
+		}
+	}()
 	var conns []net.Conn
 	defer func() {
 		for _, c := range conns {
@@ -95,11 +110,17 @@ func followViaAgents(paths []string, o *followOpts, sels []string, stdout, stder
 		wg      sync.WaitGroup
 		werr    error
 	)
-	for _, r := range readers {
+	for i, r := range readers {
 		wg.Add(1)
 		go func(r *bufio.Reader) {
 			defer wg.Done()
 			for {
+				if n, ok := pcapFrame(r); ok {
+					if err := pc.frame(sinks, i, r, n, stderr); err != nil {
+						return
+					}
+					continue
+				}
 				item, err := readItem(r, o.json)
 				if len(item) > 0 {
 					mu.Lock()
@@ -134,6 +155,23 @@ func followViaAgents(paths []string, o *followOpts, sels []string, stdout, stder
 	}
 	fmt.Fprintf(stderr, "pathtrace: %d journeys through %d agent(s)\n", written, len(paths))
 	return nil
+}
+
+// pcapFrame reads the header of a frame of pcapng bytes, if one comes next.
+func pcapFrame(r *bufio.Reader) (int, bool) {
+	b, err := r.Peek(len(pcapFramePrefix))
+	if err != nil || string(b) != pcapFramePrefix {
+		return 0, false
+	}
+	line, err := r.ReadString('\n')
+	if err != nil {
+		return 0, false
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(strings.TrimPrefix(line, pcapFramePrefix)))
+	if err != nil || n < 0 || n > 64<<20 {
+		return 0, false
+	}
+	return n, true
 }
 
 // readItem reads one journey or report: a line of JSON, or a text block ending in an

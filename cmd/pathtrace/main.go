@@ -140,6 +140,7 @@ type followOpts struct {
 	queue      int
 	ringSize   int
 	agents     []string
+	pcap       string
 }
 
 func followFlags() (*pflag.FlagSet, *followOpts) {
@@ -166,11 +167,12 @@ func followFlags() (*pflag.FlagSet, *followOpts) {
 	fs.IntVar(&o.snaplen, "snaplen", decode.SnapMax, fmt.Sprintf("packet bytes copied per event (64..%d)", decode.SnapMax))
 	fs.IntVar(&o.queue, "queue", 16384, "events buffered between the kernel and the decoder (dropped and counted beyond)")
 	fs.StringSliceVar(&o.agents, "agents", nil, "follow through these agents (unix:PATH,...); default: the agent at unix:"+DefaultAgentSocket+" if one answers, else trace standalone")
+	fs.StringVar(&o.pcap, "pcap", "", "also write the followed packets, as seen at every hop, to this pcapng file (\"-\": standard output, and the journeys go to standard error)")
 	fs.IntVar(&o.ringSize, "ring-size", 4<<20, "kernel ring buffer bytes, a power of two (events beyond are dropped and counted per CPU)")
 	return fs, o
 }
 
-func follow(args []string, stdout, stderr io.Writer) error {
+func follow(args []string, stdout, stderr io.Writer) (err error) {
 	fs, o := followFlags()
 	if err := parseFlags(fs, args, "pathtrace follow [flags] SELECTOR...", stdout); err != nil {
 		return err
@@ -184,10 +186,22 @@ func follow(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
+	pc, err := openPcapOut(o.pcap, stdout)
+	if err != nil {
+		return err
+	}
+	if o.pcap == "-" {
+		stdout = stderr
+	}
+	defer func() {
+		if cerr := pc.close(stderr); err == nil {
+			err = cerr
+		}
+	}()
 	if paths, err := agentAddrs(o.agents); err != nil {
 		return err
 	} else if len(paths) > 0 {
-		return followViaAgents(paths, o, fs.Args(), stdout, stderr)
+		return followViaAgents(paths, o, fs.Args(), stdout, stderr, pc)
 	}
 
 	ctx, stop := signalContext()
@@ -206,11 +220,15 @@ func follow(args []string, stdout, stderr io.Writer) error {
 	asm := decode.NewAssembler(decode.Config{
 		Node: o.node, Timeout: o.timeout, Stall: o.stall, VXLANPorts: cfg.VXLANPorts,
 		Ifaces: tr.Ifaces(), LocalAddrs: tr.LocalAddrs(), Reasons: tr.Reasons(), Symbols: syms,
+		KeepBytes: pc != nil,
 	})
 	clock := exporter.Clock{OffsetNs: time.Now().UnixNano() - int64(monoNow())}
 	var out exporter.Writer = exporter.NewText(stdout)
 	if o.json {
 		out = exporter.NewJSON(stdout, clock)
+	}
+	if pc != nil {
+		out = pc.tee(out, clock, o.snaplen, strings.Join(fs.Args(), " "), stderr)
 	}
 
 	names := make([]string, 0, len(tr.Ifaces()))

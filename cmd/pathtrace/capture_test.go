@@ -1,0 +1,304 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// needTshark fails under CI (and skips elsewhere) when tshark is missing.
+func needTshark(t *testing.T) {
+	t.Helper()
+	if _, err := exec.LookPath("tshark"); err != nil {
+		if mustRun() {
+			t.Fatal("needs tshark (apt-get install tshark)")
+		}
+		t.Skip("needs tshark (apt-get install tshark)")
+	}
+}
+
+// tsharkRows reads a capture with tshark and returns one row of the fields per packet.
+// VXLAN on flannel's port is decoded, so the inner packet's fields show.
+func tsharkRows(t *testing.T, file string, fields ...string) ([][]string, int) {
+	t.Helper()
+	args := []string{"-r", file, "-d", "udp.port==8472,vxlan", "-T", "fields", "-E", "separator=|", "-E", "occurrence=l"}
+	for _, f := range fields {
+		args = append(args, "-e", f)
+	}
+	cmd := exec.Command("tshark", args...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	code := 0
+	if err := cmd.Run(); err != nil {
+		ee, ok := err.(*exec.ExitError)
+		if !ok {
+			t.Fatalf("tshark: %v", err)
+		}
+		code = ee.ExitCode()
+	}
+	var rows [][]string
+	for _, line := range strings.Split(strings.TrimRight(out.String(), "\n"), "\n") {
+		if line != "" {
+			rows = append(rows, strings.Split(line, "|"))
+		}
+	}
+	if code != 0 {
+		t.Logf("tshark -r %s exited %d: %s", file, code, errb.String())
+	}
+	return rows, code
+}
+
+// follow --pcap writes every hop's packet of the followed flows; tshark reads the file,
+// and it holds what the journeys say: one packet per hop and per drop, at the hops the
+// journeys name, with their 5-tuples and comments. A tcpdump on one of the pod's veths
+// in the same run sees the same packets, with the same lengths.
+func TestFollowPcap(t *testing.T) {
+	needLab(t)
+	needTshark(t)
+	dir := t.TempDir()
+	file := filepath.Join(dir, "follow.pcapng")
+	dump := filepath.Join(dir, "tcpdump.pcap")
+
+	td := exec.Command("ip", "netns", "exec", labPrefix+"-node-a", "tcpdump", "-i", "veth1a23", "-U", "-n", "-w", dump,
+		"host 10.244.2.57 and (tcp port 8080 or udp port 8080)")
+	var tdErr bytes.Buffer
+	td.Stderr = &tdErr
+	if err := td.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { td.Process.Kill(); td.Wait() })
+	for start := time.Now(); !strings.Contains(tdErr.String(), "listening on"); time.Sleep(20 * time.Millisecond) {
+		if time.Since(start) > 10*time.Second {
+			t.Fatalf("tcpdump did not start: %s", tdErr.String())
+		}
+	}
+
+	f := startFollow(t, "node-a", "--pcap", file, "10.244.2.57:8080")
+	if out, err := pod(t, "a-api", "tcp", "10.244.2.57:8080"); err != nil || !strings.Contains(out, "ok api-b") {
+		t.Fatalf("a-api → api-b: %v %s", err, out)
+	}
+	if out, err := pod(t, "a-api", "udp", "10.244.2.57:8080", "--count", "10", "--wait", "200ms"); err != nil {
+		t.Fatalf("udp: %v %s", err, out)
+	}
+	js := f.stop(t)
+	time.Sleep(200 * time.Millisecond)
+	td.Process.Signal(syscall.SIGINT)
+	td.Wait()
+
+	// What the journeys say the file must hold.
+	wantPackets, veth := 0, 0
+	wantIfaces := map[string]bool{}
+	for _, j := range js {
+		if j.Drop != nil {
+			wantIfaces["node-a/kfree_skb"] = true
+		}
+		for _, h := range j.Hops {
+			wantPackets++
+			name := "node-a/" + h.Ifname
+			if h.Kind == "netfilter" {
+				name = "node-a/nf:" + h.Hook + "/" + h.Priority
+			}
+			wantIfaces[name] = true
+			if h.Ifname == "veth1a23" && h.Kind != "netfilter" {
+				veth++
+			}
+		}
+		if j.Drop != nil {
+			wantPackets++
+		}
+	}
+	if len(js) < 10 || veth < 10 {
+		t.Fatalf("too few journeys to compare (%d, %d at veth1a23):\n%s", len(js), veth, f.stderr.String())
+	}
+	rows, code := tsharkRows(t, file, "frame.interface_name", "frame.packet_flags_direction", "ip.src", "ip.dst",
+		"tcp.srcport", "udp.srcport", "frame.len", "frame.comment")
+	if code != 0 || len(rows) != wantPackets {
+		t.Fatalf("tshark (exit %d) read %d packets, the journeys have %d hops and drops\n%s", code, len(rows), wantPackets, f.stderr.String())
+	}
+	var vethCount, vethBytes int
+	for _, r := range rows {
+		if !wantIfaces[r[0]] {
+			t.Errorf("packet on interface %q, which no journey names", r[0])
+		}
+		if r[2] != "10.244.1.23" && r[2] != "10.244.2.57" && !strings.HasPrefix(r[2], "10.0.0.") {
+			t.Errorf("packet from %s: not the followed flow's", r[2])
+		}
+		if !strings.Contains(r[7], r[0]) || !strings.Contains(r[7], "µs") {
+			t.Errorf("comment %q does not name the hop %s and its offset", r[7], r[0])
+		}
+		if r[0] == "node-a/veth1a23" {
+			if r[1] != "0x00000001" && r[1] != "0x00000002" {
+				t.Errorf("veth packet without a direction flag: %q", r[1])
+			}
+			n, _ := strconv.Atoi(r[6])
+			vethCount++
+			vethBytes += n
+		}
+	}
+	last := rows[len(rows)-1][7]
+	if !strings.Contains(strings.Join(flatten(rows, 7), "\n"), "verdict ") {
+		t.Errorf("no packet comment carries a verdict; last: %q", last)
+	}
+
+	// tcpdump on veth1a23, the same time: the same packets and bytes.
+	td2, code := tsharkRows(t, dump, "frame.len")
+	if code != 0 {
+		t.Fatalf("tshark cannot read tcpdump's file")
+	}
+	dumpBytes := 0
+	for _, r := range td2 {
+		n, _ := strconv.Atoi(r[0])
+		dumpBytes += n
+	}
+	if vethCount != len(td2) || vethBytes != dumpBytes {
+		t.Errorf("veth1a23: pathtrace wrote %d packets, %d bytes; tcpdump captured %d packets, %d bytes", vethCount, vethBytes, len(td2), dumpBytes)
+	}
+	t.Logf("%d journeys, %d packets in the file; veth1a23: pathtrace %d packets %d bytes, tcpdump %d packets %d bytes",
+		len(js), len(rows), vethCount, vethBytes, len(td2), dumpBytes)
+}
+
+func flatten(rows [][]string, col int) []string {
+	var s []string
+	for _, r := range rows {
+		s = append(s, r[col])
+	}
+	return s
+}
+
+// --pcap - writes the pcapng to standard output, for a pipe into tshark, and the
+// journeys to standard error.
+func TestFollowPcapStdout(t *testing.T) {
+	needLab(t)
+	needTshark(t)
+	f := startFollow(t, "node-a", "--pcap", "-", "10.244.2.57:8080")
+	if out, err := pod(t, "a-api", "tcp", "10.244.2.57:8080"); err != nil {
+		t.Fatalf("a-api → api-b: %v %s", err, out)
+	}
+	time.Sleep(600 * time.Millisecond)
+	f.cmd.Process.Signal(syscall.SIGINT)
+	if err := <-f.done; err != nil {
+		t.Fatalf("follow: %v\n%s", err, f.stderr.String())
+	}
+	cmd := exec.Command("tshark", "-r", "-", "-T", "fields", "-e", "frame.interface_name")
+	cmd.Stdin = bytes.NewReader(f.stdout.Bytes())
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("tshark -r - on follow's standard output: %v", err)
+	}
+	if !strings.Contains(string(out), "node-a/veth1a23") || !strings.Contains(f.stderr.String(), "10.244.1.23:") {
+		t.Errorf("tshark saw %q; follow's standard error:\n%s", out, f.stderr.String())
+	}
+}
+
+// Through an agent, follow --pcap gets the agent's packets.
+func TestAgentFollowPcap(t *testing.T) {
+	needLab(t)
+	needTshark(t)
+	file := filepath.Join(t.TempDir(), "f.pcapng")
+	na, nb := startAgent(t, "node-a"), startAgent(t, "node-b")
+	f := agentFollow(t, []*agentProc{na, nb}, "--pcap", file, "10.244.2.57:8080")
+	if out, err := pod(t, "a-api", "tcp", "10.244.2.57:8080"); err != nil {
+		t.Fatalf("a-api → api-b: %v %s", err, out)
+	}
+	js := f.stop(t)
+	hops := 0
+	for _, j := range js {
+		hops += len(j.Hops)
+		if j.Drop != nil {
+			hops++
+		}
+	}
+	rows, code := tsharkRows(t, file, "frame.interface_name")
+	nodes := map[string]int{}
+	for _, r := range rows {
+		nodes[strings.Split(r[0], "/")[0]]++
+	}
+	if code != 0 || len(rows) != hops || nodes["node-a"] == 0 || nodes["node-b"] == 0 {
+		t.Errorf("tshark (exit %d) read %d packets (by node %v), the journeys have %d hops\n%s", code, len(rows), nodes, hops, f.stderr.String())
+	}
+}
+
+// The agent keeps every flow's recent packets and writes a flagged flow's to a file:
+// datagrams that went through before a policy drop, then the dropped one with the
+// kernel's reason in its comment. Killed while the file is open, the agent leaves it
+// readable.
+func TestAgentPcapDir(t *testing.T) {
+	needLab(t)
+	needTshark(t)
+	dir := t.TempDir()
+	a := startAgent(t, "node-b", "--pcap-dir", dir, "--pcap-post-age", "30s")
+	rule := []string{"FORWARD", "-d", "10.244.1.23/32", "-p", "udp", "--dport", "8080", "-j", "DROP"}
+
+	// One flow: 6 datagrams to api-a, 150 ms apart (it answers them); the rule goes in
+	// after the third.
+	send := exec.Command("ip", "netns", "exec", labPrefix+"-b-api", filepath.Join(binDir, "labpod"),
+		"udp", "10.244.1.23:8080", "--count", "6", "--interval", "150ms")
+	if err := send.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(375 * time.Millisecond)
+	inNode(t, "node-b", append([]string{"iptables", "-w", "-I"}, rule...)...)
+	t.Cleanup(func() {
+		exec.Command("ip", append([]string{"netns", "exec", labPrefix + "-node-b", "iptables", "-w", "-D"}, rule...)...).Run()
+	})
+	send.Wait()
+
+	var file string
+	for start := time.Now(); file == ""; time.Sleep(100 * time.Millisecond) {
+		if m, _ := filepath.Glob(filepath.Join(dir, "*_udp_10.244.2.57-*_10.244.1.23-8080_drop.pcapng")); len(m) == 1 {
+			file = m[0]
+		} else if time.Since(start) > 5*time.Second {
+			ls, _ := os.ReadDir(dir)
+			t.Fatalf("no capture file for the dropped flow in %s: %v\n%s", dir, ls, a.stderr.String())
+		}
+	}
+	// Killed with the file open (its post window is 30 s): readable to its last block.
+	time.Sleep(300 * time.Millisecond)
+	if got := sum(a.scrape(t), "pathtrace_capture_files_total"); got < 1 {
+		t.Errorf("pathtrace_capture_files_total %v", got)
+	}
+	a.cmd.Process.Kill()
+	<-a.done
+
+	rows, code := tsharkRows(t, file, "frame.interface_name", "ip.src", "udp.srcport", "ip.dst", "udp.dstport", "data.data", "frame.comment")
+	if code != 0 {
+		t.Errorf("tshark could not read the file of a killed agent to its end (exit %d)", code)
+	}
+	var before, dropped int
+	for _, r := range rows {
+		if (r[3] != "10.244.1.23" || r[4] != "8080") && (r[1] != "10.244.1.23" || r[2] != "8080") {
+			t.Errorf("packet of another flow in the file: %v", r)
+		}
+		if strings.Contains(r[6], "kfree_skb NETFILTER_DROP") {
+			dropped++
+		} else if dropped == 0 && r[0] == "node-b/eth0" && r[3] == "10.244.1.23" {
+			before++ // left the node before the rule came
+		}
+	}
+	if before < 2 || dropped < 1 {
+		t.Errorf("want the datagrams that left before the drop (%d, want >= 2) and the dropped one (%d):\n%v", before, dropped, rows)
+	}
+	t.Logf("%s: %d packets, %d forwarded before the drop, %d drops", filepath.Base(file), len(rows), before, dropped)
+	assertNoLeak(t)
+}
+
+// A capture directory that is missing or not a directory is an error at start, with
+// nothing attached.
+func TestAgentPcapDirErrors(t *testing.T) {
+	needLab(t)
+	notDir := filepath.Join(t.TempDir(), "file")
+	os.WriteFile(notDir, nil, 0o644)
+	for _, d := range []string{filepath.Join(t.TempDir(), "missing"), notDir} {
+		a := launchAgent(t, "node-b", freeAddr(t), filepath.Join(t.TempDir(), "b.sock"), "--pcap-dir", d)
+		if code := a.exitCode(t, 20*time.Second); code != 1 || !strings.Contains(a.stderr.String(), "--pcap-dir") {
+			t.Errorf("--pcap-dir %s: exit %d, want 1 with an error naming --pcap-dir:\n%s", d, code, a.stderr.String())
+		}
+	}
+	assertNoLeak(t)
+}
