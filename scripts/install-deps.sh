@@ -5,7 +5,8 @@ set -euo pipefail
 pkgs=(
 	clang-14 llvm-14 libbpf-dev # make generate: the pinned clang, llvm-strip, libbpf headers
 	iproute2 iptables nftables  # the lab: ip, tc, bridge, iptables (nft backend)
-	iputils-ping tcpdump        # poking at the lab by hand
+	iputils-ping tcpdump        # the lab by hand; the capture tests compare with tcpdump
+	tshark                      # the capture tests read every pcapng file pathtrace writes
 	prometheus                  # the agent's tests scrape it with a real Prometheus, and promtool
 	iperf3 jq bpftool           # make bench: throughput with and without the agent, BPF run time
 	git make file
@@ -17,6 +18,8 @@ done
 if ((${#missing[@]})); then
 	[[ $(id -u) == 0 ]] || { echo "install-deps.sh: missing ${missing[*]}: run as root to apt-get install them" >&2; exit 1; }
 	export DEBIAN_FRONTEND=noninteractive
+	# tshark asks whether non-root users may capture: no.
+	echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections 2>/dev/null || true
 	apt-get update -qq
 	apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
