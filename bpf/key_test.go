@@ -129,7 +129,7 @@ func loadTC(t *testing.T) tcObjs {
 			delete(spec.Programs, name)
 		}
 	}
-	for name, v := range map[string]uint32{PathTraceVarCfgAgent: 1, PathTraceVarCfgSample: 2} {
+	for name, v := range map[string]uint32{PathTraceVarCfgAgent: 1, PathTraceVarCfgSample: 2, PathTraceVarCfgSampleMask: 1} {
 		if err := spec.Variables[name].Set(v); err != nil {
 			t.Fatal(err)
 		}

@@ -94,6 +94,7 @@ struct nf_tuple_raw {
 
 volatile const __u32 cfg_agent = 0;      /* count every packet and drop */
 volatile const __u32 cfg_sample = 0;     /* measure hop latency on 1 packet in N (by hash); 0 off */
+volatile const __u32 cfg_sample_mask = 0; /* N - 1 when N is a power of two: an AND instead of a division */
 volatile const __u32 cfg_node_netns = 0; /* inode of the node's namespace */
 volatile const __u32 cfg_reason_nf = 0;  /* SKB_DROP_REASON_NETFILTER_DROP on this kernel, 0 unknown */
 volatile const __u32 cfg_drop_rate = 0;  /* drop events per second per CPU beyond followed ones */
@@ -368,6 +369,14 @@ static __always_inline void latency(const struct tuple *t, __u32 class, __u64 no
 	}
 }
 
+/* sampled: whether the packet with this key is one of the latency samples. */
+static __always_inline int sampled(__u32 key)
+{
+	if (cfg_sample_mask)
+		return (key & cfg_sample_mask) == 0;
+	return key % cfg_sample == 0;
+}
+
 /* agent_tc counts the packet and says whether it needs a full parse: it does when it is
  * a latency sample or when fast_key could not take it apart (then the parse's key
  * decides). The sampling key comes from fast_key, so that the other packets, nearly
@@ -380,7 +389,7 @@ static __always_inline int agent_tc(struct __sk_buff *skb, const struct reader *
 	if (!cfg_sample)
 		return 0;
 	__u32 key = fast_key(r, l2);
-	return !key || key % cfg_sample == 0;
+	return !key || sampled(key);
 }
 
 /* budget_ok: whether one more unfollowed event of a kind (BUDGET_DROP, BUDGET_RETRANS)
@@ -423,7 +432,7 @@ static __always_inline int handle_tc(struct __sk_buff *skb, __u8 dir, int l2)
 	/* The one parse: the verifier explores each inlined copy of it separately. */
 	int parsed = parse_pkt(MODE_SKB, &r, l2, &t);
 	if (cfg_agent) {
-		if (cfg_sample && t.family && t.key % cfg_sample == 0)
+		if (cfg_sample && t.family && sampled(t.key))
 			latency(&t, class, bpf_ktime_get_ns());
 		if (!following())
 			return PASS_ON;

@@ -125,6 +125,7 @@ const (
 	PathTraceVarCfgNodeNetns         = "cfg_node_netns"
 	PathTraceVarCfgReasonNf          = "cfg_reason_nf"
 	PathTraceVarCfgSample            = "cfg_sample"
+	PathTraceVarCfgSampleMask        = "cfg_sample_mask"
 	PathTraceVarCfgSnaplen           = "cfg_snaplen"
 	PathTraceVarCfgVxlanPorts        = "cfg_vxlan_ports"
 	PathTraceVarCtEnabled            = "ct_enabled"
@@ -224,6 +225,7 @@ type PathTraceVariableSpecs struct {
 	CfgNodeNetns  *ebpf.VariableSpec `ebpf:"cfg_node_netns"`
 	CfgReasonNf   *ebpf.VariableSpec `ebpf:"cfg_reason_nf"`
 	CfgSample     *ebpf.VariableSpec `ebpf:"cfg_sample"`
+	CfgSampleMask *ebpf.VariableSpec `ebpf:"cfg_sample_mask"`
 	CfgSnaplen    *ebpf.VariableSpec `ebpf:"cfg_snaplen"`
 	CfgVxlanPorts *ebpf.VariableSpec `ebpf:"cfg_vxlan_ports"`
 	CtEnabled     *ebpf.VariableSpec `ebpf:"ct_enabled"`
@@ -303,6 +305,7 @@ type PathTraceVariables struct {
 	CfgNodeNetns  *ebpf.Variable `ebpf:"cfg_node_netns"`
 	CfgReasonNf   *ebpf.Variable `ebpf:"cfg_reason_nf"`
 	CfgSample     *ebpf.Variable `ebpf:"cfg_sample"`
+	CfgSampleMask *ebpf.Variable `ebpf:"cfg_sample_mask"`
 	CfgSnaplen    *ebpf.Variable `ebpf:"cfg_snaplen"`
 	CfgVxlanPorts *ebpf.Variable `ebpf:"cfg_vxlan_ports"`
 	CtEnabled     *ebpf.Variable `ebpf:"ct_enabled"`

@@ -21,6 +21,8 @@ repo=$(cd "$script_dir/.." && pwd)
 PAIRS=${BENCH_PAIRS:-5}
 SECS=${BENCH_SECONDS:-5}
 P=${BENCH_PREFIX:-ptb}
+CLIENT_CPU=0
+SERVER_CPU=$(($(nproc) > 1 ? 1 : 0))
 SERVER_IP=10.244.2.57 # api pod on node-b
 IPERF_PORT=5201
 # The tc programs, held to the per-packet target. Every program the agents hold is
@@ -40,10 +42,10 @@ die() {
 [[ $P =~ ^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$ ]] || die "BENCH_PREFIX='$P': want 1-32 characters of [A-Za-z0-9_-]"
 [[ $(id -u) == 0 ]] || die "run as root: the benchmark builds network namespaces and loads BPF programs"
 missing=()
-for t in ip iperf3 bpftool jq sysctl ss timeout flock make; do
+for t in ip iperf3 bpftool jq sysctl ss timeout flock make taskset curl; do
 	command -v "$t" >/dev/null || missing+=("$t")
 done
-((${#missing[@]} == 0)) || die "missing ${missing[*]} (Debian: apt-get install iproute2 iperf3 bpftool jq util-linux make)"
+((${#missing[@]} == 0)) || die "missing ${missing[*]} (Debian: apt-get install iproute2 iperf3 bpftool jq util-linux make curl)"
 
 NS_A_API=$P-a-api NS_B_API=$P-b-api
 
@@ -132,7 +134,9 @@ LAB_PREFIX=$P LABPOD=$work/bin/labpod "$repo/scripts/lab.sh" up >"$work/lab-up.l
 	{ own_lab=0; cat "$work/lab-up.log" >&2; die "lab up failed"; }
 
 # ip netns exec execs iperf3: $! is the server's own pid.
-ip netns exec "$NS_B_API" iperf3 -s -B "$SERVER_IP" -p "$IPERF_PORT" >"$work/iperf3-server.log" 2>&1 &
+# Client and server each on a CPU of their own, the same in every run: left to the
+# scheduler they sometimes share one, and the runs split into two throughputs.
+ip netns exec "$NS_B_API" taskset -c "$SERVER_CPU" iperf3 -s -B "$SERVER_IP" -p "$IPERF_PORT" >"$work/iperf3-server.log" 2>&1 &
 server_pid=$!
 for ((i = 0; ; i++)); do
 	[[ -n $(ip netns exec "$NS_B_API" ss -Hltn "sport = :$IPERF_PORT") ]] && break
@@ -166,7 +170,7 @@ iperf() {
 	local name=$1 try rc
 	shift
 	for try in 1 2; do
-		ip netns exec "$NS_A_API" timeout $((SECS + 25)) iperf3 "$@" >"$work/$name.json" 2>"$work/$name.err" &
+		ip netns exec "$NS_A_API" timeout $((SECS + 25)) taskset -c "$CLIENT_CPU" iperf3 "$@" >"$work/$name.json" 2>"$work/$name.err" &
 		client_pid=$!
 		rc=0
 		wait "$client_pid" || rc=$?
@@ -185,13 +189,14 @@ tcp_bps() { jq -r '.end.sum_received.bits_per_second' "$work/$1.json"; }
 udp_pps() { jq -r '.end.sum_received | (.packets - .lost_packets) / .seconds' "$work/$1.json"; }
 udp_sent() { jq -r '.end.sum_sent.packets' "$work/$1.json"; }
 
-# cpu_ticks PID...: utime+stime of the processes, in clock ticks.
-cpu_ticks() {
-	local pid sum=0 f
+# cpu_ns PID...: CPU time of the processes, all their threads, in ns (schedstat).
+cpu_ns() {
+	local pid sum=0 f v
 	for pid in "$@"; do
-		f=$(sed 's/^.*) //' "/proc/$pid/stat") || die "cannot read /proc/$pid/stat"
-		read -r -a s <<<"$f"
-		((sum += s[11] + s[12]))
+		for f in /proc/"$pid"/task/*/schedstat; do
+			read -r v _ <"$f" 2>/dev/null || continue
+			((sum += v))
+		done
 	done
 	echo "$sum"
 }
@@ -252,6 +257,10 @@ start_agents() {
 		if [[ $node == node-b ]]; then port=$port_b; fi
 		rm -f "$work/agent-$node.ready"
 		agent_args "$node" "$port"
+		if ((capture)); then
+			mkdir -p "$work/pcap-$node"
+			args+=(--pcap-dir "$work/pcap-$node")
+		fi
 		"${args[@]}" >"$work/agent-$node.log" 2>&1 &
 		agent_pids+=($!)
 	done
@@ -285,37 +294,45 @@ off_run() {
 	echo "off $k $(tcp_bps "off$k-tcp") $(udp_pps "off$k-udp") $(udp_sent "off$k-udp")" >>"$work/runs"
 }
 
+# The throughput runs keep the kernel's BPF accounting off, as an agent runs in
+# production: with kernel.bpf_stats_enabled=1 every program run also pays for two clock
+# reads (stats_cost measures how much). The BPF figures come from the same two runs
+# again, with the accounting on.
 on_run() {
 	local k=$1 ids c0 c1 pid rss max_rss=0
-	sysctl -qw kernel.bpf_stats_enabled=1
 	start_agents
 	ids=$(prog_ids "${agent_pids[@]}")
 	[[ -n $ids ]] || die "the agents hold no BPF programs"
-	bpf_snap "$work/on$k-bpf0" "$ids"
 	iperf "on$k-tcp" "${TCP_ARGS[@]}"
-	bpf_snap "$work/on$k-bpf1" "$ids"
-	c0=$(cpu_ticks "${agent_pids[@]}")
+	c0=$(cpu_ns "${agent_pids[@]}")
 	iperf "on$k-udp" "${UDP_ARGS[@]}"
-	c1=$(cpu_ticks "${agent_pids[@]}")
-	bpf_snap "$work/on$k-bpf2" "$ids"
+	c1=$(cpu_ns "${agent_pids[@]}")
 	for pid in "${agent_pids[@]}"; do
 		alive "$pid" || { cat "$work"/agent-*.log >&2; die "an agent died during on run $k"; }
 		rss=$(rss_kib "$pid")
 		if ((rss > max_rss)); then max_rss=$rss; fi
 	done
+	sysctl -qw kernel.bpf_stats_enabled=1
+	bpf_snap "$work/on$k-bpf0" "$ids"
+	iperf "acct$k-tcp" "${TCP_ARGS[@]}"
+	bpf_snap "$work/on$k-bpf1" "$ids"
+	iperf "acct$k-udp" "${UDP_ARGS[@]}"
+	bpf_snap "$work/on$k-bpf2" "$ids"
 	if ((k == PAIRS)); then stats_cost "$ids"; fi
+	sysctl -qw kernel.bpf_stats_enabled=0
 	stop_agents
-	sysctl -qw kernel.bpf_stats_enabled="$stats_old"
 	bpf_delta tcp "$work/on$k-bpf0" "$work/on$k-bpf1"
 	bpf_delta udp "$work/on$k-bpf1" "$work/on$k-bpf2"
 	local secs
 	secs=$(jq -r '.end.sum_received.seconds' "$work/on$k-udp.json")
-	echo "on $k $(tcp_bps "on$k-tcp") $(udp_pps "on$k-udp") $(udp_sent "on$k-udp") $((c1 - c0)) $secs $max_rss" >>"$work/runs"
+	echo "on $k $(tcp_bps "on$k-tcp") $(udp_pps "on$k-udp") $(udp_sent "on$k-udp") $((c1 - c0)) $secs $max_rss $(udp_sent "acct$k-udp")" >>"$work/runs"
 }
 
 stats_old=$(sysctl -n kernel.bpf_stats_enabled)
 [[ $stats_old =~ ^[0-9]+$ ]] || die "cannot read kernel.bpf_stats_enabled"
+sysctl -qw kernel.bpf_stats_enabled=0 # restored on exit
 
+capture=0
 log "warm-up (1 s, not counted)"
 iperf warmup -c "$SERVER_IP" -p "$IPERF_PORT" -t 1 -J
 
@@ -328,9 +345,40 @@ for ((k = 1; k <= PAIRS; k++)); do
 	on_run "$k"
 done
 
+# ---- capture cost ------------------------------------------------------------
+# With --pcap-dir an agent follows every flow: each packet is an event at each of its
+# hops, decoded and kept in the flows' histories. UDP with 64-byte payloads at rising
+# rates; the first rate at which events are lost (pathtrace_events_lost_total, ring
+# buffer and queues) is where capture starts to lose.
+CAPTURE_RATES=(${BENCH_CAPTURE_RATES:-5000 10000 20000 40000 80000 0})
+lost_events() { # events lost so far by both agents, ring buffer and queues
+	local port sum=0 v
+	for port in "$port_a" "$port_b"; do
+		v=$(curl -sf "http://127.0.0.1:$port/metrics" |
+			awk '/^pathtrace_events_lost_total\{stage="(ringbuf|queue)"\}/ { s += $2 } END { print s + 0 }') ||
+			die "cannot scrape the agent on port $port"
+		sum=$((sum + v))
+	done
+	echo "$sum"
+}
+: >"$work/capture"
+if ((${#CAPTURE_RATES[@]})); then
+	log "capture cost: agents with --pcap-dir, UDP at ${CAPTURE_RATES[*]} pkt/s (0: as fast as it goes)"
+	capture=1
+	start_agents
+	for rate in "${CAPTURE_RATES[@]}"; do
+		l0=$(lost_events)
+		iperf "cap$rate" -c "$SERVER_IP" -p "$IPERF_PORT" -u -l 64 -b $((rate * 64 * 8)) -t "$SECS" -J
+		l1=$(lost_events)
+		secs=$(jq -r '.end.sum_received.seconds' "$work/cap$rate.json")
+		echo "$rate $(calc "printf \"%.0f\", $(udp_sent "cap$rate") / $secs") $(calc "printf \"%.0f\", $(udp_pps "cap$rate")") $((l1 - l0))" >>"$work/capture"
+	done
+	stop_agents
+	capture=0
+fi
+
 # ---- the table --------------------------------------------------------------
 
-hz=$(getconf CLK_TCK)
 rows=$work/rows
 col() { awk -v kind="$1" -v c="$2" '$1 == kind && NF >= c { print $c }' "$work/runs"; }
 
@@ -338,8 +386,8 @@ tcp_off=$(col off 3 | median) tcp_on=$(col on 3 | median)
 udp_off=$(col off 4 | median) udp_on=$(col on 4 | median)
 [[ $tcp_off != nan && $tcp_on != nan && $udp_off != nan && $udp_on != nan ]] || die "no runs recorded"
 # agent CPU per on run: ticks over the UDP run's seconds, as % of one core, per 100k pps
-cpu_pct=$(awk -v hz="$hz" '$1 == "on" { print 100 * $6 / hz / $7 }' "$work/runs" | median)
-cpu_per100k=$(awk -v hz="$hz" '$1 == "on" && $4 > 0 { print 100 * $6 / hz / $7 * 100000 / $4 }' "$work/runs" | median)
+cpu_pct=$(awk '$1 == "on" { print 100 * $6 / 1e9 / $7 }' "$work/runs" | median)
+cpu_per100k=$(awk '$1 == "on" && $4 > 0 { print 100 * $6 / 1e9 / $7 * 100000 / $4 }' "$work/runs" | median)
 rss_max=$(awk '$1 == "on" && $8 > m { m = $8 } END { print m + 0 }' "$work/runs")
 
 # verdict VALUE OP LIMIT: yes, or NO with the gap.
@@ -352,9 +400,9 @@ verdict() {
 	echo "TCP throughput pod->pod, node-a->node-b (Gbit/s)|$(calc "printf \"%.2f\", $tcp_off / 1e9")|$(calc "printf \"%.2f\", $tcp_on / 1e9")|$r|>= 0.97|$(verdict "$r" '>=' 0.97)"
 	r=$(calc "printf \"%.3f\", $udp_on / $udp_off")
 	echo "UDP 64-byte payload, received (kpkt/s)|$(calc "printf \"%.1f\", $udp_off / 1e3")|$(calc "printf \"%.1f\", $udp_on / 1e3")|$r|>= 0.95|$(verdict "$r" '>=' 0.95)"
-	# BPF programs: ns per run over every "on" run (TCP and UDP); runs and ns per UDP
-	# packet sent from the UDP runs. Programs that never ran are listed below the table.
-	udp_sent_on=$(awk '$1 == "on" { s += $5 } END { print s + 0 }' "$work/runs")
+	# BPF programs: ns per run over every accounting run (TCP and UDP); runs and ns per
+	# UDP packet sent from the UDP ones. Programs that never ran are listed below the table.
+	udp_sent_on=$(awk '$1 == "on" { s += $9 } END { print s + 0 }' "$work/runs")
 	awk -v sent="$udp_sent_on" -v tc=" ${TC_PROGS[*]} " -v notrun="$work/notrun" '
 		function row(p,   ns, target, met) {
 			if (!(p in seen)) return
@@ -403,16 +451,29 @@ echo
 echo "runs (median of $PAIRS each, alternating without/with, ${SECS} s per iperf3 run):"
 echo "  TCP Gbit/s without: $(col off 3 | awk '{ printf "%.2f ", $1 / 1e9 }')| with: $(col on 3 | awk '{ printf "%.2f ", $1 / 1e9 }')"
 echo "  UDP kpkt/s without: $(col off 4 | awk '{ printf "%.1f ", $1 / 1e3 }')| with: $(col on 4 | awk '{ printf "%.1f ", $1 / 1e3 }')"
-echo "  agent CPU during UDP (% of a core): $(awk -v hz="$hz" '$1 == "on" { printf "%.2f ", 100 * $6 / hz / $7 }' "$work/runs")"
+echo "  agent CPU during UDP (% of a core): $(awk '$1 == "on" { printf "%.3f ", 100 * $6 / 1e9 / $7 }' "$work/runs")"
 echo "  agent VmRSS max per run (MiB): $(awk '$1 == "on" { printf "%.1f ", $8 / 1024 }' "$work/runs")"
+if [[ -s $work/capture ]]; then
+	echo
+	echo "capture cost (agent --pcap-dir on both nodes, every flow followed; UDP 64-byte payloads, ${SECS} s per rate):"
+	echo "  offered pkt/s | sent pkt/s | received pkt/s | events lost (both agents)"
+	awk '{ printf "  %13s | %10s | %14s | %s\n", ($1 == 0 ? "unlimited" : $1), $2, $3, $4 }' "$work/capture"
+	first=$(awk '$4 > 0 { print $2; exit }' "$work/capture")
+	if [[ -n $first ]]; then
+		echo "  capture starts to lose events at about $first pkt/s sent ($(awk '$4 == 0 { r = $2 } END { print r + 0 }' "$work/capture") pkt/s without a loss)"
+	else
+		echo "  no event lost up to $(awk '{ r = $2 } END { print r + 0 }' "$work/capture") pkt/s"
+	fi
+fi
 echo
 echo "command:  BENCH_PAIRS=$PAIRS BENCH_SECONDS=$SECS BENCH_PREFIX=$P $0${*:+ $*}"
 echo "iperf3:   ip netns exec $NS_A_API iperf3 ${TCP_ARGS[*]}"
 echo "          ip netns exec $NS_A_API iperf3 ${UDP_ARGS[*]}"
-echo "          server: ip netns exec $NS_B_API iperf3 -s -B $SERVER_IP -p $IPERF_PORT"
+echo "          server: ip netns exec $NS_B_API iperf3 -s -B $SERVER_IP -p $IPERF_PORT (client on CPU $CLIENT_CPU, server on CPU $SERVER_CPU: taskset)"
 agent_args node-a "$port_a"
 echo "agents:   ${args[*]}"
 agent_args node-b "$port_b"
 echo "          ${args[*]}"
-echo "          (kernel.bpf_stats_enabled=1 while they run; the BPF figures are run_time_ns/run_cnt deltas of their own programs, bpftool prog show -j)"
+echo "          (throughput, CPU and memory with kernel.bpf_stats_enabled=0, as in production; the BPF figures from a second"
+echo "          TCP and UDP run per pair with it at 1: run_time_ns/run_cnt deltas of the agents' programs, bpftool prog show -j)"
 echo "machine:  nproc $(nproc), kernel $(uname -r), $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo), $($PT version 2>/dev/null || echo pathtrace ?), $(iperf3 --version | head -1 | awk '{print $1, $2}')"

@@ -8,7 +8,7 @@ pkgs=(
 	iputils-ping tcpdump        # the lab by hand; the capture tests compare with tcpdump
 	tshark                      # the capture tests read every pcapng file pathtrace writes
 	prometheus                  # the agent's tests scrape it with a real Prometheus, and promtool
-	iperf3 jq bpftool           # make bench: throughput with and without the agent, BPF run time
+	iperf3 jq bpftool curl      # make bench: throughput with and without the agent, BPF run time, capture cost
 	git make file
 )
 missing=()

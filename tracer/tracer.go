@@ -313,6 +313,9 @@ func (t *Tracer) spec() (*ebpf.CollectionSpec, error) {
 	if t.cfg.Agent {
 		vars[bpf.PathTraceVarCfgAgent] = 1
 	}
+	if n := t.cfg.Sample; n > 1 && n&(n-1) == 0 {
+		vars[bpf.PathTraceVarCfgSampleMask] = n - 1
+	}
 	for name, v := range vars {
 		if err := spec.Variables[name].Set(v); err != nil {
 			return nil, fmt.Errorf("set %s: %w", name, err)
