@@ -186,6 +186,23 @@ struct {
 	__type(value, __u64);
 } drop_budget SEC(".maps");
 
+/* Full packets (cfg_snaplen above SNAP_MAX): an event with room for SNAP_FULL bytes is
+ * built here, per CPU one for each kind of program (a drop program may run while a tc
+ * or netfilter program is interrupted), and copied to the ring buffer at its size. */
+struct full_event {
+	struct event ev;
+	__u8 more[SNAP_FULL - SNAP_MAX];
+};
+#define FULL_TC 0
+#define FULL_DROP 1
+#define FULL_NF 2
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 3);
+	__type(key, __u32);
+	__type(value, struct full_event);
+} full_buf SEC(".maps");
+
 /* Force the generated Go types. */
 const struct event *unused_event __attribute__((unused));
 const struct filter *unused_filter __attribute__((unused));
@@ -421,6 +438,39 @@ static __always_inline void clear_nf(struct event *ev)
 	ev->ct_info = CT_NONE;
 }
 
+/* tc_header fills an event's fields for a packet seen by a tc program. */
+static __always_inline void tc_header(struct event *ev, struct __sk_buff *skb, __u8 dir, int l2, int fi)
+{
+	ev->ts_ns = bpf_ktime_get_ns();
+	ev->skb = 0;
+	ev->location = 0;
+	ev->netns = 0;
+	ev->ifindex = skb->ifindex;
+	ev->len = skb->len;
+	ev->reason = 0;
+	ev->protocol = skb->protocol;
+	ev->kind = EV_TC;
+	ev->dir = dir;
+	ev->flags = l2 ? EVF_L2 : 0;
+	ev->filter = fi;
+	__builtin_memset(ev->ifname, 0, sizeof(ev->ifname));
+	clear_nf(ev);
+}
+
+/* full_len returns how many bytes of a packet to copy in full-packet mode, 0..SNAP_FULL;
+ * the check after the barrier is what the verifier bounds the copy by. */
+static __always_inline __u32 full_len(__u32 avail)
+{
+	__u32 n = avail;
+	if (n > cfg_snaplen)
+		n = cfg_snaplen;
+	asm volatile("" : "+r"(n));
+	if (n > SNAP_FULL)
+		n = SNAP_FULL;
+	asm volatile("" : "+r"(n));
+	return n <= SNAP_FULL ? n : 0;
+}
+
 static __always_inline int handle_tc(struct __sk_buff *skb, __u8 dir, int l2)
 {
 	struct reader r = {.skb = skb, .data = (void *)(long)skb->data, .end = (void *)(long)skb->data_end};
@@ -443,25 +493,31 @@ static __always_inline int handle_tc(struct __sk_buff *skb, __u8 dir, int l2)
 	if (fi < 0)
 		return PASS_ON;
 
+	if (cfg_snaplen > SNAP_MAX) {
+		/* Whole packets: built in the per-CPU buffer, sent at their size. */
+		__u32 k = FULL_TC;
+		struct full_event *fe = bpf_map_lookup_elem(&full_buf, &k);
+		if (!fe)
+			return PASS_ON;
+		tc_header(&fe->ev, skb, dir, l2, fi);
+		/* m = n - 1 below SNAP_FULL: the verifier sees 1..SNAP_FULL bytes. The barrier
+		 * keeps clang from using n again for m + 1. */
+		__u32 n = 0;
+		__u64 m = (__u64)full_len(skb->len) - 1;
+		asm volatile("" : "+r"(m));
+		if (m < SNAP_FULL && bpf_skb_load_bytes(skb, 0, fe->ev.data, m + 1) == 0)
+			n = m + 1;
+		fe->ev.snap_len = n;
+		if (bpf_ringbuf_output(&events, fe, __builtin_offsetof(struct event, data) + n, 0))
+			count_lost(LOST_TC);
+		return PASS_ON;
+	}
 	struct event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
 	if (!ev) {
 		count_lost(LOST_TC);
 		return PASS_ON;
 	}
-	ev->ts_ns = bpf_ktime_get_ns();
-	ev->skb = 0;
-	ev->location = 0;
-	ev->netns = 0;
-	ev->ifindex = skb->ifindex;
-	ev->len = skb->len;
-	ev->reason = 0;
-	ev->protocol = skb->protocol;
-	ev->kind = EV_TC;
-	ev->dir = dir;
-	ev->flags = l2 ? EVF_L2 : 0;
-	ev->filter = fi;
-	__builtin_memset(ev->ifname, 0, sizeof(ev->ifname));
-	clear_nf(ev);
+	tc_header(ev, skb, dir, l2, fi);
 	__u32 n = snap_len(skb->len);
 	ev->snap_len = 0;
 	if (n && bpf_skb_load_bytes(skb, 0, ev->data, n) == 0)
@@ -646,6 +702,45 @@ static __always_inline __u32 drop_class(struct sk_buff *skb, __u32 ns, __u32 rea
 	return CLASS_STACK;
 }
 
+/* output_full_kern sends a full-packet event whose header is filled, with the packet's
+ * linear part (from the network header to the tail) read from kernel memory. */
+static __always_inline void output_full_kern(struct full_event *fe, const struct reader *r, __u32 lost_slot)
+{
+	/* m = n - 1 below SNAP_FULL: the verifier sees 1..SNAP_FULL bytes. 64 bits and the
+	 * barrier keep clang from checking one copy of the length and passing another. */
+	__u32 n = 0;
+	__u64 m = (__u64)full_len(r->limit) - 1;
+	asm volatile("" : "+r"(m));
+	if (m < SNAP_FULL && bpf_probe_read_kernel(fe->ev.data, m + 1, r->base) == 0)
+		n = m + 1;
+	fe->ev.snap_len = n;
+	if (bpf_ringbuf_output(&events, fe, __builtin_offsetof(struct event, data) + n, 0))
+		count_lost(lost_slot);
+}
+
+/* drop_header fills an event's fields for a packet kfree_skb frees. */
+static __always_inline void drop_header(struct event *ev, struct sk_buff *skb, __u64 location, __u32 reason,
+					__u32 ns, int fi)
+{
+	ev->ts_ns = bpf_ktime_get_ns();
+	ev->skb = (__u64)skb;
+	ev->location = location;
+	ev->netns = ns;
+	ev->len = BPF_CORE_READ(skb, len);
+	ev->reason = reason;
+	ev->protocol = BPF_CORE_READ(skb, protocol);
+	ev->kind = EV_DROP;
+	ev->dir = DIR_NONE;
+	ev->flags = 0;
+	ev->filter = fi;
+	struct net_device *dev = BPF_CORE_READ(skb, dev);
+	ev->ifindex = dev ? BPF_CORE_READ(dev, ifindex) : 0;
+	__builtin_memset(ev->ifname, 0, sizeof(ev->ifname));
+	if (dev)
+		bpf_probe_read_kernel_str(ev->ifname, sizeof(ev->ifname), dev->name);
+	clear_nf(ev);
+}
+
 static __always_inline int handle_drop(struct sk_buff *skb, __u64 location, __u32 reason)
 {
 	__u32 ns = skb_netns(skb);
@@ -686,28 +781,22 @@ static __always_inline int handle_drop(struct sk_buff *skb, __u64 location, __u3
 		fi = FILTER_UNFOLLOWED;
 	}
 
+	if (cfg_snaplen > SNAP_MAX) {
+		__u32 k = FULL_DROP;
+		struct full_event *fe = bpf_map_lookup_elem(&full_buf, &k);
+		if (!fe)
+			return 0;
+		drop_header(&fe->ev, skb, location, reason, ns, fi);
+		read_ct(skb, &fe->ev, -1);
+		output_full_kern(fe, &r, LOST_DROP);
+		return 0;
+	}
 	struct event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
 	if (!ev) {
 		count_lost(LOST_DROP);
 		return 0;
 	}
-	ev->ts_ns = bpf_ktime_get_ns();
-	ev->skb = (__u64)skb;
-	ev->location = location;
-	ev->netns = ns;
-	ev->len = BPF_CORE_READ(skb, len);
-	ev->reason = reason;
-	ev->protocol = BPF_CORE_READ(skb, protocol);
-	ev->kind = EV_DROP;
-	ev->dir = DIR_NONE;
-	ev->flags = 0;
-	ev->filter = fi;
-	struct net_device *dev = BPF_CORE_READ(skb, dev);
-	ev->ifindex = dev ? BPF_CORE_READ(dev, ifindex) : 0;
-	__builtin_memset(ev->ifname, 0, sizeof(ev->ifname));
-	if (dev)
-		bpf_probe_read_kernel_str(ev->ifname, sizeof(ev->ifname), dev->name);
-	clear_nf(ev);
+	drop_header(ev, skb, location, reason, ns, fi);
 	read_ct(skb, ev, -1);
 	snap_kern(ev, &r);
 	bpf_ringbuf_submit(ev, 0);
@@ -745,26 +834,11 @@ static __always_inline void dev_name(char *dst, struct net_device *dev)
 
 /* handle_nf reports a packet at a netfilter hook, with its conntrack state, and follows
  * its flow through NAT. It always accepts: the verdict is the ruleset's, not ours. */
-static __always_inline int handle_nf(struct sk_buff *skb, const struct nf_hook_state *st, __u8 pos)
+/* nf_header fills an event's fields, conntrack's included, for a packet a netfilter
+ * hook sees. */
+static __always_inline void nf_header(struct event *ev, struct sk_buff *skb, const struct nf_hook_state *st,
+				      __u8 pos, int fi, __u8 encap)
 {
-	/* The netfilter hooks only serve followed flows. */
-	if (cfg_agent && !following())
-		return 1;
-	struct reader r;
-	struct tuple t;
-	if (parse_kern(skb, &r, &t) < 0)
-		return 1;
-	int fi = match(&t);
-	if (fi < 0)
-		fi = match_ct(skb);
-	if (fi < 0)
-		return 1;
-
-	struct event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
-	if (!ev) {
-		count_lost(LOST_NF);
-		return 1;
-	}
 	ev->ts_ns = bpf_ktime_get_ns();
 	ev->skb = (__u64)skb;
 	ev->location = 0;
@@ -790,7 +864,39 @@ static __always_inline int handle_nf(struct sk_buff *skb, const struct nf_hook_s
 	ev->netns = net ? BPF_CORE_READ(net, ns.inum) : 0;
 	/* The conntrack entry of a tunnel's outer packet is the underlay's, not the flow's:
 	 * following it would follow every packet between the two nodes. */
-	read_ct(skb, ev, t.encap ? -1 : fi);
+	read_ct(skb, ev, encap ? -1 : fi);
+}
+
+static __always_inline int handle_nf(struct sk_buff *skb, const struct nf_hook_state *st, __u8 pos)
+{
+	/* The netfilter hooks only serve followed flows. */
+	if (cfg_agent && !following())
+		return 1;
+	struct reader r;
+	struct tuple t;
+	if (parse_kern(skb, &r, &t) < 0)
+		return 1;
+	int fi = match(&t);
+	if (fi < 0)
+		fi = match_ct(skb);
+	if (fi < 0)
+		return 1;
+
+	if (cfg_snaplen > SNAP_MAX) {
+		__u32 k = FULL_NF;
+		struct full_event *fe = bpf_map_lookup_elem(&full_buf, &k);
+		if (!fe)
+			return 1;
+		nf_header(&fe->ev, skb, st, pos, fi, t.encap);
+		output_full_kern(fe, &r, LOST_NF);
+		return 1;
+	}
+	struct event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
+	if (!ev) {
+		count_lost(LOST_NF);
+		return 1;
+	}
+	nf_header(ev, skb, st, pos, fi, t.encap);
 	snap_kern(ev, &r);
 	bpf_ringbuf_submit(ev, 0);
 	return 1; /* NF_ACCEPT */

@@ -4,6 +4,7 @@
 #define PATHTRACE_H
 
 #define SNAP_MAX 256
+#define SNAP_FULL 9216 /* full-packet mode: the most bytes an event carries (jumbo frames) */
 #define MAX_FILTERS 8
 #define MAX_VXLAN_PORTS 4
 

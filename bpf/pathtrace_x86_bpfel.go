@@ -77,6 +77,12 @@ type PathTraceFilter struct {
 	Addr    [16]uint8
 }
 
+type PathTraceFullEvent struct {
+	_    structs.HostLayout
+	Ev   PathTraceEvent
+	More [8960]uint8
+}
+
 type PathTraceLatEx struct {
 	_    structs.HostLayout
 	Ts   uint64
@@ -100,6 +106,7 @@ const (
 	PathTraceMapEvents               = "events"
 	PathTraceMapFilters              = "filters"
 	PathTraceMapFlows                = "flows"
+	PathTraceMapFullBuf              = "full_buf"
 	PathTraceMapIfaceClass           = "iface_class"
 	PathTraceMapLatExemplar          = "lat_exemplar"
 	PathTraceMapLatHist              = "lat_hist"
@@ -205,6 +212,7 @@ type PathTraceMapSpecs struct {
 	Events      *ebpf.MapSpec `ebpf:"events"`
 	Filters     *ebpf.MapSpec `ebpf:"filters"`
 	Flows       *ebpf.MapSpec `ebpf:"flows"`
+	FullBuf     *ebpf.MapSpec `ebpf:"full_buf"`
 	IfaceClass  *ebpf.MapSpec `ebpf:"iface_class"`
 	LatExemplar *ebpf.MapSpec `ebpf:"lat_exemplar"`
 	LatHist     *ebpf.MapSpec `ebpf:"lat_hist"`
@@ -266,6 +274,7 @@ type PathTraceMaps struct {
 	Events      *ebpf.Map `ebpf:"events"`
 	Filters     *ebpf.Map `ebpf:"filters"`
 	Flows       *ebpf.Map `ebpf:"flows"`
+	FullBuf     *ebpf.Map `ebpf:"full_buf"`
 	IfaceClass  *ebpf.Map `ebpf:"iface_class"`
 	LatExemplar *ebpf.Map `ebpf:"lat_exemplar"`
 	LatHist     *ebpf.Map `ebpf:"lat_hist"`
@@ -284,6 +293,7 @@ func (m *PathTraceMaps) Close() error {
 		m.Events,
 		m.Filters,
 		m.Flows,
+		m.FullBuf,
 		m.IfaceClass,
 		m.LatExemplar,
 		m.LatHist,

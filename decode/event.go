@@ -11,6 +11,11 @@ import (
 // bpf/pathtrace.h).
 const SnapMax = 256
 
+// SnapFull is the most packet bytes an event carries in full-packet mode (a snap
+// length above SnapMax; SNAP_FULL in bpf/pathtrace.h): such events are as long as
+// their packet, the bytes beyond SnapMax in Event.Full.
+const SnapFull = 9216
+
 // EventSize is the size of struct event in bpf/pathtrace.h.
 const EventSize = dataOff + SnapMax
 
@@ -118,6 +123,9 @@ type Event struct {
 	CTReply    CTTuple
 	SnapLen    uint16
 	Data       [SnapMax]byte
+	// Full holds all the captured bytes when there are more than SnapMax (full-packet
+	// mode); nil otherwise.
+	Full []byte
 }
 
 // OutIfnameString returns the output device of a netfilter event.
@@ -135,12 +143,19 @@ func cstr(b []byte) string {
 }
 
 // Packet returns the captured bytes.
-func (e *Event) Packet() []byte { return e.Data[:e.SnapLen] }
+func (e *Event) Packet() []byte {
+	if e.Full != nil {
+		return e.Full
+	}
+	return e.Data[:e.SnapLen]
+}
 
 // ParseEvent decodes one ring buffer record (struct event, native byte order) into ev.
 func ParseEvent(b []byte, ev *Event) error {
-	if len(b) < EventSize {
-		return fmt.Errorf("event record of %d bytes, want %d", len(b), EventSize)
+	// Full-packet mode sends events as long as their packet, shorter or longer than
+	// struct event.
+	if len(b) < dataOff {
+		return fmt.Errorf("event record of %d bytes, want at least %d", len(b), dataOff)
 	}
 	ne := binary.NativeEndian
 	ev.TimeNs = ne.Uint64(b[0:])
@@ -165,11 +180,20 @@ func ParseEvent(b []byte, ev *Event) error {
 	copy(ev.OutIfname[:], b[nfOff+16:origOff])
 	copy(ev.CTOrig[:], b[origOff:replOff])
 	copy(ev.CTReply[:], b[replOff:dataOff])
-	if snap > SnapMax {
-		return fmt.Errorf("event snap_len %d exceeds %d", snap, SnapMax)
+	if snap > SnapFull {
+		return fmt.Errorf("event snap_len %d exceeds %d", snap, SnapFull)
+	}
+	if len(b) < dataOff+int(snap) {
+		return fmt.Errorf("event record of %d bytes, want %d for its snap_len %d", len(b), dataOff+int(snap), snap)
 	}
 	ev.SnapLen = snap
-	copy(ev.Data[:snap], b[dataOff:dataOff+int(snap)])
+	ev.Full = nil
+	if snap > SnapMax {
+		ev.Full = append([]byte(nil), b[dataOff:dataOff+int(snap)]...)
+		copy(ev.Data[:], ev.Full)
+	} else {
+		copy(ev.Data[:snap], b[dataOff:dataOff+int(snap)])
+	}
 	if ev.Kind < KindHop || ev.Kind > KindRetrans {
 		return fmt.Errorf("event of unknown kind %d", ev.Kind)
 	}
@@ -206,6 +230,10 @@ func AppendEvent(b []byte, ev *Event) []byte {
 	copy(r[nfOff+16:origOff], ev.OutIfname[:])
 	copy(r[origOff:replOff], ev.CTOrig[:])
 	copy(r[replOff:dataOff], ev.CTReply[:])
+	if ev.SnapLen > SnapMax {
+		b = append(b, r[:dataOff]...)
+		return append(b, ev.Full[:ev.SnapLen]...)
+	}
 	copy(r[dataOff:], ev.Data[:ev.SnapLen])
 	return append(b, r[:]...)
 }

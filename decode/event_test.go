@@ -3,6 +3,8 @@ package decode_test
 import (
 	"bytes"
 	"encoding/binary"
+	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"unsafe"
@@ -53,7 +55,7 @@ func TestEventRoundTrip(t *testing.T) {
 	if err := decode.ParseEvent(rec, &out); err != nil {
 		t.Fatal(err)
 	}
-	if out != in {
+	if !reflect.DeepEqual(out, in) {
 		t.Errorf("round trip:\n got %+v\nwant %+v", out, in)
 	}
 	if got := out.IfnameString(); got != "veth1a2b3c4d" {
@@ -65,8 +67,31 @@ func TestEventRoundTrip(t *testing.T) {
 
 	// A record longer than the struct (ring buffer records are 8-byte aligned) is fine.
 	long := append(append([]byte(nil), rec...), 0, 0, 0, 0, 0, 0, 0, 0)
-	if err := decode.ParseEvent(long, &out); err != nil || out != in {
-		t.Errorf("longer record: err %v, equal %v", err, out == in)
+	if err := decode.ParseEvent(long, &out); err != nil || !reflect.DeepEqual(out, in) {
+		t.Errorf("longer record: err %v, equal %v", err, reflect.DeepEqual(out, in))
+	}
+
+	// Full-packet mode: a record as long as its 1500-byte packet, and one shorter than
+	// the struct for a 60-byte packet.
+	full := in
+	full.SnapLen = 1500
+	full.Full = make([]byte, 1500)
+	for i := range full.Full {
+		full.Full[i] = byte(i * 7)
+	}
+	copy(full.Data[:], full.Full)
+	frec := decode.AppendEvent(nil, &full)
+	if err := decode.ParseEvent(frec, &out); err != nil || !bytes.Equal(out.Packet(), full.Full) || !reflect.DeepEqual(out, full) {
+		t.Errorf("1500-byte packet: err %v, %d bytes back", err, len(out.Packet()))
+	}
+	if err := decode.ParseEvent(frec[:len(frec)-1], &out); err == nil {
+		t.Error("full record one byte short: no error")
+	}
+	small := in
+	small.SnapLen = 60
+	srec := decode.AppendEvent(nil, &small)[:176+60]
+	if err := decode.ParseEvent(srec, &out); err != nil || out.Full != nil || !bytes.Equal(out.Packet(), in.Data[:60]) {
+		t.Errorf("record of a 60-byte packet, shorter than the struct: err %v", err)
 	}
 
 	// Flags other than EVF_L2 do not make L2 true, and a clear bit makes it false.
@@ -94,10 +119,15 @@ func TestParseEventErrors(t *testing.T) {
 	rec := decode.AppendEvent(nil, &good)
 	var ev decode.Event
 
-	if err := decode.ParseEvent(rec[:decode.EventSize-1], &ev); err == nil {
+	// A record ends after its snap_len bytes of packet (full-packet mode sends no more).
+	short := 176 + int(good.SnapLen) - 1
+	if err := decode.ParseEvent(rec[:short], &ev); err == nil {
 		t.Error("short record: no error")
-	} else if !strings.Contains(err.Error(), "431") || !strings.Contains(err.Error(), "432") {
+	} else if !strings.Contains(err.Error(), strconv.Itoa(short)) || !strings.Contains(err.Error(), strconv.Itoa(short+1)) {
 		t.Errorf("short record: error %q does not give both sizes", err)
+	}
+	if err := decode.ParseEvent(rec[:175], &ev); err == nil || !strings.Contains(err.Error(), "175") {
+		t.Errorf("record shorter than the header: error %v", err)
 	}
 	if err := decode.ParseEvent(nil, &ev); err == nil {
 		t.Error("empty record: no error")
@@ -106,7 +136,11 @@ func TestParseEventErrors(t *testing.T) {
 	bad := append([]byte(nil), rec...)
 	binary.NativeEndian.PutUint16(bad[40:], decode.SnapMax+1)
 	if err := decode.ParseEvent(bad, &ev); err == nil || !strings.Contains(err.Error(), "257") {
-		t.Errorf("snap_len 257: error %v", err)
+		t.Errorf("snap_len 257 in a 432-byte record: error %v", err)
+	}
+	binary.NativeEndian.PutUint16(bad[40:], decode.SnapFull+1)
+	if err := decode.ParseEvent(append(bad, make([]byte, decode.SnapFull)...), &ev); err == nil || !strings.Contains(err.Error(), "9217") {
+		t.Errorf("snap_len 9217: error %v", err)
 	}
 	binary.NativeEndian.PutUint16(bad[40:], 0xffff)
 	if err := decode.ParseEvent(bad, &ev); err == nil {
@@ -197,7 +231,7 @@ func TestEventLayout(t *testing.T) {
 		Netns: 4026532000, Ifindex: 42, Len: 1514, Reason: 0x30005, SnapLen: 3, Protocol: 0xdd86,
 		Kind: decode.KindDrop, Dir: decode.Egress, L2: true, Filter: 5, Ifname: ifname("flannel.1")}
 	want.Data[0], want.Data[1], want.Data[2] = 0x60, 0x01, 0x02 // data past snap_len is not copied
-	if ev != want {
+	if !reflect.DeepEqual(ev, want) {
 		t.Errorf("kernel struct parsed as\n%+v\nwant\n%+v", ev, want)
 	}
 }

@@ -46,7 +46,8 @@ type RecorderConfig struct {
 	Dir   string // where the files go; it must exist and be writable
 	Clock Clock  // CLOCK_MONOTONIC to wall clock, for file names and packet times
 	// SnapLen is how many bytes of each packet are kept at each hop; 0 means 128, and
-	// decode.SnapMax or more keeps all that the kernel captured.
+	// decode.SnapFull keeps all that the kernel captured (whole packets in its
+	// full-packet mode).
 	SnapLen int
 	// The history kept of every flow: at most PrePackets packets (journeys; each is
 	// written at every hop it was seen at) no older than PreAge before the newest.
@@ -189,7 +190,7 @@ func NewRecorder(cfg RecorderConfig) (*Recorder, error) {
 		}
 	}
 	def(&cfg.SnapLen, 128)
-	cfg.SnapLen = min(cfg.SnapLen, decode.SnapMax)
+	cfg.SnapLen = min(cfg.SnapLen, decode.SnapFull)
 	def(&cfg.PrePackets, 64)
 	defDur(&cfg.PreAge, 10*time.Second)
 	def(&cfg.PostPackets, 64)

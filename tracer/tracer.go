@@ -40,7 +40,7 @@ type Config struct {
 	AttachMode string            // AttachAuto, AttachTCX or AttachClsact
 	DropHook   string            // DropAuto, DropTPBTF, DropRawTP, DropRawTPNoReason or DropNone
 	Selectors  []decode.Selector // which packets to report; at most MaxSelectors
-	SnapLen    int               // packet bytes per event, 1..decode.SnapMax; 0 means the maximum
+	SnapLen    int               // packet bytes per event, 1..decode.SnapFull (above SnapMax: full-packet mode); 0 means decode.SnapMax
 	VXLANPorts []uint16          // nil means decode.DefaultVXLANPorts; at most 4
 	QueueLen   int               // events buffered between the ring buffer and the consumer; 0 means 16384
 	RingBytes  int               // ring buffer size, a power of two multiple of the page size; 0 means 4 MiB
@@ -239,8 +239,8 @@ func validate(cfg *Config) error {
 	if cfg.SnapLen == 0 {
 		cfg.SnapLen = decode.SnapMax
 	}
-	if cfg.SnapLen < 0 || cfg.SnapLen > decode.SnapMax {
-		return fmt.Errorf("snap length %d: want 1..%d", cfg.SnapLen, decode.SnapMax)
+	if cfg.SnapLen < 0 || cfg.SnapLen > decode.SnapFull {
+		return fmt.Errorf("snap length %d: want 1..%d", cfg.SnapLen, decode.SnapFull)
 	}
 	if cfg.VXLANPorts == nil {
 		cfg.VXLANPorts = decode.DefaultVXLANPorts

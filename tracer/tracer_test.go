@@ -59,7 +59,7 @@ func TestConfigErrors(t *testing.T) {
 		{Config{Selectors: sel, AttachMode: "xdp"}, `attach mode "xdp"`},
 		{Config{Selectors: sel, DropHook: "kprobe"}, `drop hook "kprobe"`},
 		{Config{Selectors: make([]decode.Selector, 9)}, "at most 8"},
-		{Config{Selectors: sel, SnapLen: 1000}, "snap length"},
+		{Config{Selectors: sel, SnapLen: decode.SnapFull + 1}, "snap length"},
 		{Config{Selectors: sel, RingBytes: 5000}, "power of two"},
 		{Config{Selectors: sel, VXLANPorts: []uint16{1, 2, 3, 4, 5}}, "at most 4"},
 	} {

@@ -556,8 +556,9 @@ func TestMetricsSeriesBounded(t *testing.T) {
 	vocabulary := map[string]*regexp.Regexp{
 		"hop": regexp.MustCompile(hop), "from_hop": regexp.MustCompile(hop), "to_hop": regexp.MustCompile(hop),
 		"direction": regexp.MustCompile(`^(ingress|egress)$`), "reason": regexp.MustCompile(`^[A-Z][A-Z0-9_]*$`),
-		"stage": regexp.MustCompile(`^(ringbuf|ratelimit|map|queue)$`), "trigger": regexp.MustCompile(`^(drop|stall|lost)$`),
-		"le": regexp.MustCompile(`^([0-9.e+-]+|\+Inf)$`),
+		"stage": regexp.MustCompile(`^(ringbuf|ratelimit|map|queue)$`), "trigger": regexp.MustCompile(`^(drop|stall|lost|retransmit)$`),
+		"limit": regexp.MustCompile(`^(max-open-files|max-files|max-dir-bytes|max-file-bytes)$`),
+		"le":    regexp.MustCompile(`^([0-9.e+-]+|\+Inf)$`),
 	}
 	for _, ss := range [][]sample{base, with, without} {
 		for _, s := range ss {

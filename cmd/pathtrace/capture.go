@@ -32,7 +32,7 @@ type captureOpts struct {
 
 func (c *captureOpts) flags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.dir, "pcap-dir", "", "keep a bounded history of every flow's recent packets and write a flagged flow's (drop, lost, stall, retransmit) to a pcapng file in this directory")
-	fs.IntVar(&c.snaplen, "pcap-snaplen", 128, fmt.Sprintf("bytes kept of each packet at each hop, 64..%d (the kernel copies as many)", decode.SnapMax))
+	fs.IntVar(&c.snaplen, "pcap-snaplen", 128, fmt.Sprintf("bytes kept of each packet at each hop, 64..%d (the kernel copies as many; above %d, whole packets up to that size)", decode.SnapFull, decode.SnapMax))
 	fs.IntVar(&c.pre, "pcap-pre", 64, "packets of a flow kept from before its trigger")
 	fs.DurationVar(&c.preAge, "pcap-pre-age", 10*time.Second, "and no older than this before the newest")
 	fs.IntVar(&c.post, "pcap-post", 64, "packets written after the trigger")
@@ -49,8 +49,8 @@ func (c *captureOpts) validate() error {
 	if c.dir == "" {
 		return nil
 	}
-	if c.snaplen < 64 || c.snaplen > decode.SnapMax {
-		return fmt.Errorf("--pcap-snaplen %d: want 64..%d", c.snaplen, decode.SnapMax)
+	if c.snaplen < 64 || c.snaplen > decode.SnapFull {
+		return fmt.Errorf("--pcap-snaplen %d: want 64..%d", c.snaplen, decode.SnapFull)
 	}
 	if c.timeout <= 0 {
 		return fmt.Errorf("--pcap-timeout %v: want more than 0", c.timeout)

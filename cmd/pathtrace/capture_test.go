@@ -302,3 +302,94 @@ func TestAgentPcapDirErrors(t *testing.T) {
 	}
 	assertNoLeak(t)
 }
+
+// Full-packet mode: with --snaplen above 256 the kernel sends events as long as their
+// packets, and the file holds whole 1400-byte datagrams at every hop.
+func TestFollowPcapFullPackets(t *testing.T) {
+	needLab(t)
+	needTshark(t)
+	file := filepath.Join(t.TempDir(), "full.pcapng")
+	f := startFollow(t, "node-a", "--snaplen", "9216", "--ring-size", "16777216", "--pcap", file, "--proto", "udp", "10.244.2.57:8080")
+	if out, err := pod(t, "a-api", "udp", "10.244.2.57:8080", "--count", "5", "--size", "1400", "--wait", "300ms"); err != nil {
+		t.Fatalf("udp: %v %s", err, out)
+	}
+	js := f.stop(t)
+	rows, code := tsharkRows(t, file, "frame.interface_name", "frame.len", "frame.cap_len", "udp.length", "ip.src")
+	if code != 0 || len(rows) == 0 {
+		t.Fatalf("tshark (exit %d) read %d packets; %d journeys\n%s", code, len(rows), len(js), f.stderr.String())
+	}
+	whole := map[string]int{}
+	for _, r := range rows {
+		if r[1] != r[2] {
+			t.Errorf("%s: %s bytes captured of %s", r[0], r[2], r[1])
+		}
+		if r[3] == "1408" {
+			whole[r[0]]++
+		}
+	}
+	// Each of the 5 datagrams, whole, leaving the pod and going out of the node
+	// (inside VXLAN on eth0).
+	for _, hop := range []string{"node-a/veth1a23", "node-a/eth0"} {
+		if whole[hop] < 5 {
+			t.Errorf("%s: %d whole 1400-byte datagrams in the file, want 5 (%v)", hop, whole[hop], whole)
+		}
+	}
+}
+
+// A full disk: the capture stops (its file cut back to whole blocks), the condition is
+// counted and logged once, and tracing and metrics go on. The capture directory is a
+// 64 KiB tmpfs the test mounts.
+func TestAgentPcapDiskFull(t *testing.T) {
+	needLab(t)
+	needTshark(t)
+	dir := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=64k", "pathtrace-test", dir).CombinedOutput(); err != nil {
+		t.Fatalf("mount a small tmpfs: %v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", dir).Run() })
+	a := startAgent(t, "node-b", "--pcap-dir", dir, "--pcap-snaplen", "9216", "--pcap-max-files", "10000")
+	rule := []string{"FORWARD", "-d", "10.244.1.23/32", "-p", "udp", "--dport", "8080", "-j", "DROP"}
+	inNode(t, "node-b", append([]string{"iptables", "-w", "-I"}, rule...)...)
+	t.Cleanup(func() {
+		exec.Command("ip", append([]string{"netns", "exec", labPrefix + "-node-b", "iptables", "-w", "-D"}, rule...)...).Run()
+	})
+	nfDrops := func() float64 { return sum(a.scrape(t), "pathtrace_drops_total", "reason", nfDrop) }
+	before := nfDrops()
+	// 1400-byte datagrams, each written at three hops: 64 KiB fill after a dozen.
+	if out, err := pod(t, "b-api", "udp", "10.244.1.23:8080", "--count", "60", "--size", "1400", "--interval", "5ms"); err != nil {
+		t.Fatalf("udp: %v %s", err, out)
+	}
+	time.Sleep(time.Second)
+	ss := a.scrape(t)
+	if got := sum(ss, "pathtrace_capture_write_errors_total"); got < 1 {
+		t.Errorf("pathtrace_capture_write_errors_total %v after filling the disk\n%s", got, a.stderr.String())
+	}
+	if got := sum(ss, "pathtrace_drops_total", "reason", nfDrop) - before; got != 60 {
+		t.Errorf("the agent counted %v NETFILTER_DROP, want 60: tracing must go on", got)
+	}
+	if n := strings.Count(a.stderr.String(), "no space left on device"); n != 1 {
+		t.Errorf("the full disk logged %d times, want once:\n%s", n, a.stderr.String())
+	}
+	// More drops on the full disk: still counted, still logged once.
+	if out, err := pod(t, "b-api", "udp", "10.244.1.23:8080", "--count", "10", "--size", "1400"); err != nil {
+		t.Fatalf("udp: %v %s", err, out)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if got := nfDrops() - before; got != 70 {
+		t.Errorf("after the disk filled: %v NETFILTER_DROP counted, want 70", got)
+	}
+	a.terminate(t)
+	if n := strings.Count(a.stderr.String(), "no space left on device"); n != 1 {
+		t.Errorf("the full disk logged %d times, want once:\n%s", n, a.stderr.String())
+	}
+	files, _ := filepath.Glob(filepath.Join(dir, "*.pcapng"))
+	if len(files) == 0 {
+		t.Fatalf("no capture file on the full disk")
+	}
+	for _, f := range files {
+		if rows, code := tsharkRows(t, f, "frame.interface_name"); code != 0 || len(rows) == 0 {
+			t.Errorf("%s: tshark exit %d, %d packets: a file cut by a full disk must end with whole blocks", f, code, len(rows))
+		}
+	}
+	assertNoLeak(t)
+}

@@ -42,9 +42,8 @@ func agentAddrs(flag []string) ([]string, error) {
 // agent ends it.
 //
 // With --pcap each agent also sends its journeys' packets as pcapng, in frames between
-// the journeys. One agent's stream is written to the file as it comes; with several,
-// each agent's goes to a file of its own beside the output, and they are put one after
-// the other (a pcapng section each) when the follow ends.
+// the journeys. One agent's stream is written to the file as it comes; several are
+// merged into one pcapng section.
 func followViaAgents(paths []string, o *followOpts, sels []string, stdout, stderr io.Writer, pc *pcapOut) error {
 	ctx, stop := signalContext()
 	defer stop()
@@ -55,15 +54,8 @@ func followViaAgents(paths []string, o *followOpts, sels []string, stdout, stder
 	}
 	req := followRequest{Selectors: sels, Proto: o.proto, JSON: o.json, Timeout: o.timeout.String(),
 		Stall: o.stall.String(), Oneway: o.oneway.String(), Count: o.count, Pcap: pc != nil, SnapLen: o.snaplen}
-	sinks, err := pc.sinks(len(paths))
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err := pc.join(sinks); err != nil {
-			fmt.Fprintf(stderr, "pathtrace: --pcap: %v\n", err)
-		}
-	}()
+	pc.startAgents(len(paths), stderr)
+	defer pc.endAgents()
 	var conns []net.Conn
 	defer func() {
 		for _, c := range conns {
@@ -116,7 +108,7 @@ func followViaAgents(paths []string, o *followOpts, sels []string, stdout, stder
 			defer wg.Done()
 			for {
 				if n, ok := pcapFrame(r); ok {
-					if err := pc.frame(sinks, i, r, n, stderr); err != nil {
+					if err := pc.frame(i, r, n, stderr); err != nil {
 						return
 					}
 					continue

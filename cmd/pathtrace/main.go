@@ -164,7 +164,7 @@ func followFlags() (*pflag.FlagSet, *followOpts) {
 	fs.StringVar(&o.nfHook, "nf-hook", tracer.NFAuto, "netfilter hooks: auto (netfilter links, else a kprobe on nf_hook_slow), link, kprobe or none")
 	fs.StringVar(&o.netns, "netns", "", "trace in this network namespace (name under /run/netns, or a path) instead of the current one")
 	fs.UintSliceVar(&o.vxlanPorts, "vxlan-ports", []uint{8472, 4789}, "UDP ports that carry VXLAN (at most 4)")
-	fs.IntVar(&o.snaplen, "snaplen", decode.SnapMax, fmt.Sprintf("packet bytes copied per event (64..%d)", decode.SnapMax))
+	fs.IntVar(&o.snaplen, "snaplen", decode.SnapMax, fmt.Sprintf("packet bytes copied per event, 64..%d; above %d the kernel sends events as long as their packets (whole packets up to %d bytes; raise --ring-size)", decode.SnapFull, decode.SnapMax, decode.SnapFull))
 	fs.IntVar(&o.queue, "queue", 16384, "events buffered between the kernel and the decoder (dropped and counted beyond)")
 	fs.StringSliceVar(&o.agents, "agents", nil, "follow through these agents (unix:PATH,...); default: the agent at unix:"+DefaultAgentSocket+" if one answers, else trace standalone")
 	fs.StringVar(&o.pcap, "pcap", "", "also write the followed packets, as seen at every hop, to this pcapng file (\"-\": standard output, and the journeys go to standard error)")
@@ -285,8 +285,8 @@ func (o *followOpts) tracerConfig(args []string) (tracer.Config, error) {
 	if o.count < 0 || o.duration < 0 || o.timeout <= 0 || o.stall < 0 || o.oneway < 0 {
 		return cfg, errors.New("--count, --duration, --stall and --oneway must not be negative, --timeout must be positive")
 	}
-	if o.snaplen < 64 || o.snaplen > decode.SnapMax {
-		return cfg, fmt.Errorf("--snaplen %d: want 64..%d", o.snaplen, decode.SnapMax)
+	if o.snaplen < 64 || o.snaplen > decode.SnapFull {
+		return cfg, fmt.Errorf("--snaplen %d: want 64..%d", o.snaplen, decode.SnapFull)
 	}
 	if len(o.vxlanPorts) > 4 {
 		return cfg, errors.New("--vxlan-ports: at most 4")

@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"sync"
+
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/pcapgo"
 
 	"github.com/pathtrace/pathtrace/decode"
 	"github.com/pathtrace/pathtrace/exporter"
@@ -24,6 +26,7 @@ type pcapOut struct {
 	mu     sync.Mutex
 	frames int
 	bytes  int64
+	merge  *pcapMerge // several agents
 }
 
 // openPcapOut opens the --pcap destination before anything is attached, so that a bad
@@ -98,75 +101,165 @@ func (t *pcapTee) Write(j *decode.Journey) error {
 
 func (t *pcapTee) WriteOneWay(o *decode.OneWay) error { return t.out.WriteOneWay(o) }
 
-// sinks returns where each of n agents' pcapng frames go: the output itself for one
-// agent, else a file per agent beside it (or in the temporary directory for "-").
-func (p *pcapOut) sinks(n int) ([]*os.File, error) {
+// startAgents prepares for n agents' pcapng streams: one agent's is copied to the
+// output as it comes (it is a whole pcapng section); several are read back and written
+// as one section, each agent's interfaces with ids of their own (a file of several
+// sections is valid pcapng, but tools before Wireshark 4.2 mix their interfaces up).
+func (p *pcapOut) startAgents(n int, stderr io.Writer) {
 	if p == nil {
-		return nil, nil
+		return
 	}
-	p.pcap = exporter.NewPcap(io.Discard, exporter.PcapConfig{}) // counts nothing; the agents encode
-	if n == 1 {
-		return nil, nil
+	p.pcap = exporter.NewPcap(io.Discard, exporter.PcapConfig{}) // the agents encode
+	if n > 1 {
+		p.merge = newPcapMerge(p.w, n, stderr)
 	}
-	dir, pattern := os.TempDir(), "pathtrace-pcap-*"
-	if p.f != nil {
-		dir, pattern = filepath.Dir(p.name), "."+filepath.Base(p.name)+".agent-*"
-	}
-	var out []*os.File
-	for range n {
-		f, err := os.CreateTemp(dir, pattern)
-		if err != nil {
-			for _, f := range out {
-				f.Close()
-				os.Remove(f.Name())
-			}
-			return nil, fmt.Errorf("--pcap: %w", err)
-		}
-		out = append(out, f)
-	}
-	return out, nil
 }
 
 // frame copies one frame of n bytes from agent i's stream to where it goes. A write
 // error stops the capture (one warning), not the follow; a read error ends the stream.
-func (p *pcapOut) frame(sinks []*os.File, i int, r io.Reader, n int, stderr io.Writer) error {
+func (p *pcapOut) frame(i int, r io.Reader, n int, stderr io.Writer) error {
 	buf := make([]byte, n)
 	if _, err := io.ReadFull(r, buf); err != nil {
 		return err
-	}
-	var w io.Writer = p.w
-	if sinks != nil {
-		w = sinks[i]
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.err != nil {
 		return nil
 	}
-	if _, err := w.Write(buf); err != nil {
-		p.err = err
-		fmt.Fprintf(stderr, "pathtrace: WARNING: capture to %s stopped (write failed: %v); tracing goes on\n", p.name, err)
-		return nil
-	}
 	p.frames++
 	p.bytes += int64(n)
+	if p.merge != nil {
+		p.merge.in[i].Write(buf) // an error is the merge's own, reported by it
+		return nil
+	}
+	if _, err := p.w.Write(buf); err != nil {
+		p.err = err
+		fmt.Fprintf(stderr, "pathtrace: WARNING: capture to %s stopped (write failed: %v); tracing goes on\n", p.name, err)
+	}
 	return nil
 }
 
-// join puts the agents' files one after the other into the output and removes them.
-func (p *pcapOut) join(sinks []*os.File) error {
-	if p == nil {
+// endAgents waits for the merge, if any, to write what the agents sent.
+func (p *pcapOut) endAgents() {
+	if p == nil || p.merge == nil {
+		return
+	}
+	p.merge.close()
+	p.bytes = p.merge.size
+}
+
+// pcapMerge writes the packets of several pcapng streams into one section.
+type pcapMerge struct {
+	mu     sync.Mutex
+	out    *countWriter
+	ng     *pcapgo.NgWriter
+	ids    map[[2]int]int // (stream, interface id in it) -> interface id in the output
+	in     []*io.PipeWriter
+	wg     sync.WaitGroup
+	err    error
+	stderr io.Writer
+	size   int64
+}
+
+type countWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countWriter) Write(b []byte) (int, error) {
+	n, err := c.w.Write(b)
+	c.n += int64(n)
+	return n, err
+}
+
+func newPcapMerge(out io.Writer, n int, stderr io.Writer) *pcapMerge {
+	m := &pcapMerge{out: &countWriter{w: out}, ids: map[[2]int]int{}, stderr: stderr}
+	for i := range n {
+		pr, pw := io.Pipe()
+		m.in = append(m.in, pw)
+		m.wg.Add(1)
+		go m.read(i, pr)
+	}
+	return m
+}
+
+// read copies one stream's packets, with their comments and flags, to the output.
+func (m *pcapMerge) read(i int, pr *io.PipeReader) {
+	defer m.wg.Done()
+	defer pr.Close()
+	r, err := pcapgo.NewNgReader(pr, pcapgo.NgReaderOptions{WantMixedLinkType: true})
+	if err != nil {
+		if !errors.Is(err, io.EOF) {
+			m.fail(fmt.Errorf("agent %d's pcapng stream: %w", i+1, err))
+		}
+		io.Copy(io.Discard, pr)
+		return
+	}
+	for {
+		data, ci, opts, err := r.ReadPacketDataWithOptions()
+		if err != nil {
+			if !errors.Is(err, io.EOF) {
+				m.fail(fmt.Errorf("agent %d's pcapng stream: %w", i+1, err))
+			}
+			io.Copy(io.Discard, pr)
+			return
+		}
+		intf, err := r.Interface(ci.InterfaceIndex)
+		if err == nil {
+			err = m.write(i, intf, ci, data, opts)
+		}
+		if err != nil {
+			m.fail(err)
+		}
+	}
+}
+
+func (m *pcapMerge) write(stream int, intf pcapgo.NgInterface, ci gopacket.CaptureInfo, data []byte, opts pcapgo.NgPacketOptions) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.err != nil {
 		return nil
 	}
-	var first error
-	for _, f := range sinks {
-		if _, err := f.Seek(0, io.SeekStart); err == nil && p.err == nil {
-			if _, err := io.Copy(p.w, f); err != nil && first == nil {
-				first = err
-			}
+	key := [2]int{stream, ci.InterfaceIndex}
+	id, ok := m.ids[key]
+	if !ok {
+		var err error
+		if m.ng == nil {
+			m.ng, err = pcapgo.NewNgWriterInterface(m.out, intf, pcapgo.NgWriterOptions{
+				SectionInfo: pcapgo.NgSectionInfo{Application: "pathtrace " + version, Comment: "pathtrace follow through several agents"}})
+			id = 0
+		} else {
+			id, err = m.ng.AddInterface(intf)
 		}
-		f.Close()
-		os.Remove(f.Name())
+		if err != nil {
+			return err
+		}
+		m.ids[key] = id
 	}
-	return first
+	ci.InterfaceIndex = id
+	if err := m.ng.WritePacketWithOptions(ci, data, opts); err != nil {
+		return err
+	}
+	return m.ng.Flush()
+}
+
+// fail stops the merge at its first error, with one warning.
+func (m *pcapMerge) fail(err error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.err == nil {
+		m.err = err
+		fmt.Fprintf(m.stderr, "pathtrace: WARNING: capture stopped (%v); tracing goes on\n", err)
+	}
+}
+
+func (m *pcapMerge) close() {
+	for _, pw := range m.in {
+		pw.Close()
+	}
+	m.wg.Wait()
+	m.mu.Lock()
+	m.size = m.out.n
+	m.mu.Unlock()
 }
