@@ -345,6 +345,37 @@ for ((k = 1; k <= PAIRS; k++)); do
 	on_run "$k"
 done
 
+# ---- the accounting floor -----------------------------------------------------
+# An empty tc program on the same hooks (clsact, in the lab's node namespaces only),
+# its run time from the same accounting, during the same UDP run: what any tc program
+# costs by that measure before it does anything.
+log "accounting floor: an empty tc program on the agents' hooks"
+clang-14 -O2 -g -target bpf -I/usr/include/"$(uname -m)"-linux-gnu -c "$repo/scripts/bench-empty-tc.c" -o "$work/empty.o" 2>"$work/empty.log" ||
+	{ cat "$work/empty.log" >&2; die "cannot build the empty tc program"; }
+empty_devs=()
+for node in node-a node-b; do
+	for dev in $(ip -n "$P-$node" -o link show | awk -F': ' '{ sub(/@.*/, "", $2); print $2 }'); do
+		case $dev in veth* | cni0 | flannel.1 | eth0) ;; *) continue ;; esac
+		ip netns exec "$P-$node" tc qdisc add dev "$dev" clsact 2>/dev/null || true
+		ip netns exec "$P-$node" tc filter add dev "$dev" ingress bpf da obj "$work/empty.o" sec tc &&
+			ip netns exec "$P-$node" tc filter add dev "$dev" egress bpf da obj "$work/empty.o" sec tc ||
+			die "attach the empty tc program to $dev in $P-$node"
+		empty_devs+=("$node/$dev")
+	done
+done
+empty_ids=$(bpftool prog show -j | jq -r '[.[] | select(.name == "empty") | .id] | map(tostring) | join(",")')
+[[ -n $empty_ids ]] || die "the empty tc programs are not loaded"
+sysctl -qw kernel.bpf_stats_enabled=1
+bpf_snap "$work/empty0" "$empty_ids"
+iperf "empty-udp" "${UDP_ARGS[@]}"
+bpf_snap "$work/empty1" "$empty_ids"
+sysctl -qw kernel.bpf_stats_enabled=0
+for nd in "${empty_devs[@]}"; do
+	ip netns exec "$P-${nd%%/*}" tc qdisc del dev "${nd#*/}" clsact
+done
+empty_ns=$(awk 'NR == FNR { t[$1] = $3; c[$1] = $4; next } ($1 in t) { dt += $3 - t[$1]; dc += $4 - c[$1] }
+	END { if (dc > 0) printf "%.1f", dt / dc }' "$work/empty0" "$work/empty1")
+
 # ---- capture cost ------------------------------------------------------------
 # With --pcap-dir an agent follows every flow: each packet is an event at each of its
 # hops, decoded and kept in the flows' histories. UDP with 64-byte payloads at rising
@@ -403,18 +434,20 @@ verdict() {
 	# BPF programs: ns per run over every accounting run (TCP and UDP); runs and ns per
 	# UDP packet sent from the UDP ones. Programs that never ran are listed below the table.
 	udp_sent_on=$(awk '$1 == "on" { s += $9 } END { print s + 0 }' "$work/runs")
-	awk -v sent="$udp_sent_on" -v tc=" ${TC_PROGS[*]} " -v notrun="$work/notrun" '
-		function row(p,   ns, target, met) {
+	awk -v sent="$udp_sent_on" -v tc=" ${TC_PROGS[*]} " -v notrun="$work/notrun" -v floor="$empty_ns" '
+		function row(p,   ns, target, met, own) {
 			if (!(p in seen)) return
 			if (c[p] == 0) { if (!(p in done)) printf "%s ", p >notrun; done[p] = 1; return }
 			ns = t[p] / c[p]
 			target = "-"; met = "-"
+			own = ""
 			if (index(tc, " " p " ")) {
 				target = "<= 100 ns"
 				met = (ns <= 100) ? "yes" : sprintf("NO (over by %.0f ns)", ns - 100)
+				if (floor != "") own = sprintf(" (%.0f above the floor)", ns - floor)
 			}
-			printf "BPF %s, ns per run|-|%.2fM runs; %.1f/pkt = %.0f ns/pkt|%.1f ns|%s|%s\n", p, c[p] / 1e6,
-				sent ? uc[p] / sent : 0, sent ? ut[p] / sent : 0, ns, target, met
+			printf "BPF %s, ns per run|-|%.2fM runs; %.1f/pkt = %.0f ns/pkt|%.1f ns%s|%s|%s\n", p, c[p] / 1e6,
+				sent ? uc[p] / sent : 0, sent ? ut[p] / sent : 0, ns, own, target, met
 			done[p] = 1
 		}
 		{ t[$2] += $3; c[$2] += $4; if ($1 == "udp") { ut[$2] += $3; uc[$2] += $4; tot += $3 }; seen[$2] = 1 }
@@ -423,6 +456,7 @@ verdict() {
 			for (i = 1; i <= n; i++) row(order[i])
 			for (p in seen) if (!(p in done)) row(p)
 			if (sent) printf "BPF all programs, per UDP packet sent|-|both nodes, every hop|%.0f ns|-|-\n", tot / sent
+			if (floor != "") printf "BPF floor: an empty tc program, same hooks and accounting|-|the UDP run, clsact|%.1f ns|-|-\n", floor
 		}' "$work/bpf.acc"
 	if [[ -s $work/stats-cost ]]; then
 		read -r s_off s_on <"$work/stats-cost"
