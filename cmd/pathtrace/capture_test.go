@@ -258,7 +258,23 @@ func TestAgentPcapDir(t *testing.T) {
 			t.Fatalf("no capture file for the dropped flow in %s: %v\n%s", dir, ls, a.stderr.String())
 		}
 	}
-	// Killed with the file open (its post window is 30 s): readable to its last block.
+	// A SYN the policy drops: its file holds the SYN at the hops before the drop, then
+	// as the kernel freed it, with the reason.
+	fault(t, "policy")
+	if out, err := pod(t, "b-api", "tcp", "10.244.1.42:6379", "--timeout", "300ms"); err == nil {
+		t.Fatalf("SYN got through the policy: %s", out)
+	}
+	var synFile string
+	for start := time.Now(); synFile == ""; time.Sleep(100 * time.Millisecond) {
+		if m, _ := filepath.Glob(filepath.Join(dir, "*_tcp_10.244.2.57-*_10.244.1.42-6379_drop.pcapng")); len(m) == 1 {
+			synFile = m[0]
+		} else if time.Since(start) > 5*time.Second {
+			ls, _ := os.ReadDir(dir)
+			t.Fatalf("no capture file for the dropped SYN in %s: %v\n%s", dir, ls, a.stderr.String())
+		}
+	}
+
+	// Killed with the files open (their post window is 30 s): readable to the last block.
 	time.Sleep(300 * time.Millisecond)
 	if got := sum(a.scrape(t), "pathtrace_capture_files_total"); got < 1 {
 		t.Errorf("pathtrace_capture_files_total %v", got)
@@ -285,16 +301,40 @@ func TestAgentPcapDir(t *testing.T) {
 		t.Errorf("want the datagrams that left before the drop (%d, want >= 2) and the dropped one (%d):\n%v", before, dropped, rows)
 	}
 	t.Logf("%s: %d packets, %d forwarded before the drop, %d drops", filepath.Base(file), len(rows), before, dropped)
+
+	rows, code = tsharkRows(t, synFile, "frame.interface_name", "tcp.flags.str", "tcp.dstport", "frame.comment")
+	var hops []string
+	for _, r := range rows {
+		if !strings.Contains(r[1], "S") || r[2] != "6379" {
+			t.Errorf("not the SYN to 6379: %v", r)
+		}
+		hops = append(hops, r[0])
+		if r[0] == "node-b/kfree_skb" {
+			if !strings.Contains(r[3], "NETFILTER_DROP") {
+				t.Errorf("the dropped SYN's comment does not name the drop reason: %q", r[3])
+			}
+			break
+		}
+	}
+	if code != 0 || strings.Join(hops, " ") != "node-b/veth2b57 node-b/cni0 node-b/kfree_skb" {
+		t.Errorf("dropped SYN's file (tshark exit %d): hops %v, want veth2b57, cni0, then kfree_skb", code, hops)
+	}
 	assertNoLeak(t)
 }
 
-// A capture directory that is missing or not a directory is an error at start, with
-// nothing attached.
+// A capture directory that is missing, not a directory or not writable is an error at
+// start, with nothing attached.
 func TestAgentPcapDirErrors(t *testing.T) {
 	needLab(t)
 	notDir := filepath.Join(t.TempDir(), "file")
 	os.WriteFile(notDir, nil, 0o644)
-	for _, d := range []string{filepath.Join(t.TempDir(), "missing"), notDir} {
+	// Root writes anywhere but on a read-only file system.
+	readOnly := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "ro,size=64k", "pathtrace-test", readOnly).CombinedOutput(); err != nil {
+		t.Fatalf("mount a read-only tmpfs: %v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", readOnly).Run() })
+	for _, d := range []string{filepath.Join(t.TempDir(), "missing"), notDir, readOnly} {
 		a := launchAgent(t, "node-b", freeAddr(t), filepath.Join(t.TempDir(), "b.sock"), "--pcap-dir", d)
 		if code := a.exitCode(t, 20*time.Second); code != 1 || !strings.Contains(a.stderr.String(), "--pcap-dir") {
 			t.Errorf("--pcap-dir %s: exit %d, want 1 with an error naming --pcap-dir:\n%s", d, code, a.stderr.String())
