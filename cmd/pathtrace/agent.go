@@ -589,7 +589,6 @@ func (a *agent) serveFollower(ctx context.Context, c net.Conn) {
 		reply(followReply{Error: err.Error()})
 		return
 	}
-	reply(followReply{OK: true, Node: a.o.node, Mode: a.tr.Mode().String()})
 
 	syms, _ := tracer.LoadSymbols()
 	asm := decode.NewAssembler(decode.Config{Node: a.o.node, Timeout: timeout, Stall: stall,
@@ -604,6 +603,13 @@ func (a *agent) serveFollower(ctx context.Context, c net.Conn) {
 			SnapLen: req.SnapLen, Comment: "pathtrace follow " + strings.Join(req.Selectors, " ") + " through the agent of node " + a.o.node})}
 	}
 	r := &runner{asm: asm, out: &flagWriter{Writer: out, flagged: &a.flagged}, limit: req.Count}
+	if nf := a.tr.Mode().NF; nf == tracer.NFLink || nf == tracer.NFKprobe {
+		// As standalone: the rule behind a netfilter drop, from the node's ruleset.
+		r.expl = newExplainer(a.o.netns, a.tr, a.stderr)
+		defer r.expl.close()
+	}
+	// Ready only now: the rule counters are read before the follower's first packet.
+	reply(followReply{OK: true, Node: a.o.node, Mode: a.tr.Mode().String()})
 	if oneway > 0 {
 		r.watch = decode.NewFlowWatch(oneway)
 	}

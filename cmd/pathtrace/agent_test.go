@@ -873,3 +873,28 @@ func assertNoLeak(t *testing.T) {
 		}
 	}
 }
+
+// Through the agent, as standalone, a netfilter drop names its rule.
+func TestAgentFollowNamesRule(t *testing.T) {
+	needLab(t)
+	fault(t, "policy")
+	b := startAgent(t, "node-b")
+	f := agentFollow(t, []*agentProc{b}, "10.244.1.42:6379")
+	if out, err := pod(t, "b-api", "tcp", "10.244.1.42:6379", "--timeout", "300ms"); err == nil {
+		t.Fatalf("SYN got through the policy: %s", out)
+	}
+	js := f.stop(t)
+	want := "dropped by filter/FORWARD rule 1: -A FORWARD -d 10.244.1.42/32 -p tcp -m tcp --dport 6379 -j DROP"
+	named := 0
+	for _, j := range js {
+		if j.Drop != nil && j.Drop.Reason == nfDrop {
+			if j.Drop.Rule != want {
+				t.Errorf("drop rule %q, want %q", j.Drop.Rule, want)
+			}
+			named++
+		}
+	}
+	if named == 0 {
+		t.Errorf("no NETFILTER_DROP journey through the agent:\n%s", dump(js))
+	}
+}
