@@ -78,6 +78,8 @@ type agent struct {
 	flagged flagCounter
 	qdrops  atomic.Uint64 // events a follower's queue could not take
 	capture *capture      // nil without --pcap-dir
+	// notesShown: the tracer's notes printed so far (more come as interfaces do).
+	notesShown int
 }
 
 func runAgent(args []string, stdout, stderr io.Writer) error {
@@ -177,6 +179,9 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 	for _, n := range tr.Mode().Notes {
 		fmt.Fprintf(stderr, "pathtrace agent: note: %s\n", n)
 	}
+	a.mu.Lock()
+	a.notesShown = len(tr.Mode().Notes)
+	a.mu.Unlock()
 	var capDone chan struct{}
 	if a.capture != nil {
 		if err := a.startCapture(ctx); err != nil {
@@ -329,7 +334,13 @@ func (a *agent) refresh() {
 		return
 	}
 	added, removed, err := a.tr.Refresh()
+	notes := a.tr.Mode().Notes
+	fresh := notes[min(a.notesShown, len(notes)):]
+	a.notesShown = len(notes)
 	a.mu.Unlock()
+	for _, n := range fresh {
+		fmt.Fprintf(a.stderr, "pathtrace agent: note: %s\n", n)
+	}
 	if len(added) > 0 {
 		fmt.Fprintf(a.stderr, "pathtrace agent: attached to %s\n", strings.Join(added, " "))
 	}

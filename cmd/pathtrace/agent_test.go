@@ -898,3 +898,35 @@ func TestAgentFollowNamesRule(t *testing.T) {
 		t.Errorf("no NETFILTER_DROP journey through the agent:\n%s", dump(js))
 	}
 }
+
+// Notes the tracer makes after the start are printed too: an interface that appears
+// carrying the clsact filters of a killed pathtrace gets them removed, and the agent
+// says so.
+func TestAgentLaterNotes(t *testing.T) {
+	needLab(t)
+	inNode(t, "node-b", "ip", "link", "add", "vethn1", "type", "veth", "peer", "name", "vethn1p")
+	t.Cleanup(func() { exec.Command("ip", "-n", labPrefix+"-node-b", "link", "del", "vethn1").Run() })
+	inNode(t, "node-b", "ip", "link", "set", "vethn1", "up")
+	killed := startAgent(t, "node-b", "--attach-mode", "clsact", "--ifaces", "vethn*")
+	killed.cmd.Process.Kill()
+	killed.exitCode(t, 10*time.Second)
+	stale := fmt.Sprintf("pathtrace-%d", killed.cmd.Process.Pid)
+	if f := inNode(t, "node-b", "tc", "filter", "show", "dev", "vethn1", "ingress"); !strings.Contains(f, stale) {
+		t.Fatalf("after SIGKILL, want the filter %s left on vethn1:\n%s", stale, f)
+	}
+	a := startAgent(t, "node-b", "--attach-mode", "clsact", "--ifaces", "vethq*,eth0")
+	inNode(t, "node-b", "ip", "link", "set", "vethn1", "down")
+	inNode(t, "node-b", "ip", "link", "set", "vethn1", "name", "vethq1")
+	inNode(t, "node-b", "ip", "link", "set", "vethq1", "up")
+	t.Cleanup(func() { exec.Command("ip", "-n", labPrefix+"-node-b", "link", "del", "vethq1").Run() })
+	want := "note: removed tc filters left by pathtrace processes that are gone: " + stale
+	for start := time.Now(); !strings.Contains(a.stderr.String(), want); time.Sleep(50 * time.Millisecond) {
+		if time.Since(start) > 5*time.Second {
+			t.Fatalf("the agent did not say it removed %s from the new interface:\n%s", stale, a.stderr.String())
+		}
+	}
+	if f := inNode(t, "node-b", "tc", "filter", "show", "dev", "vethq1", "ingress"); strings.Contains(f, stale) {
+		t.Errorf("%s still on vethq1:\n%s", stale, f)
+	}
+	a.terminate(t)
+}
