@@ -77,10 +77,15 @@ grep -h "^pathtrace: node" "$work/a.err" | sed 's/^/   /'
 echo
 echo "== 2. a firewall rule drops redis traffic (lab.sh fault policy); api on node-b calls redis"
 "$repo/scripts/lab.sh" fault policy | sed 's/^/   /'
-echo "   \$ pathtrace follow --count 1 10.244.1.42:6379   (on node-b)"
-follow node-b drop --count 1 10.244.1.42:6379
+echo "   \$ pathtrace follow --count 1 --pcap drop.pcapng 10.244.1.42:6379   (on node-b)"
+follow node-b drop --count 1 --pcap "$work/drop.pcapng" 10.244.1.42:6379
 echo "   client says: $(pod b-api tcp 10.244.1.42:6379 --timeout 1s 2>&1 || true)"
 finish drop
 sed 's/^/   /' "$work/drop.out"
+if command -v tshark >/dev/null && [[ -s $work/drop.pcapng ]]; then
+	echo "   \$ tshark -r drop.pcapng -T fields -e frame.interface_name -e tcp.flags.str -e frame.comment"
+	tshark -r "$work/drop.pcapng" -T fields -e frame.interface_name -e tcp.flags.str -e frame.comment 2>/dev/null |
+		sed 's/^/   /'
+fi
 "$repo/scripts/lab.sh" fault policy off >/dev/null
 echo "== done: 'make lab-up' keeps a lab to explore; see README.md for more"
