@@ -135,15 +135,20 @@ struct {
 	__type(value, struct counter);
 } drop_count SEC(".maps");
 
-/* The last hop a sampled packet was seen at, by its key. */
+/* The last hop a sampled packet was seen at: a direct-mapped table indexed by bits of
+ * the packet's key, the key itself kept to tell packets apart. An array rather than an
+ * LRU hash: the first hop of every sample was an insert into the hash, a quarter of
+ * the tc programs' cost on the hops where packets enter a node. Two samples that share
+ * a slot within 250 ms: the later one starts anew (a sample lost, none made up). */
+#define LAT_SLOTS 65536
 struct lat_val {
 	__u64 ts;
 	__u32 class;
-	__u32 _pad;
+	__u32 key;
 };
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, LAT_SLOTS);
 	__type(key, __u32);
 	__type(value, struct lat_val);
 } lat_last SEC(".maps");
@@ -357,17 +362,18 @@ static __always_inline void key_of(struct ct_tuple *k, const struct tuple *t);
 static __always_inline void latency(const struct tuple *t, __u32 class, __u64 now)
 {
 	__u32 key = t->key;
-	struct lat_val *v = bpf_map_lookup_elem(&lat_last, &key);
-	if (!v) {
-		struct lat_val nv = {.ts = now, .class = class};
-		bpf_map_update_elem(&lat_last, &key, &nv, BPF_ANY);
+	/* The low bits of a sampled key are those the sampling tested: take higher ones. */
+	__u32 slot = (key >> 8) & (LAT_SLOTS - 1);
+	struct lat_val *v = bpf_map_lookup_elem(&lat_last, &slot);
+	if (!v)
 		return;
-	}
 	__u64 prev = v->ts;
 	__u32 from = v->class;
+	int same = v->key == key;
 	v->ts = now;
 	v->class = class;
-	if (now < prev || now - prev > 250000000ULL || from >= HOP_CLASSES || class >= HOP_CLASSES)
+	v->key = key;
+	if (!same || now < prev || now - prev > 250000000ULL || from >= HOP_CLASSES || class >= HOP_CLASSES)
 		return;
 	__u64 d = now - prev;
 	__u32 pair = from * HOP_CLASSES + class;

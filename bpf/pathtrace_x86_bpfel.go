@@ -94,7 +94,7 @@ type PathTraceLatVal struct {
 	_     structs.HostLayout
 	Ts    uint64
 	Class uint32
-	Pad   uint32
+	Key   uint32
 }
 
 // Names of all BPF objects in the ELF.
