@@ -90,7 +90,7 @@ func packetKey(frame []byte, form string) uint32 {
 		ip = innerIP(frame)
 	}
 	ihl := int(ip[0]&0xf) * 4
-	k := mix32(mix32(0x2545F491, uint32(ne.Uint16(ip[4:]))<<16|uint32(ne.Uint16(ip[2:]))), uint32(ip[9]))
+	k := mix32(0x2545F491^uint32(ip[9]), uint32(ne.Uint16(ip[4:]))<<16|uint32(ne.Uint16(ip[2:])))
 	l4 := ip[ihl:]
 	switch ip[9] {
 	case 6:

@@ -96,7 +96,7 @@ static __always_inline int parse_l3(const int mode, struct reader *r, __u32 off,
 			return -1;
 		t->family = 4;
 		t->proto = ip.protocol;
-		t->key = mix32(mix32(0x2545F491, ((__u32)ip.id << 16) | ip.tot_len), ip.protocol);
+		t->key = mix32(0x2545F491 ^ ip.protocol, ((__u32)ip.id << 16) | ip.tot_len);
 		__builtin_memcpy(t->saddr, &ip.saddr, 4);
 		__builtin_memcpy(t->daddr, &ip.daddr, 4);
 		if (ip.frag_off & bpf_htons(0x1fff))
@@ -166,7 +166,7 @@ static __always_inline __u32 key_ip4(const __u8 *ip, const void *end)
 	const struct iphdr *h = (const void *)ip;
 	if ((const void *)(ip + 20) > end || ip[0] != 0x45 || (h->frag_off & bpf_htons(0x1fff)))
 		return 0;
-	__u32 k = mix32(mix32(0x2545F491, ((__u32)h->id << 16) | h->tot_len), h->protocol);
+	__u32 k = mix32(0x2545F491 ^ h->protocol, ((__u32)h->id << 16) | h->tot_len);
 	const __u8 *l4 = ip + 20;
 	if (h->protocol == PROTO_TCP) {
 		if ((const void *)(l4 + 12) > end)
