@@ -18,7 +18,16 @@ import (
 // leaves to parse_pkt (VLAN tag, IP options), with 1 packet in 2 sampled, and checks
 // that exactly the packets whose key, computed here, is sampled left it in lat_last.
 func TestFastKeyIsParseKey(t *testing.T) {
-	objs := loadTC(t)
+	for _, copied := range []bool{false, true} {
+		// copied: every packet parsed from a copy of its first bytes, the way taken
+		// when its headers are not all in the linear part (which BPF_PROG_TEST_RUN
+		// cannot make).
+		t.Run(map[bool]string{false: "direct", true: "copied"}[copied], func(t *testing.T) { testFastKey(t, copied) })
+	}
+}
+
+func testFastKey(t *testing.T, copied bool) {
+	objs := loadTC(t, copied)
 	forms := []struct {
 		name string
 		prog *ebpf.Program
@@ -122,7 +131,7 @@ type tcObjs struct {
 }
 
 // loadTC loads the tc programs in agent mode with --sample 2.
-func loadTC(t *testing.T) tcObjs {
+func loadTC(t *testing.T, copied bool) tcObjs {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		why := "needs root to load BPF programs"
@@ -140,7 +149,11 @@ func loadTC(t *testing.T) tcObjs {
 			delete(spec.Programs, name)
 		}
 	}
-	for name, v := range map[string]uint32{PathTraceVarCfgAgent: 1, PathTraceVarCfgSample: 2, PathTraceVarCfgSampleMask: 1} {
+	vars := map[string]uint32{PathTraceVarCfgAgent: 1, PathTraceVarCfgSample: 2, PathTraceVarCfgSampleMask: 1}
+	if copied {
+		vars[PathTraceVarCfgParseCopy] = 1
+	}
+	for name, v := range vars {
 		if err := spec.Variables[name].Set(v); err != nil {
 			t.Fatal(err)
 		}

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /* Header parsing shared by the tc and kfree_skb programs.
  *
- * The same parser reads either through bpf_skb_load_bytes (tc, MODE_SKB) or through
+ * The same parser reads either the linear part of the packet directly (tc, MODE_SKB) or through
  * bpf_probe_read_kernel from skb->head (tracing, MODE_KERN). The mode is a literal at
  * every call site, so after inlining only one reader remains in each program.
  * It extracts just what the in-kernel filter needs: family, protocol, addresses and
@@ -56,14 +56,15 @@ volatile const __u16 cfg_vxlan_ports[MAX_VXLAN_PORTS] = {8472, 4789, 0, 0};
 static __always_inline int rd(const int mode, struct reader *r, __u32 off, void *dst, __u32 len)
 {
 	if (mode == MODE_SKB) {
-		/* Direct access when the bytes are in the linear part (headers nearly always
-		 * are): a copy instead of a helper call. */
+		/* Direct access to the linear part only: a copy instead of a helper call, and
+		 * one way through each read for the verifier (a fallback to
+		 * bpf_skb_load_bytes at every read doubled the states it explores with each
+		 * one). The caller parses a copy when headers lie beyond the linear part. */
 		__u32 o = off & 0x3ff;
-		if (o == off && r->data + o + len <= r->end) {
-			__builtin_memcpy(dst, r->data + o, len);
-			return 0;
-		}
-		return bpf_skb_load_bytes(r->skb, off, dst, len);
+		if (o != off || r->data + o + len > r->end)
+			return -1;
+		__builtin_memcpy(dst, r->data + o, len);
+		return 0;
 	}
 	if (off > r->limit || len > r->limit - off)
 		return -1;

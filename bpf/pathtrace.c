@@ -477,6 +477,41 @@ static __always_inline __u32 full_len(__u32 avail)
 	return n <= SNAP_FULL ? n : 0;
 }
 
+/* Tests only: parse every packet from a copy, as those whose headers are not linear. */
+volatile const __u32 cfg_parse_copy = 0;
+
+/* The first bytes of a packet whose headers are not all in its linear part, copied to
+ * be parsed: one per CPU (tc programs do not nest on a CPU). */
+#define COPY_MAX 256
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u8[COPY_MAX]);
+} parse_buf SEC(".maps");
+
+/* parse_copy parses a copy of the packet's first bytes, for the packets whose headers
+ * the direct reads could not reach. */
+static __always_inline int parse_copy(struct __sk_buff *skb, int l2, struct tuple *t)
+{
+	__u32 zero = 0;
+	__u8 *buf = bpf_map_lookup_elem(&parse_buf, &zero);
+	if (!buf)
+		return -1;
+	__u32 len = skb->len;
+	if (len > COPY_MAX)
+		len = COPY_MAX;
+	/* m = n - 14 in 0..COPY_MAX-14, behind a barrier: the verifier sees the bound on the
+	 * very register passed (clang would otherwise check one copy and pass another). */
+	__u64 m = (__u64)len - 14;
+	asm volatile("" : "+r"(m));
+	if (m > COPY_MAX - 14 || bpf_skb_load_bytes(skb, 0, buf, m + 14) != 0)
+		return -1;
+	struct reader c = {.base = buf, .limit = m + 14};
+	__builtin_memset(t, 0, sizeof(*t));
+	return parse_pkt(MODE_KERN, &c, l2, t);
+}
+
 static __always_inline int handle_tc(struct __sk_buff *skb, __u8 dir, int l2)
 {
 	struct reader r = {.skb = skb, .data = (void *)(long)skb->data, .end = (void *)(long)skb->data_end};
@@ -486,7 +521,9 @@ static __always_inline int handle_tc(struct __sk_buff *skb, __u8 dir, int l2)
 	struct tuple t;
 	__builtin_memset(&t, 0, sizeof(t));
 	/* The one parse: the verifier explores each inlined copy of it separately. */
-	int parsed = parse_pkt(MODE_SKB, &r, l2, &t);
+	int parsed = cfg_parse_copy ? -1 : parse_pkt(MODE_SKB, &r, l2, &t);
+	if (parsed < 0 && !t.family && (cfg_parse_copy || skb->len > (__u32)((long)r.end - (long)r.data)))
+		parsed = parse_copy(skb, l2, &t);
 	if (cfg_agent) {
 		if (cfg_sample && t.family && sampled(t.key))
 			latency(&t, class, bpf_ktime_get_ns());

@@ -114,6 +114,7 @@ const (
 	PathTraceMapLatSum               = "lat_sum"
 	PathTraceMapLost                 = "lost"
 	PathTraceMapNetnsAllow           = "netns_allow"
+	PathTraceMapParseBuf             = "parse_buf"
 	PathTraceMapPktCount             = "pkt_count"
 	PathTraceMapState                = "state"
 	PathTraceProgKfreeSkbBtf         = "kfree_skb_btf"
@@ -130,6 +131,7 @@ const (
 	PathTraceVarCfgAgent             = "cfg_agent"
 	PathTraceVarCfgDropRate          = "cfg_drop_rate"
 	PathTraceVarCfgNodeNetns         = "cfg_node_netns"
+	PathTraceVarCfgParseCopy         = "cfg_parse_copy"
 	PathTraceVarCfgReasonNf          = "cfg_reason_nf"
 	PathTraceVarCfgSample            = "cfg_sample"
 	PathTraceVarCfgSampleMask        = "cfg_sample_mask"
@@ -220,6 +222,7 @@ type PathTraceMapSpecs struct {
 	LatSum      *ebpf.MapSpec `ebpf:"lat_sum"`
 	Lost        *ebpf.MapSpec `ebpf:"lost"`
 	NetnsAllow  *ebpf.MapSpec `ebpf:"netns_allow"`
+	ParseBuf    *ebpf.MapSpec `ebpf:"parse_buf"`
 	PktCount    *ebpf.MapSpec `ebpf:"pkt_count"`
 	State       *ebpf.MapSpec `ebpf:"state"`
 }
@@ -231,6 +234,7 @@ type PathTraceVariableSpecs struct {
 	CfgAgent      *ebpf.VariableSpec `ebpf:"cfg_agent"`
 	CfgDropRate   *ebpf.VariableSpec `ebpf:"cfg_drop_rate"`
 	CfgNodeNetns  *ebpf.VariableSpec `ebpf:"cfg_node_netns"`
+	CfgParseCopy  *ebpf.VariableSpec `ebpf:"cfg_parse_copy"`
 	CfgReasonNf   *ebpf.VariableSpec `ebpf:"cfg_reason_nf"`
 	CfgSample     *ebpf.VariableSpec `ebpf:"cfg_sample"`
 	CfgSampleMask *ebpf.VariableSpec `ebpf:"cfg_sample_mask"`
@@ -282,6 +286,7 @@ type PathTraceMaps struct {
 	LatSum      *ebpf.Map `ebpf:"lat_sum"`
 	Lost        *ebpf.Map `ebpf:"lost"`
 	NetnsAllow  *ebpf.Map `ebpf:"netns_allow"`
+	ParseBuf    *ebpf.Map `ebpf:"parse_buf"`
 	PktCount    *ebpf.Map `ebpf:"pkt_count"`
 	State       *ebpf.Map `ebpf:"state"`
 }
@@ -301,6 +306,7 @@ func (m *PathTraceMaps) Close() error {
 		m.LatSum,
 		m.Lost,
 		m.NetnsAllow,
+		m.ParseBuf,
 		m.PktCount,
 		m.State,
 	)
@@ -313,6 +319,7 @@ type PathTraceVariables struct {
 	CfgAgent      *ebpf.Variable `ebpf:"cfg_agent"`
 	CfgDropRate   *ebpf.Variable `ebpf:"cfg_drop_rate"`
 	CfgNodeNetns  *ebpf.Variable `ebpf:"cfg_node_netns"`
+	CfgParseCopy  *ebpf.Variable `ebpf:"cfg_parse_copy"`
 	CfgReasonNf   *ebpf.Variable `ebpf:"cfg_reason_nf"`
 	CfgSample     *ebpf.Variable `ebpf:"cfg_sample"`
 	CfgSampleMask *ebpf.Variable `ebpf:"cfg_sample_mask"`
