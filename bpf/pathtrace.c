@@ -251,10 +251,11 @@ static __always_inline int filter_one(const struct filter *f, const struct tuple
  * agent nobody follows through), the programs skip parsing and matching. */
 static __always_inline int following(void)
 {
-	__u32 zero = 0, one = 1;
-	__u32 *active = bpf_map_lookup_elem(&state, &zero);
+	/* Only the agent asks, and its followed flows (state[0]) belong to its selector
+	 * slots: no slot in use, nobody follows. */
+	__u32 one = 1;
 	__u32 *nslots = bpf_map_lookup_elem(&state, &one);
-	return (active && *active) || (nslots && *nslots);
+	return nslots && *nslots;
 }
 
 /* match_filters returns the index of the first selector that matches, or -1. */
@@ -407,7 +408,8 @@ static __always_inline int sampled(__u32 key)
 static __always_inline int agent_tc(struct __sk_buff *skb, const struct reader *r, int l2, __u8 dir,
 				    __u32 *class)
 {
-	*class = class_of(skb->ifindex);
+	/* At ingress skb->skb_iif is the device receiving it: no read through skb->dev. */
+	*class = class_of(dir == DIR_INGRESS ? skb->ingress_ifindex : skb->ifindex);
 	count_add(&pkt_count, *class * 2 + (dir & 1), skb->len);
 	if (!cfg_sample)
 		return 0;

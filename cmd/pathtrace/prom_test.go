@@ -96,6 +96,19 @@ func TestPromtoolCheckMetrics(t *testing.T) {
 		t.Errorf("pathtrace_counters_up %v", v)
 	}
 
+	// Every interface's packets counted under its class, both ways (the cross-node
+	// connection goes out and its answers come back): none unclassified.
+	for _, hop := range []string{"pod", "bridge", "overlay", "uplink"} {
+		for _, dir := range []string{"ingress", "egress"} {
+			if sum(ss, "pathtrace_packets_total", "hop", hop, "direction", dir) == 0 {
+				t.Errorf("no pathtrace_packets_total{hop=%q,direction=%q}", hop, dir)
+			}
+		}
+	}
+	if v := sum(ss, "pathtrace_packets_total", "hop", "unknown"); v != 0 {
+		t.Errorf("%v packets counted at an unknown hop", v)
+	}
+
 	// Each latency histogram: cumulative buckets up to +Inf, which equals the count.
 	type hist struct {
 		les   []float64
