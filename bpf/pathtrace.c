@@ -446,23 +446,33 @@ static __always_inline void clear_nf(struct event *ev)
 	ev->ct_info = CT_NONE;
 }
 
-/* tc_header fills an event's fields for a packet seen by a tc program. */
-static __always_inline void tc_header(struct event *ev, struct __sk_buff *skb, __u8 dir, int l2, int fi)
+/* event_base fills what every event has (the time, the kind, the selector that caught
+ * it) and zeroes the rest; the callers add what their hook knows. */
+static __always_inline void event_base(struct event *ev, __u8 kind, __u8 dir, __u8 flags, int fi)
 {
 	ev->ts_ns = bpf_ktime_get_ns();
 	ev->skb = 0;
 	ev->location = 0;
 	ev->netns = 0;
-	ev->ifindex = skb->ifindex;
-	ev->len = skb->len;
+	ev->ifindex = 0;
+	ev->len = 0;
 	ev->reason = 0;
-	ev->protocol = skb->protocol;
-	ev->kind = EV_TC;
+	ev->protocol = 0;
+	ev->kind = kind;
 	ev->dir = dir;
-	ev->flags = l2 ? EVF_L2 : 0;
+	ev->flags = flags;
 	ev->filter = fi;
 	__builtin_memset(ev->ifname, 0, sizeof(ev->ifname));
 	clear_nf(ev);
+}
+
+/* tc_header fills an event's fields for a packet seen by a tc program. */
+static __always_inline void tc_header(struct event *ev, struct __sk_buff *skb, __u8 dir, int l2, int fi)
+{
+	event_base(ev, EV_TC, dir, l2 ? EVF_L2 : 0, fi);
+	ev->ifindex = skb->ifindex;
+	ev->len = skb->len;
+	ev->protocol = skb->protocol;
 }
 
 /* full_len returns how many bytes of a packet to copy in full-packet mode, 0..SNAP_FULL;
@@ -767,23 +777,17 @@ static __always_inline void output_full_kern(struct full_event *fe, const struct
 static __always_inline void drop_header(struct event *ev, struct sk_buff *skb, __u64 location, __u32 reason,
 					__u32 ns, int fi)
 {
-	ev->ts_ns = bpf_ktime_get_ns();
+	event_base(ev, EV_DROP, DIR_NONE, 0, fi);
 	ev->skb = (__u64)skb;
 	ev->location = location;
 	ev->netns = ns;
 	ev->len = BPF_CORE_READ(skb, len);
 	ev->reason = reason;
 	ev->protocol = BPF_CORE_READ(skb, protocol);
-	ev->kind = EV_DROP;
-	ev->dir = DIR_NONE;
-	ev->flags = 0;
-	ev->filter = fi;
 	struct net_device *dev = BPF_CORE_READ(skb, dev);
 	ev->ifindex = dev ? BPF_CORE_READ(dev, ifindex) : 0;
-	__builtin_memset(ev->ifname, 0, sizeof(ev->ifname));
 	if (dev)
 		bpf_probe_read_kernel_str(ev->ifname, sizeof(ev->ifname), dev->name);
-	clear_nf(ev);
 }
 
 static __always_inline int handle_drop(struct sk_buff *skb, __u64 location, __u32 reason)
@@ -884,18 +888,10 @@ static __always_inline void dev_name(char *dst, struct net_device *dev)
 static __always_inline void nf_header(struct event *ev, struct sk_buff *skb, const struct nf_hook_state *st,
 				      __u8 pos, int fi, __u8 encap)
 {
-	ev->ts_ns = bpf_ktime_get_ns();
+	event_base(ev, EV_NF, DIR_NONE, 0, fi);
 	ev->skb = (__u64)skb;
-	ev->location = 0;
 	ev->len = BPF_CORE_READ(skb, len);
-	ev->reason = 0;
 	ev->protocol = BPF_CORE_READ(skb, protocol);
-	ev->kind = EV_NF;
-	ev->dir = DIR_NONE;
-	ev->flags = 0;
-	ev->filter = fi;
-	__builtin_memset(ev->ifname, 0, sizeof(ev->ifname));
-	clear_nf(ev);
 	ev->hook = BPF_CORE_READ(st, hook);
 	ev->pf = BPF_CORE_READ(st, pf);
 	ev->nf_pos = pos;
@@ -996,20 +992,9 @@ int tcp_retransmit(struct bpf_raw_tracepoint_args *ctx)
 		count_lost(LOST_DROP);
 		return 0;
 	}
+	event_base(ev, EV_RETRANS, DIR_NONE, 0, FILTER_UNFOLLOWED);
 	ev->ts_ns = now;
-	ev->skb = 0;
-	ev->location = 0;
 	ev->netns = ns;
-	ev->ifindex = 0;
-	ev->len = 0;
-	ev->reason = 0;
-	ev->protocol = 0;
-	ev->kind = EV_RETRANS;
-	ev->dir = DIR_NONE;
-	ev->flags = 0;
-	ev->filter = FILTER_UNFOLLOWED;
-	__builtin_memset(ev->ifname, 0, sizeof(ev->ifname));
-	clear_nf(ev);
 	struct ct_tuple *k = &ev->ct_orig;
 	/* Whole addresses: BPF_CORE_READ_INTO into an array would copy one element. */
 	if (family == 2) {
