@@ -184,18 +184,16 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 	a.mu.Unlock()
 	var capDone chan struct{}
 	if a.capture != nil {
-		if err := a.startCapture(ctx); err != nil {
+		if err := a.startCapture(); err != nil {
 			return err
 		}
 		capDone = make(chan struct{})
-		cctx, cancel := context.WithCancel(context.Background())
-		go func() { <-ctx.Done(); cancel() }()
 		syms, _ := tracer.LoadSymbols()
 		asm := decode.NewAssembler(decode.Config{Node: o.node, Timeout: o.capture.timeout, Stall: o.capture.stall,
 			Ifaces: tr.Ifaces(), LocalAddrs: tr.LocalAddrs(), Reasons: tr.Reasons(), Symbols: syms, KeepBytes: true})
 		go func() {
 			defer close(capDone)
-			a.capture.run(cctx, asm, &a.flagged, a.ifaces)
+			a.capture.run(ctx, asm, &a.flagged, a.ifaces)
 		}()
 		fmt.Fprintf(stderr, "pathtrace agent: capturing flagged flows to %s (history %d packets / %v per flow, %d bytes in all)\n",
 			o.capture.dir, o.capture.pre, o.capture.preAge, o.capture.historyBytes)
@@ -662,7 +660,7 @@ func (a *agent) followers() int {
 }
 
 // startCapture installs the capture's selector: every flow.
-func (a *agent) startCapture(ctx context.Context) error {
+func (a *agent) startCapture() error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.slots[captureSlot] = &client{events: a.capture.events}
@@ -684,7 +682,7 @@ func (a *agent) CaptureStats() (exporter.RecorderStats, bool) {
 	if a.capture == nil {
 		return exporter.RecorderStats{}, false
 	}
-	return a.capture.stats(), true
+	return a.capture.rec.Stats(), true
 }
 
 func (a *agent) usedSlots() int {

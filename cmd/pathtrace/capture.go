@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"sync"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -60,10 +59,10 @@ func (c *captureOpts) validate() error {
 
 // capture is the agent's flight recorder: a follower of every flow, in the last slot so
 // that the kernel names a real follower's slot first, whose journeys go to a Recorder.
+// The Recorder locks itself: the metrics read its stats while this feeds it.
 type capture struct {
 	rec    *exporter.Recorder
 	events chan decode.Event
-	mu     sync.Mutex // the recorder, between the capture goroutine and the metrics
 }
 
 // captureSlot is the selector slot of the capture: the last.
@@ -92,8 +91,6 @@ func (c *capture) run(ctx context.Context, asm *decode.Assembler, flagged *flagC
 	names := time.NewTicker(time.Second)
 	defer names.Stop()
 	feed := func(js []*decode.Journey) {
-		c.mu.Lock()
-		defer c.mu.Unlock()
 		for _, j := range js {
 			flagJourney(flagged, j)
 			c.rec.Add(j)
@@ -104,16 +101,12 @@ func (c *capture) run(ctx context.Context, asm *decode.Assembler, flagged *flagC
 		select {
 		case <-ctx.Done():
 			feed(asm.Flush(monoNow()))
-			c.mu.Lock()
 			c.rec.Close()
-			c.mu.Unlock()
 			return
 		case ev := <-c.events:
 			if ev.Kind == decode.KindRetrans {
 				if f, ok := ev.CTOrig.Flow(); ok {
-					c.mu.Lock()
 					c.rec.Flag(f, exporter.TriggerRetransmit)
-					c.mu.Unlock()
 				}
 				continue
 			}
@@ -126,15 +119,7 @@ func (c *capture) run(ctx context.Context, asm *decode.Assembler, flagged *flagC
 		case <-tick.C:
 			now := monoNow()
 			feed(asm.Expire(now))
-			c.mu.Lock()
 			c.rec.Expire(now)
-			c.mu.Unlock()
 		}
 	}
-}
-
-func (c *capture) stats() exporter.RecorderStats {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.rec.Stats()
 }

@@ -109,7 +109,6 @@ func (p *pcapOut) startAgents(n int, stderr io.Writer) {
 	if p == nil {
 		return
 	}
-	p.pcap = exporter.NewPcap(io.Discard, exporter.PcapConfig{}) // the agents encode
 	if n > 1 {
 		p.merge = newPcapMerge(p.w, n, stderr)
 	}
