@@ -865,13 +865,7 @@ func assertNoLeak(t *testing.T) {
 	if len(leaked) > 0 {
 		t.Errorf("programs still loaded that no process holds: %v", leaked)
 	}
-	for _, node := range []string{"node-a", "node-b"} {
-		for _, dev := range []string{"eth0", "cni0", "flannel.1"} {
-			if q := inNode(t, node, "tc", "qdisc", "show", "dev", dev); strings.Contains(q, "clsact") {
-				t.Errorf("%s %s still has a clsact qdisc: %s", node, dev, q)
-			}
-		}
-	}
+	assertNoClsact(t)
 }
 
 // Through the agent, as standalone, a netfilter drop names its rule.

@@ -249,30 +249,14 @@ func TestAgentPcapDir(t *testing.T) {
 	})
 	send.Wait()
 
-	var file string
-	for start := time.Now(); file == ""; time.Sleep(100 * time.Millisecond) {
-		if m, _ := filepath.Glob(filepath.Join(dir, "*_udp_10.244.2.57-*_10.244.1.23-8080_drop.pcapng")); len(m) == 1 {
-			file = m[0]
-		} else if time.Since(start) > 5*time.Second {
-			ls, _ := os.ReadDir(dir)
-			t.Fatalf("no capture file for the dropped flow in %s: %v\n%s", dir, ls, a.stderr.String())
-		}
-	}
+	file := waitCapture(t, a, dir, "*_udp_10.244.2.57-*_10.244.1.23-8080_drop.pcapng")
 	// A SYN the policy drops: its file holds the SYN at the hops before the drop, then
 	// as the kernel freed it, with the reason.
 	fault(t, "policy")
 	if out, err := pod(t, "b-api", "tcp", "10.244.1.42:6379", "--timeout", "300ms"); err == nil {
 		t.Fatalf("SYN got through the policy: %s", out)
 	}
-	var synFile string
-	for start := time.Now(); synFile == ""; time.Sleep(100 * time.Millisecond) {
-		if m, _ := filepath.Glob(filepath.Join(dir, "*_tcp_10.244.2.57-*_10.244.1.42-6379_drop.pcapng")); len(m) == 1 {
-			synFile = m[0]
-		} else if time.Since(start) > 5*time.Second {
-			ls, _ := os.ReadDir(dir)
-			t.Fatalf("no capture file for the dropped SYN in %s: %v\n%s", dir, ls, a.stderr.String())
-		}
-	}
+	synFile := waitCapture(t, a, dir, "*_tcp_10.244.2.57-*_10.244.1.42-6379_drop.pcapng")
 
 	// Killed with the files open (their post window is 30 s): readable to the last block.
 	time.Sleep(300 * time.Millisecond)
@@ -320,6 +304,21 @@ func TestAgentPcapDir(t *testing.T) {
 		t.Errorf("dropped SYN's file (tshark exit %d): hops %v, want veth2b57, cni0, then kfree_skb", code, hops)
 	}
 	assertNoLeak(t)
+}
+
+// waitCapture waits up to 5 s for the agent to write the one file in dir that matches
+// pattern, and returns its path.
+func waitCapture(t *testing.T, a *agentProc, dir, pattern string) string {
+	t.Helper()
+	for start := time.Now(); ; time.Sleep(100 * time.Millisecond) {
+		if m, _ := filepath.Glob(filepath.Join(dir, pattern)); len(m) == 1 {
+			return m[0]
+		}
+		if time.Since(start) > 5*time.Second {
+			ls, _ := os.ReadDir(dir)
+			t.Fatalf("no capture file %s in %s: %v\n%s", pattern, dir, ls, a.stderr.String())
+		}
+	}
 }
 
 // A capture directory that is missing, not a directory or not writable is an error at

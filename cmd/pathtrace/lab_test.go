@@ -306,13 +306,7 @@ func assertNothingLeft(t *testing.T) {
 	if len(left) > 0 {
 		t.Errorf("programs still loaded after exit: %v", left)
 	}
-	for _, node := range []string{"node-a", "node-b"} {
-		for _, dev := range []string{"eth0", "cni0", "flannel.1"} {
-			if q := inNode(t, node, "tc", "qdisc", "show", "dev", dev); strings.Contains(q, "clsact") {
-				t.Errorf("%s %s still has a clsact qdisc: %s", node, dev, q)
-			}
-		}
-	}
+	assertNoClsact(t)
 }
 
 var ourPrograms = map[string]bool{"tc_ingress": true, "tc_egress": true, "tc_ingress_l3": true,
@@ -336,6 +330,18 @@ func loadedPrograms(t *testing.T) []string {
 		p.Close()
 		if err == nil && ourPrograms[info.Name] {
 			out = append(out, fmt.Sprintf("%s (id %d)", info.Name, id))
+		}
+	}
+}
+
+// assertNoClsact fails the test if a clsact qdisc is left on a node's interfaces.
+func assertNoClsact(t *testing.T) {
+	t.Helper()
+	for _, node := range []string{"node-a", "node-b"} {
+		for _, dev := range []string{"eth0", "cni0", "flannel.1"} {
+			if q := inNode(t, node, "tc", "qdisc", "show", "dev", dev); strings.Contains(q, "clsact") {
+				t.Errorf("%s %s still has a clsact qdisc: %s", node, dev, q)
+			}
 		}
 	}
 }
