@@ -357,17 +357,16 @@ static __always_inline __u32 lat_bucket(__u64 ns)
 
 /* latency records the time since the packet's previous hop on this node, for the
  * sampled packets; a key not seen for 250 ms is a new packet (a hop further than that
- * is not the same packet's: keys repeat under floods). */
-static __always_inline void key_of(struct ct_tuple *k, const struct tuple *t);
-
-static __always_inline void latency(const struct tuple *t, __u32 class, __u64 now)
+ * is not the same packet's: keys repeat under floods). It returns the pair's exemplar
+ * when this sample should become it (the longest in the last 10 s): the caller fills in
+ * the flow, from a parse that sampled packets otherwise go without. */
+static __always_inline struct lat_ex *latency(__u32 key, __u32 class, __u64 now, __u64 *delta)
 {
-	__u32 key = t->key;
 	/* The low bits of a sampled key are those the sampling tested: take higher ones. */
 	__u32 slot = (key >> 8) & (LAT_SLOTS - 1);
 	struct lat_val *v = bpf_map_lookup_elem(&lat_last, &slot);
 	if (!v)
-		return;
+		return NULL;
 	__u64 prev = v->ts;
 	__u32 from = v->class;
 	int same = v->key == key;
@@ -375,7 +374,7 @@ static __always_inline void latency(const struct tuple *t, __u32 class, __u64 no
 	v->class = class;
 	v->key = key;
 	if (!same || now < prev || now - prev > 250000000ULL || from >= HOP_CLASSES || class >= HOP_CLASSES)
-		return;
+		return NULL;
 	__u64 d = now - prev;
 	__u32 pair = from * HOP_CLASSES + class;
 	__u32 idx = pair * LAT_BUCKETS + lat_bucket(d);
@@ -387,10 +386,10 @@ static __always_inline void latency(const struct tuple *t, __u32 class, __u64 no
 		*sum += d;
 	struct lat_ex *ex = bpf_map_lookup_elem(&lat_exemplar, &pair);
 	if (ex && (d >= ex->ns || now - ex->ts > 10000000000ULL)) {
-		ex->ts = now;
-		ex->ns = d;
-		key_of(&ex->flow, t);
+		*delta = d;
+		return ex;
 	}
+	return NULL;
 }
 
 /* sampled: whether the packet with this key is one of the latency samples. */
@@ -401,20 +400,20 @@ static __always_inline int sampled(__u32 key)
 	return key % cfg_sample == 0;
 }
 
-/* agent_tc counts the packet and says whether it needs a full parse: it does when it is
- * a latency sample or when fast_key could not take it apart (then the parse's key
- * decides). The sampling key comes from fast_key, so that the other packets, nearly
- * all of them, are not parsed when nobody follows. */
+/* agent_tc counts the packet and says whether it is a latency sample, with the key
+ * fast_key found in *key. fast_key takes apart the packets most traffic is made of at
+ * fixed offsets, so that the others are not parsed when nobody follows; when it cannot
+ * (*key is 0) the packet needs a full parse, whose key decides. */
 static __always_inline int agent_tc(struct __sk_buff *skb, const struct reader *r, int l2, __u8 dir,
-				    __u32 *class)
+				    __u32 *class, __u32 *key)
 {
 	/* At ingress skb->skb_iif is the device receiving it: no read through skb->dev. */
 	*class = class_of(dir == DIR_INGRESS ? skb->ingress_ifindex : skb->ifindex);
 	count_add(&pkt_count, *class * 2 + (dir & 1), skb->len);
 	if (!cfg_sample)
 		return 0;
-	__u32 key = fast_key(r, l2);
-	return !key || sampled(key);
+	*key = fast_key(r, l2);
+	return !*key || sampled(*key);
 }
 
 /* budget_ok: whether one more unfollowed event of a kind (BUDGET_DROP, BUDGET_RETRANS)
@@ -527,9 +526,22 @@ static __always_inline int parse_copy(struct __sk_buff *skb, int l2, struct tupl
 static __always_inline int handle_tc(struct __sk_buff *skb, __u8 dir, int l2)
 {
 	struct reader r = {.skb = skb, .data = (void *)(long)skb->data, .end = (void *)(long)skb->data_end};
-	__u32 class = CLASS_UNKNOWN;
-	if (cfg_agent && !agent_tc(skb, &r, l2, dir, &class) && !following())
-		return PASS_ON;
+	__u32 class = CLASS_UNKNOWN, key = 0;
+	struct lat_ex *ex = NULL;
+	__u64 now = 0, d = 0;
+	if (cfg_agent) {
+		if (!agent_tc(skb, &r, l2, dir, &class, &key)) {
+			if (!following())
+				return PASS_ON;
+		} else if (key) {
+			/* A sample fast_key took apart needs no parse, unless it becomes its
+			 * pair's exemplar (which names the flow) or somebody follows. */
+			now = bpf_ktime_get_ns();
+			ex = latency(key, class, now, &d);
+			if (!ex && !following())
+				return PASS_ON;
+		}
+	}
 	struct tuple t;
 	__builtin_memset(&t, 0, sizeof(t));
 	/* The one parse: the verifier explores each inlined copy of it separately. */
@@ -537,8 +549,15 @@ static __always_inline int handle_tc(struct __sk_buff *skb, __u8 dir, int l2)
 	if (parsed < 0 && !t.family && (cfg_parse_copy || skb->len > (__u32)((long)r.end - (long)r.data)))
 		parsed = parse_copy(skb, l2, &t);
 	if (cfg_agent) {
-		if (cfg_sample && t.family && sampled(t.key))
-			latency(&t, class, bpf_ktime_get_ns());
+		if (!key && cfg_sample && t.family && sampled(t.key)) {
+			now = bpf_ktime_get_ns();
+			ex = latency(t.key, class, now, &d);
+		}
+		if (ex && t.family) {
+			ex->ts = now;
+			ex->ns = d;
+			key_of(&ex->flow, &t);
+		}
 		if (!following())
 			return PASS_ON;
 	}
