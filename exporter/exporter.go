@@ -58,6 +58,13 @@ func (t *Text) Write(j *decode.Journey) error {
 	w := t.w
 	fmt.Fprintln(w, Header(j))
 	start := j.FirstNs()
+	writeHops(w, j, nameWidth(j), func(ns uint64) string { return Offset(ns - start) })
+	fmt.Fprintf(w, "  %s\n\n", j.Summary())
+	return w.Flush()
+}
+
+// nameWidth is the width of the hop-name column for a journey's lines.
+func nameWidth(j *decode.Journey) int {
 	name := 0
 	for _, h := range j.Hops {
 		if h.Kind == decode.KindNetfilter {
@@ -69,10 +76,16 @@ func (t *Text) Write(j *decode.Journey) error {
 	if j.Drop != nil {
 		name = max(name, len("dropped"))
 	}
+	return name
+}
+
+// writeHops writes a journey's hop lines, its drop in time order among them, and its
+// stall; off formats a time as the offset the line shows.
+func writeHops(w io.Writer, j *decode.Journey, name int, off func(ns uint64) string) {
 	dropShown := j.Drop == nil
 	showDrop := func() {
 		d := j.Drop
-		fmt.Fprintf(w, "  %-9s %s  %-*s  ", Offset(d.TimeNs-start), j.Node, name, "dropped")
+		fmt.Fprintf(w, "  %-9s %s  %-*s  ", off(d.TimeNs), j.Node, name, "dropped")
 		if d.Reason != "" {
 			fmt.Fprintf(w, "%s ", d.Reason)
 		}
@@ -98,7 +111,7 @@ func (t *Text) Write(j *decode.Journey) error {
 		if h.Kind == decode.KindNetfilter {
 			where, dir = h.Hook, h.Prio
 		}
-		line := fmt.Sprintf("  %-9s %s  %-*s  %-7s", Offset(h.TimeNs-start), h.Node, name, where, dir)
+		line := fmt.Sprintf("  %-9s %s  %-*s  %-7s", off(h.TimeNs), h.Node, name, where, dir)
 		if h.Kind == decode.KindNetfilter {
 			if h.Ifname != "" {
 				line += " in=" + h.Ifname
@@ -127,8 +140,6 @@ func (t *Text) Write(j *decode.Journey) error {
 	if s := j.Stall; s != nil {
 		fmt.Fprintf(w, "  stall: %s between %s and %s\n", time.Duration(s.DeltaNs).Round(time.Microsecond), s.From, s.Hop)
 	}
-	fmt.Fprintf(w, "  %s\n\n", j.Summary())
-	return w.Flush()
 }
 
 // WriteOneWay writes a one-way connection as a block of its own.

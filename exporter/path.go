@@ -1,0 +1,306 @@
+package exporter
+
+import (
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/pathtrace/pathtrace/decode"
+)
+
+// A follow client that gathers several nodes' agents gets their journeys as JSON and
+// joins them (decode.Joiner): FromJSON reads a journey back, WritePath writes the
+// joined path.
+
+// FromJSON reads back a journey written by ToJSON. Its times (hops, drop) are the
+// wall-clock Unix ns the JSON carries, which is what decode.Joiner expects.
+func FromJSON(x *JourneyJSON) (*decode.Journey, error) {
+	if x.Kind != "journey" {
+		return nil, fmt.Errorf("not a journey: kind %q", x.Kind)
+	}
+	id, err := strconv.ParseUint(x.ID, 16, 64)
+	if err != nil {
+		return nil, fmt.Errorf("journey id %q: %v", x.ID, err)
+	}
+	flow, err := flowFromJSON(&x.Flow)
+	if err != nil {
+		return nil, err
+	}
+	j := &decode.Journey{ID: id, Node: x.Node, Flow: flow, IPLen: x.Len, TCPFlags: tcpFlagsFrom(x.TCPFlags), Where: x.Where}
+	switch x.Verdict {
+	case "delivered":
+		j.Verdict = decode.Delivered
+	case "forwarded":
+		j.Verdict = decode.Forwarded
+	case "dropped":
+		j.Verdict = decode.Dropped
+	case "lost":
+		j.Verdict = decode.Lost
+	case "unfinished":
+		j.Verdict = decode.Unfinished
+	default:
+		return nil, fmt.Errorf("journey %s: verdict %q", x.ID, x.Verdict)
+	}
+	for i := range x.Hops {
+		hj := &x.Hops[i]
+		h := decode.Hop{Node: hj.Node, Ifname: hj.Ifname, Ifindex: hj.Ifindex, Kind: kindFrom(hj.Kind), TimeNs: uint64(hj.TNs),
+			Len: hj.Len, Flow: flow, Hook: hj.Hook, Prio: hj.Priority, OutIfname: hj.OutIfname}
+		switch hj.Dir {
+		case "ingress":
+			h.Dir = decode.Ingress
+		case "egress":
+			h.Dir = decode.Egress
+		default:
+			h.Dir = decode.NoDir
+		}
+		if hj.Flow != nil {
+			if h.Flow, err = flowFromJSON(hj.Flow); err != nil {
+				return nil, err
+			}
+		}
+		if v := hj.VXLAN; v != nil {
+			o := &decode.Outer{VNI: v.VNI}
+			if o.Src, err = netip.ParseAddr(v.Src); err != nil {
+				return nil, fmt.Errorf("hop vxlan src: %v", err)
+			}
+			if o.Dst, err = netip.ParseAddr(v.Dst); err != nil {
+				return nil, fmt.Errorf("hop vxlan dst: %v", err)
+			}
+			h.Outer = o
+		}
+		if c := hj.CT; c != nil {
+			ct := &decode.CT{State: c.State, Status: c.Status, Mark: c.Mark, Reply: c.Dir == "reply"}
+			if c.Orig != nil {
+				ct.Orig, _ = flowFromJSON(c.Orig)
+			}
+			if c.Reply != nil {
+				ct.Answer, _ = flowFromJSON(c.Reply)
+			}
+			h.CT = ct
+		}
+		if n := hj.NAT; n != nil {
+			h.NAT = &decode.NAT{Type: n.Type, From: n.From, To: n.To}
+		}
+		j.Hops = append(j.Hops, h)
+	}
+	drop := func(d *DropJSON) *decode.Drop {
+		if d == nil {
+			return nil
+		}
+		return &decode.Drop{Reason: d.Reason, Code: d.Code, Location: d.Location, Ifname: d.Ifname, Hook: d.Hook,
+			TimeNs: uint64(d.TNs), Rule: d.RuleDetail, Cause: d.Cause}
+	}
+	j.Drop, j.CopyDrop = drop(x.Drop), drop(x.CopyDrop)
+	if s := x.Stall; s != nil {
+		j.Stall = &decode.Stall{From: s.From, Hop: s.Hop, DeltaNs: s.DeltaNs}
+	}
+	return j, nil
+}
+
+func flowFromJSON(f *FlowJSON) (decode.Flow, error) {
+	var out decode.Flow
+	switch f.Proto {
+	case "tcp":
+		out.Proto = decode.ProtoTCP
+	case "udp":
+		out.Proto = decode.ProtoUDP
+	case "icmp":
+		out.Proto = decode.ProtoICMP
+	case "icmpv6":
+		out.Proto = decode.ProtoICMPv6
+	default:
+		n, err := strconv.ParseUint(strings.TrimPrefix(f.Proto, "proto-"), 10, 8)
+		if err != nil {
+			return out, fmt.Errorf("flow proto %q", f.Proto)
+		}
+		out.Proto = uint8(n)
+	}
+	ep := func(s string) (netip.AddrPort, error) {
+		if ap, err := netip.ParseAddrPort(s); err == nil {
+			return ap, nil
+		}
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return netip.AddrPort{}, fmt.Errorf("flow endpoint %q", s)
+		}
+		return netip.AddrPortFrom(a, 0), nil
+	}
+	var err error
+	if out.Src, err = ep(f.Src); err != nil {
+		return out, err
+	}
+	out.Dst, err = ep(f.Dst)
+	return out, err
+}
+
+func kindFrom(s string) decode.IfaceKind {
+	for k := decode.KindUnknown; k <= decode.KindNetfilter; k++ {
+		if k.String() == s {
+			return k
+		}
+	}
+	return decode.KindUnknown
+}
+
+func tcpFlagsFrom(s string) uint8 {
+	var f uint8
+	for _, c := range s {
+		switch c {
+		case 'S':
+			f |= decode.TCPSyn
+		case 'F':
+			f |= decode.TCPFin
+		case 'R':
+			f |= decode.TCPRst
+		case 'P':
+			f |= decode.TCPPsh
+		case 'U':
+			f |= decode.TCPUrg
+		case 'E':
+			f |= decode.TCPEce
+		case 'W':
+			f |= decode.TCPCwr
+		case '.':
+			f |= decode.TCPAck
+		}
+	}
+	return f
+}
+
+// legOffsets returns, for each leg of a path, the offset from the path's start of the
+// leg's first event: along the crossings, with their aligned latency, so that nodes
+// with different clocks still read in order.
+func legOffsets(p *decode.Path) []int64 {
+	offs := make([]int64, len(p.Legs))
+	start := p.Legs[0].FirstNs()
+	for i := 1; i < len(p.Legs); i++ {
+		a, b := p.Legs[i-1], p.Legs[i]
+		offs[i] = int64(b.FirstNs()) - int64(start) // one clock assumed, when no crossing joins them
+		for _, c := range p.Crossings {
+			if c.From == a.Node && c.To == b.Node {
+				// b's first hop is the crossing's end: a's last interface hop plus the latency.
+				offs[i] = offs[i-1] + int64(lastIfaceNs(a)) - int64(a.FirstNs()) + c.LatencyNs
+			}
+		}
+	}
+	return offs
+}
+
+func lastIfaceNs(j *decode.Journey) uint64 {
+	for k := len(j.Hops) - 1; k >= 0; k-- {
+		if j.Hops[k].Kind != decode.KindNetfilter {
+			return j.Hops[k].TimeNs
+		}
+	}
+	return j.FirstNs()
+}
+
+func signedOffset(ns int64) string {
+	if ns < 0 {
+		return "-" + Offset(uint64(-ns))[1:]
+	}
+	return Offset(uint64(ns))
+}
+
+// WritePath writes a path of several nodes as one block: each node's hops, the
+// underlay crossings between them with their latency, and the verdict of the whole.
+// A path of one node is written as that node's journey, with the path's verdict when
+// it says more (lost on the underlay, a node that did not answer).
+func (t *Text) WritePath(p *decode.Path) error {
+	w := t.w
+	fmt.Fprintln(w, Header(p.Legs[0]))
+	name := 0
+	for _, l := range p.Legs {
+		name = max(name, nameWidth(l))
+	}
+	offs := legOffsets(p)
+	for i, l := range p.Legs {
+		legStart := l.FirstNs()
+		writeHops(w, l, name, func(ns uint64) string { return signedOffset(offs[i] + int64(ns) - int64(legStart)) })
+		if i+1 < len(p.Legs) {
+			for _, c := range p.Crossings {
+				if c.From == l.Node && c.To == p.Legs[i+1].Node {
+					fmt.Fprintf(w, "  %-9s %s  underlay %s → %s %s: %s (%s)\n", "", strings.Repeat("·", len(l.Node)),
+						c.FromHop, c.To, c.ToHop, time.Duration(c.LatencyNs).Round(time.Microsecond), clockWords(c))
+				}
+			}
+		}
+	}
+	if p.Verdict == decode.PathUnderlayLost || p.Verdict == decode.PathNodeMissing && p.Next != "" {
+		fmt.Fprintf(w, "  %-9s %s  %s %s → %s (%s): nothing arrived\n", "", strings.Repeat("·", len(p.LeftNode)),
+			p.LeftHop, p.LeftNode, p.Next, p.NextAddr)
+	}
+	fmt.Fprintf(w, "  %s\n\n", p.Summary())
+	return w.Flush()
+}
+
+func clockWords(c decode.Crossing) string {
+	switch c.Clock {
+	case "same":
+		return "one clock"
+	case "aligned":
+		return fmt.Sprintf("clocks aligned; raw %s", time.Duration(c.RawNs).Round(time.Microsecond))
+	case "clamped":
+		return fmt.Sprintf("clocks differ, raw %s shown as 0 until crossings both ways align them", time.Duration(c.RawNs).Round(time.Microsecond))
+	}
+	return "clocks not aligned yet: crossings seen one way only"
+}
+
+// PathJSON is the JSON form of a joined path. Field names are an interface: add,
+// never rename.
+type PathJSON struct {
+	Kind      string         `json:"kind"` // "path"
+	ID        string         `json:"id"`
+	Flow      FlowJSON       `json:"flow"`
+	Nodes     []string       `json:"nodes"`
+	Legs      []JourneyJSON  `json:"legs"`
+	Crossings []CrossingJSON `json:"crossings"`
+	Verdict   string         `json:"verdict"` // a leg's verdict, or "lost_underlay", "node_missing"
+	Summary   string         `json:"summary"`
+	Missing   string         `json:"missing_node,omitempty"`
+	Next      string         `json:"next_node,omitempty"`
+}
+
+// CrossingJSON is an underlay crossing between two nodes.
+type CrossingJSON struct {
+	From      string `json:"from_node"`
+	To        string `json:"to_node"`
+	FromHop   string `json:"from_hop"`
+	ToHop     string `json:"to_hop"`
+	LatencyNs int64  `json:"latency_ns"`
+	RawNs     int64  `json:"raw_ns"`
+	Clock     string `json:"clock"` // same, aligned, unaligned, clamped
+}
+
+// PathToJSON converts a path; its legs' times are wall-clock already.
+func PathToJSON(p *decode.Path) PathJSON {
+	out := PathJSON{Kind: "path", ID: fmt.Sprintf("%016x", p.ID), Flow: flowJSON(p.Legs[0].Flow), Summary: p.Summary(),
+		Missing: p.Missing, Next: p.Next, Crossings: []CrossingJSON{}}
+	for _, l := range p.Legs {
+		out.Nodes = append(out.Nodes, l.Node)
+		out.Legs = append(out.Legs, ToJSON(l, Clock{}))
+	}
+	for _, c := range p.Crossings {
+		out.Crossings = append(out.Crossings, CrossingJSON{From: c.From, To: c.To, FromHop: c.FromHop, ToHop: c.ToHop,
+			LatencyNs: c.LatencyNs, RawNs: c.RawNs, Clock: c.Clock})
+	}
+	switch p.Verdict {
+	case decode.PathUnderlayLost:
+		out.Verdict = "lost_underlay"
+	case decode.PathNodeMissing:
+		out.Verdict = "node_missing"
+	default:
+		out.Verdict = p.Legs[len(p.Legs)-1].Verdict.String()
+	}
+	return out
+}
+
+// WritePath writes a path as one JSON line.
+func (x *JSON) WritePath(p *decode.Path) error {
+	if err := x.enc.Encode(PathToJSON(p)); err != nil {
+		return err
+	}
+	return x.w.Flush()
+}
