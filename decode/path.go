@@ -2,6 +2,7 @@ package decode
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"sort"
@@ -59,6 +60,9 @@ const (
 	// PathNodeMissing: it went to (or came from) a node whose agent does not answer:
 	// what happened there is unknown.
 	PathNodeMissing
+	// PathUnfinished: tracing stopped while the path waited for another node's
+	// journey.
+	PathUnfinished
 )
 
 // Crossing is the underlay hop between two nodes' journeys.
@@ -95,6 +99,8 @@ func (p *Path) Summary() string {
 	switch p.Verdict {
 	case PathUnderlayLost:
 		return fmt.Sprintf("lost on the underlay: left %s %s, never reached %s %s", p.LeftNode, p.LeftHop, p.Next, p.expectHop())
+	case PathUnfinished:
+		return fmt.Sprintf("unfinished: tracing stopped while waiting for %s's journey (it left %s %s)", p.Next, p.LeftNode, p.LeftHop)
 	case PathNodeMissing:
 		if p.Next != "" {
 			s := fmt.Sprintf("unknown past %s: left %s %s for %s (%s), whose agent did not answer", p.LeftNode, p.LeftNode, p.LeftHop, p.Next, p.NextAddr)
@@ -224,7 +230,12 @@ func (j *Joiner) Flush() []*Path {
 	var out []*Path
 	for _, e := range j.order {
 		if p, ok := j.pending[e.id]; ok && p.deadline == e.deadline {
-			out = append(out, j.judge(e.id, p.legs))
+			path := j.judge(e.id, p.legs)
+			if path.Verdict == PathUnderlayLost {
+				j.stats.UnderlayLost--
+				path.Verdict = PathUnfinished
+			}
+			out = append(out, path)
 		}
 	}
 	j.order, j.pending = nil, map[uint64]*pendingPath{}
@@ -371,7 +382,24 @@ func (j *Joiner) judge(id uint64, legs []*Journey) *Path {
 	}
 	// What the last leg left open.
 	last := p.Legs[len(p.Legs)-1]
-	if n, addr := j.next(last); n != nil {
+	n, addr := j.next(last)
+	if n == nil && last.Verdict == Forwarded && addr.IsValid() {
+		// Sent to an address no answering agent's node owns: if an agent never
+		// answered, its node may be the one.
+		var silent, whys []string
+		for _, name := range slices.Sorted(maps.Keys(j.down)) {
+			if node := j.nodes[name]; node == nil || len(node.Addrs) == 0 {
+				silent, whys = append(silent, name), append(whys, j.down[name])
+			}
+		}
+		if len(silent) > 0 {
+			p.Verdict, p.LeftNode, p.LeftHop, p.NextAddr = PathNodeMissing, last.Node, lastIfaceHop(last), addr
+			p.Next, p.Missing, p.MissingWhy = strings.Join(silent, ", "), strings.Join(silent, ", "), strings.Join(whys, "; ")
+			j.stats.NodeMissing++
+			return p
+		}
+	}
+	if n != nil {
 		p.LeftNode, p.Next, p.NextAddr = last.Node, n.Name, addr
 		p.LeftHop = lastIfaceHop(last)
 		if why, down := j.down[n.Name]; down {

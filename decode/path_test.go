@@ -225,3 +225,32 @@ func TestJoinExpireOrder(t *testing.T) {
 		t.Fatalf("%d pending", j.Pending())
 	}
 }
+
+func TestJoinSilentAgentUnknownNode(t *testing.T) {
+	// node-b's agent never answered, so its addresses are unknown: a packet node-a sent
+	// to an address no answering node owns is not judged forwarded, nor lost.
+	nodes := labNodes("b", "b")[:1]
+	j := NewJoiner(nodes, time.Second)
+	j.SetDown("unix:/run/b.sock", "connection refused")
+	got := j.Add(legOut(1, "node-a", podA, podB, nodeA, nodeB, 1), time.Unix(1, 0))
+	if len(got) != 1 {
+		t.Fatalf("%d paths, want 1 at once", len(got))
+	}
+	s := got[0].Summary()
+	if got[0].Verdict != PathNodeMissing || !strings.Contains(s, "unix:/run/b.sock") || !strings.Contains(s, "10.0.0.12") ||
+		!strings.Contains(s, "connection refused") {
+		t.Errorf("%d %q", got[0].Verdict, s)
+	}
+}
+
+func TestJoinFlushUnfinished(t *testing.T) {
+	j := NewJoiner(labNodes("b", "b"), time.Second)
+	j.Add(legOut(1, "node-a", podA, podB, nodeA, nodeB, 1), time.Unix(1, 0))
+	got := j.Flush()
+	if len(got) != 1 || got[0].Verdict != PathUnfinished || !strings.Contains(got[0].Summary(), "waiting for node-b") {
+		t.Fatalf("%+v", got)
+	}
+	if j.Stats().UnderlayLost != 0 {
+		t.Errorf("counted as lost on the underlay: %+v", j.Stats())
+	}
+}

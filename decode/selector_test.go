@@ -178,3 +178,90 @@ func TestParseProto(t *testing.T) {
 		}
 	}
 }
+
+func TestParseKubeSelector(t *testing.T) {
+	long := strings.Repeat("a", 63)
+	for _, tc := range []struct {
+		in   string
+		want decode.KubeSelector
+	}{
+		{"pod/prod/api-67f6cc8974-2kmdg", decode.KubeSelector{Kind: "pod", Namespace: "prod", Name: "api-67f6cc8974-2kmdg"}},
+		{"pod/prod/api-0:8080", decode.KubeSelector{Kind: "pod", Namespace: "prod", Name: "api-0", Port: "8080"}},
+		{"pod/kube-system/etcd.node-a", decode.KubeSelector{Kind: "pod", Namespace: "kube-system", Name: "etcd.node-a"}},
+		{"pod/1ns/0pod:65535", decode.KubeSelector{Kind: "pod", Namespace: "1ns", Name: "0pod", Port: "65535"}},
+		{"svc/prod/api", decode.KubeSelector{Kind: "svc", Namespace: "prod", Name: "api"}},
+		{"svc/prod/api:80", decode.KubeSelector{Kind: "svc", Namespace: "prod", Name: "api", Port: "80"}},
+		{"svc/prod/api:http", decode.KubeSelector{Kind: "svc", Namespace: "prod", Name: "api", Port: "http"}},
+		{"svc/prod/api:grpc-web", decode.KubeSelector{Kind: "svc", Namespace: "prod", Name: "api", Port: "grpc-web"}},
+		{"svc/" + long + "/" + long, decode.KubeSelector{Kind: "svc", Namespace: long, Name: long}},
+	} {
+		got, ok, err := decode.ParseKubeSelector(tc.in)
+		if err != nil || !ok {
+			t.Errorf("ParseKubeSelector(%q) = ok %v, error %v; want ok", tc.in, ok, err)
+			continue
+		}
+		if got != tc.want {
+			t.Errorf("ParseKubeSelector(%q) = %+v, want %+v", tc.in, got, tc.want)
+		}
+		if got.String() != tc.in {
+			t.Errorf("ParseKubeSelector(%q).String() = %q, want the input back", tc.in, got.String())
+		}
+	}
+}
+
+func TestParseKubeSelectorNotKube(t *testing.T) {
+	// Address selectors, and anything else ParseSelector is to judge.
+	for _, in := range []string{"10.0.0.1", "10.0.0.1:80", ":53", "[fd00::1]:80", "fd00::1", "", "pod", "svc", "Pod/prod/api", "service/prod/api", "deploy/prod/api"} {
+		got, ok, err := decode.ParseKubeSelector(in)
+		if ok || err != nil || got != (decode.KubeSelector{}) {
+			t.Errorf("ParseKubeSelector(%q) = %+v, ok %v, error %v; want not a Kubernetes selector", in, got, ok, err)
+		}
+	}
+}
+
+func TestParseKubeSelectorErrors(t *testing.T) {
+	for _, tc := range []struct{ in, why string }{
+		{"pod/", "missing namespace and name"},
+		{"pod/x", "missing name"},
+		{"svc/prod", "missing name"},
+		{"pod/prod/", "empty name"},
+		{"pod//api", "empty namespace"},
+		{"svc//", "empty namespace"},
+		{"pod/prod/api/x", "too many parts"},
+		{"pod/prod/api:", "empty port"},
+		{"svc/prod/api:", "empty port"},
+		{"pod/prod/api:0", "port must be 1-65535"},
+		{"svc/prod/api:65536", "port must be 1-65535"},
+		{"pod/prod/api:http", "port names need a svc/ selector"},
+		{"svc/prod/api:-http", "must start and end"},
+		{"svc/prod/api:HTTP", "must be lowercase"},
+		{"svc/prod/api:80:90", "not allowed"},
+		{"pod/Prod/api", "must be lowercase"},
+		{"pod/prod/API", "must be lowercase"},
+		{"pod/prod_x/api", "not allowed"},
+		{"pod/-prod/api", "must start and end"},
+		{"pod/prod/api-", "must start and end"},
+		{"pod/prod/a..b", "empty part between dots"},
+		{"pod/prod/.api", "empty part between dots"},
+		{"pod/prod/a_b", "'-' and '.'"},
+		{"svc/prod/a.b", "not allowed"},
+		{"svc/" + strings.Repeat("a", 64) + "/api", "longer than 63"},
+		{"pod/prod/" + strings.Repeat("a.", 127) + "a", "longer than 253"},
+	} {
+		got, ok, err := decode.ParseKubeSelector(tc.in)
+		if err == nil {
+			t.Errorf("ParseKubeSelector(%q) = %+v, want an error", tc.in, got)
+			continue
+		}
+		if !ok {
+			t.Errorf("ParseKubeSelector(%q): ok false with error %v, want ok (it is a Kubernetes selector)", tc.in, err)
+		}
+		want := "/NAMESPACE/NAME[:PORT]"
+		if !strings.Contains(err.Error(), tc.why) || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), tc.in) {
+			t.Errorf("ParseKubeSelector(%q): error %q, want it to name the input, say %q and show %q", tc.in, err, tc.why, want)
+		}
+		if got != (decode.KubeSelector{}) {
+			t.Errorf("ParseKubeSelector(%q) returned %+v with its error", tc.in, got)
+		}
+	}
+}

@@ -222,15 +222,15 @@ func (t *Text) WritePath(p *decode.Path) error {
 		if i+1 < len(p.Legs) {
 			for _, c := range p.Crossings {
 				if c.From == l.Node && c.To == p.Legs[i+1].Node {
-					fmt.Fprintf(w, "  %-9s %s  underlay %s → %s %s: %s (%s)\n", "", strings.Repeat("·", len(l.Node)),
-						c.FromHop, c.To, c.ToHop, time.Duration(c.LatencyNs).Round(time.Microsecond), clockWords(c))
+					fmt.Fprintf(w, "  %-9s %s  underlay: %s %s → %s %s, %s (%s)\n", "", strings.Repeat("·", len(l.Node)),
+						c.From, c.FromHop, c.To, c.ToHop, time.Duration(c.LatencyNs).Round(time.Microsecond), clockWords(c))
 				}
 			}
 		}
 	}
 	if p.Verdict == decode.PathUnderlayLost || p.Verdict == decode.PathNodeMissing && p.Next != "" {
-		fmt.Fprintf(w, "  %-9s %s  %s %s → %s (%s): nothing arrived\n", "", strings.Repeat("·", len(p.LeftNode)),
-			p.LeftHop, p.LeftNode, p.Next, p.NextAddr)
+		fmt.Fprintf(w, "  %-9s %s  underlay: %s %s → %s (%s): nothing arrived\n", "", strings.Repeat("·", len(p.LeftNode)),
+			p.LeftNode, p.LeftHop, p.Next, p.NextAddr)
 	}
 	fmt.Fprintf(w, "  %s\n\n", p.Summary())
 	return w.Flush()
@@ -257,7 +257,7 @@ type PathJSON struct {
 	Nodes     []string       `json:"nodes"`
 	Legs      []JourneyJSON  `json:"legs"`
 	Crossings []CrossingJSON `json:"crossings"`
-	Verdict   string         `json:"verdict"` // a leg's verdict, or "lost_underlay", "node_missing"
+	Verdict   string         `json:"verdict"` // the last leg's verdict, or "lost_underlay", "node_missing", "unfinished"
 	Summary   string         `json:"summary"`
 	Missing   string         `json:"missing_node,omitempty"`
 	Next      string         `json:"next_node,omitempty"`
@@ -291,6 +291,8 @@ func PathToJSON(p *decode.Path) PathJSON {
 		out.Verdict = "lost_underlay"
 	case decode.PathNodeMissing:
 		out.Verdict = "node_missing"
+	case decode.PathUnfinished:
+		out.Verdict = "unfinished"
 	default:
 		out.Verdict = p.Legs[len(p.Legs)-1].Verdict.String()
 	}

@@ -88,7 +88,7 @@ func TestTextPath(t *testing.T) {
 	want := `10.244.1.23:40000 → 10.244.2.57:8080 TCP [S] len=60
   +0µs      node-a  veth1a23  ingress
   +40µs     node-a  eth0      egress   vxlan vni=1 10.0.0.11→10.0.0.12
-            ······  underlay eth0 egress → node-b eth0 ingress: 60µs (one clock)
+            ······  underlay: node-a eth0 egress → node-b eth0 ingress, 60µs (one clock)
   +100µs    node-b  eth0      ingress  vxlan vni=1 10.0.0.11→10.0.0.12
   +130µs    node-b  veth2b57  egress
   delivered to pod via veth2b57 on node-b
@@ -101,7 +101,7 @@ func TestTextPath(t *testing.T) {
 	if err := tx.WritePath(crossNodePath(t, true)); err != nil {
 		t.Fatal(err)
 	}
-	if s := buf.String(); !strings.Contains(s, "eth0 egress node-a → node-b (10.0.0.12): nothing arrived") ||
+	if s := buf.String(); !strings.Contains(s, "underlay: node-a eth0 egress → node-b (10.0.0.12): nothing arrived") ||
 		!strings.Contains(s, "lost on the underlay: left node-a eth0 egress, never reached node-b eth0 ingress") {
 		t.Errorf("lost path:\n%s", s)
 	}

@@ -36,6 +36,9 @@ Faults:
   slow       node-a: 1mbit tbf qdisc on flannel.1 (a slow tunnel)
   nomasq     node-a: flannel's POSTROUTING MASQUERADE rule removed (pods on
              node-a can no longer talk to ext: their SYNs leave, nothing returns)
+  underlay   the switch (P-underlay, outside both nodes) drops VXLAN (udp/8472)
+             on its way to node-b (an nftables bridge rule): packets leave node-a's eth0, never reach
+             node-b's
 
 Lab (P = $LAB_PREFIX):
   P-underlay  bridge br0, ports node-a, node-b
@@ -73,7 +76,7 @@ ALL_NS=("$NS_A_API" "$NS_A_REDIS" "$NS_B_API" "$NS_EXT" "$NS_NODE_A" "$NS_NODE_B
 
 VIP=10.96.12.34
 POD_CIDR=10.244.0.0/16
-FAULTS=(policy rpfilter blackhole slow nomasq)
+FAULTS=(policy rpfilter blackhole slow nomasq underlay)
 
 log() { printf 'lab.sh: %s\n' "$*" || true; }
 die() {
@@ -608,6 +611,33 @@ fault_slow_off() {
 		log "slow: $NS_NODE_A: deleted tbf on flannel.1"
 	else
 		log "slow: $NS_NODE_A: no tbf on flannel.1"
+	fi
+}
+
+# The underlay fault: an nftables bridge rule on the switch drops VXLAN on its way
+# out of the port toward node-b (a lossy underlay; neither node sees it die).
+fault_underlay_active() { ns_exec "$NS_UNDERLAY" nft list table bridge lab_underlay >/dev/null 2>&1; }
+fault_underlay_on() {
+	if fault_underlay_active; then
+		log "underlay: $NS_UNDERLAY: VXLAN to node-b already dropped"
+		return
+	fi
+	ns_exec "$NS_UNDERLAY" nft -f - <<'NFT'
+table bridge lab_underlay {
+	chain forward {
+		type filter hook forward priority 0; policy accept;
+		oifname "node-b" udp dport 8472 counter drop
+	}
+}
+NFT
+	log "underlay: $NS_UNDERLAY: dropping udp/8472 (VXLAN) on the switch port to node-b"
+}
+fault_underlay_off() {
+	if fault_underlay_active; then
+		ns_exec "$NS_UNDERLAY" nft delete table bridge lab_underlay
+		log "underlay: $NS_UNDERLAY: VXLAN to node-b passes again"
+	else
+		log "underlay: $NS_UNDERLAY: VXLAN to node-b was not dropped"
 	fi
 }
 

@@ -137,14 +137,46 @@ func localAddrs(h *netlink.Handle) ([]netip.Addr, error) {
 	return out, nil
 }
 
+// podPrefixes lists the subnets of the namespace's bridges, where its pods live.
+func podPrefixes(h *netlink.Handle) ([]netip.Prefix, error) {
+	links, err := h.LinkList()
+	if err != nil {
+		return nil, fmt.Errorf("list links: %w", err)
+	}
+	var out []netip.Prefix
+	for _, l := range links {
+		if l.Type() != "bridge" {
+			continue
+		}
+		addrs, err := h.AddrList(l, netlink.FAMILY_ALL)
+		if err != nil {
+			return nil, fmt.Errorf("list addresses of %s: %w", l.Attrs().Name, err)
+		}
+		for _, a := range addrs {
+			ip, ok := netip.AddrFromSlice(a.IP)
+			if !ok || a.IPNet == nil || ip.Unmap().IsLinkLocalUnicast() {
+				continue
+			}
+			ones, _ := a.Mask.Size()
+			out = append(out, netip.PrefixFrom(ip.Unmap(), ones).Masked())
+		}
+	}
+	return out, nil
+}
+
 // podNetns finds the network namespaces at the far end of the node's veths, so that
 // drops inside a pod count as this node's. The kernel names a peer namespace only by
 // an ID local to the node's namespace; candidates from /run/netns and /proc/*/ns/net
 // are asked for their ID until every peer is found.
+//
+// A veth that is the node's uplink (a node in a namespace, as in the lab, or a VM
+// whose NIC is a veth) leads to the underlay, not to a pod: its far side is left out,
+// or drops on the underlay would count as the node's.
 func podNetns(h *netlink.Handle, links []netlink.Link) map[int]uint32 {
 	want := map[int]bool{}
+	uplinks := uplinkIndexes(h, links)
 	for _, l := range links {
-		if l.Type() == "veth" && l.Attrs().NetNsID >= 0 {
+		if l.Type() == "veth" && l.Attrs().NetNsID >= 0 && !uplinks[l.Attrs().Index] {
 			want[l.Attrs().NetNsID] = true
 		}
 	}

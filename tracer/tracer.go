@@ -121,6 +121,7 @@ type Tracer struct {
 	nfProgs  nfProgs
 	kpProg   *ebpf.Program
 	local    []netip.Addr
+	pods     []netip.Prefix
 	reasons  decode.DropReasons
 	mode     Mode
 	ct       ctLayout
@@ -174,6 +175,9 @@ func New(cfg Config) (t *Tracer, err error) {
 		return t, fmt.Errorf("%s: %w", t.ns, err)
 	}
 	if t.local, err = localAddrs(t.nl); err != nil {
+		return t, err
+	}
+	if t.pods, err = podPrefixes(t.nl); err != nil {
 		return t, err
 	}
 	kspec, err := btf.LoadSpec(cfg.BTFPath)
@@ -690,6 +694,10 @@ func (t *Tracer) Ifaces() []decode.Iface {
 
 // LocalAddrs are the traced namespace's own addresses.
 func (t *Tracer) LocalAddrs() []netip.Addr { return t.local }
+
+// PodPrefixes are the subnets of the node's bridges (cni0's 10.244.1.0/24): its pods'
+// addresses, as a follow client joining several nodes needs to know.
+func (t *Tracer) PodPrefixes() []netip.Prefix { return t.pods }
 
 // Reasons are the kernel's drop-reason names; nil when drops carry none.
 func (t *Tracer) Reasons() decode.DropReasons {

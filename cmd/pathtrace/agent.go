@@ -36,7 +36,7 @@ type agentOpts struct {
 	dropHook    string
 	nfHook      string
 	metricsAddr string
-	api         string
+	api         []string
 	sample      uint32
 	dropRate    uint32
 	readyFile   string
@@ -50,7 +50,7 @@ func agentFlags() (*pflag.FlagSet, *agentOpts) {
 	fs := pflag.NewFlagSet("agent", pflag.ContinueOnError)
 	fs.SortFlags = false
 	fs.StringVar(&o.metricsAddr, "metrics-addr", "127.0.0.1:9965", "serve /metrics, /healthz and /readyz here (host:port; \"\" for none)")
-	fs.StringVar(&o.api, "api", "unix:"+DefaultAgentSocket, "serve follow clients here (unix:PATH; \"\" for none)")
+	fs.StringSliceVar(&o.api, "api", []string{"unix:" + DefaultAgentSocket}, "serve follow clients here: unix:PATH, or tcp:HOST:PORT (no authentication: packet data for anyone who can connect); repeat for several; \"\" for none")
 	fs.Uint32Var(&o.sample, "sample", 16, "measure hop latency on 1 packet in N (1: every packet, 0: off)")
 	fs.Uint32Var(&o.dropRate, "drop-rate", 1000, "drop events per second per CPU sent to user space beyond followed flows (the excess is counted, every drop is in the metrics)")
 	fs.StringVar(&o.node, "node", host, "name of this node")
@@ -112,18 +112,20 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 		}
 		defer mln.Close()
 	}
-	var aln net.Listener
-	if o.api != "" {
-		path, ok := strings.CutPrefix(o.api, "unix:")
-		if !ok || path == "" {
-			return usageError{fmt.Errorf("--api %q: want unix:PATH", o.api)}
+	var alns []net.Listener
+	for _, api := range o.api {
+		if api == "" {
+			continue
 		}
-		var err error
-		if aln, err = listenUnix(path); err != nil {
+		l, err := listenAPI(api)
+		if err != nil {
 			return err
 		}
-		defer aln.Close()
-		defer os.Remove(path)
+		defer l.Close()
+		if path, ok := strings.CutPrefix(api, "unix:"); ok {
+			defer os.Remove(path)
+		}
+		alns = append(alns, l)
 	}
 	if o.readyFile != "" {
 		if err := checkWritable(o.readyFile); err != nil {
@@ -175,7 +177,7 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 		names = append(names, i.Name+"("+i.Kind.String()+")")
 	}
 	fmt.Fprintf(stderr, "pathtrace agent: node %s: %s on %d interfaces: %s; metrics on %s, API on %s\n",
-		o.node, tr.Mode(), len(names), strings.Join(names, " "), o.metricsAddr, o.api)
+		o.node, tr.Mode(), len(names), strings.Join(names, " "), o.metricsAddr, strings.Join(o.api, ","))
 	for _, n := range tr.Mode().Notes {
 		fmt.Fprintf(stderr, "pathtrace agent: note: %s\n", n)
 	}
@@ -198,7 +200,7 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stderr, "pathtrace agent: capturing flagged flows to %s (history %d packets / %v per flow, %d bytes in all)\n",
 			o.capture.dir, o.capture.pre, o.capture.preAge, o.capture.historyBytes)
 	}
-	if aln != nil {
+	for _, aln := range alns {
 		go a.serveAPI(ctx, aln)
 	}
 	go a.watchLinks(ctx)
@@ -238,6 +240,24 @@ func snapLen(o *agentOpts) int {
 	return decode.SnapMax
 }
 
+// listenAPI listens where --api says: unix:PATH or tcp:HOST:PORT.
+func listenAPI(api string) (net.Listener, error) {
+	if path, ok := strings.CutPrefix(api, "unix:"); ok && path != "" {
+		return listenUnix(path)
+	}
+	if addr, ok := strings.CutPrefix(api, "tcp:"); ok && addr != "" {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return nil, usageError{fmt.Errorf("--api %q: want tcp:HOST:PORT: %v", api, err)}
+		}
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, fmt.Errorf("--api %s: %w", api, err)
+		}
+		return l, nil
+	}
+	return nil, usageError{fmt.Errorf("--api %q: want unix:PATH or tcp:HOST:PORT", api)}
+}
+
 // listenUnix listens on a unix socket, taking over a stale one a crashed agent left.
 func listenUnix(path string) (net.Listener, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
@@ -254,6 +274,16 @@ func listenUnix(path string) (net.Listener, error) {
 	}
 	os.Chmod(path, 0o600)
 	return l, nil
+}
+
+// bootID is the running kernel's boot ID: two agents that report the same one run on
+// one kernel and read one clock.
+func bootID() string {
+	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
 }
 
 func kernelRelease() string {
@@ -507,6 +537,12 @@ type followReply struct {
 	Error string `json:"error,omitempty"`
 	Node  string `json:"node,omitempty"`
 	Mode  string `json:"mode,omitempty"`
+	// What a client joining several nodes' journeys needs to know of this one: its
+	// kernel's boot ID (equal boot IDs share a clock), its addresses and its pods'
+	// prefixes (where a packet it forwards goes to).
+	BootID string   `json:"boot_id,omitempty"`
+	Addrs  []string `json:"addrs,omitempty"`
+	Pods   []string `json:"pods,omitempty"`
 }
 
 type client struct {
@@ -618,7 +654,14 @@ func (a *agent) serveFollower(ctx context.Context, c net.Conn) {
 		defer r.expl.close()
 	}
 	// Ready only now: the rule counters are read before the follower's first packet.
-	reply(followReply{OK: true, Node: a.o.node, Mode: a.tr.Mode().String()})
+	ok := followReply{OK: true, Node: a.o.node, Mode: a.tr.Mode().String(), BootID: bootID()}
+	for _, ad := range local {
+		ok.Addrs = append(ok.Addrs, ad.String())
+	}
+	for _, p := range a.tr.PodPrefixes() {
+		ok.Pods = append(ok.Pods, p.String())
+	}
+	reply(ok)
 	if oneway > 0 {
 		r.watch = decode.NewFlowWatch(oneway)
 	}

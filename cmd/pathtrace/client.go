@@ -8,43 +8,120 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/pathtrace/pathtrace/decode"
+	"github.com/pathtrace/pathtrace/exporter"
 )
+
+// agentAddr is an agent's API address: unix:PATH or tcp:HOST:PORT.
+type agentAddr struct{ network, addr string }
+
+func (a agentAddr) String() string { return a.network + ":" + a.addr }
 
 // agentAddrs returns the agents to follow through: those named with --agents, or the
 // default socket when an agent answers there; none means trace standalone.
-func agentAddrs(flag []string) ([]string, error) {
+func agentAddrs(flag []string) ([]agentAddr, error) {
 	if len(flag) == 0 {
 		c, err := net.DialTimeout("unix", DefaultAgentSocket, 500*time.Millisecond)
 		if err != nil {
 			return nil, nil
 		}
 		c.Close()
-		return []string{DefaultAgentSocket}, nil
+		return []agentAddr{{"unix", DefaultAgentSocket}}, nil
 	}
-	var out []string
+	var out []agentAddr
 	for _, a := range flag {
-		path, ok := strings.CutPrefix(a, "unix:")
-		if !ok || path == "" {
-			return nil, usageError{fmt.Errorf("--agents %q: want unix:PATH", a)}
+		if path, ok := strings.CutPrefix(a, "unix:"); ok && path != "" {
+			out = append(out, agentAddr{"unix", path})
+			continue
 		}
-		out = append(out, path)
+		if hp, ok := strings.CutPrefix(a, "tcp:"); ok {
+			if _, _, err := net.SplitHostPort(hp); err == nil {
+				out = append(out, agentAddr{"tcp", hp})
+				continue
+			}
+		}
+		return nil, usageError{fmt.Errorf("--agents %q: want unix:PATH or tcp:HOST:PORT", a)}
 	}
 	return out, nil
 }
 
-// followViaAgents asks each agent to follow the selectors and copies what they send,
-// a whole journey at a time, until the duration, the count, an interrupt or the last
-// agent ends it.
+// agentConn is a follow session with one agent.
+type agentConn struct {
+	addr  agentAddr
+	conn  net.Conn
+	r     *bufio.Reader
+	reply followReply
+}
+
+// dialAgent connects to an agent and asks it to follow; the agent answers once it
+// follows.
+func dialAgent(a agentAddr, req followRequest) (*agentConn, error) {
+	c, err := net.DialTimeout(a.network, a.addr, 2*time.Second)
+	if err != nil {
+		if a.network == "unix" {
+			return nil, fmt.Errorf("agent %s: %w (is `pathtrace agent --api %s` running?)", a, err, a)
+		}
+		return nil, fmt.Errorf("agent %s: %w", a, err)
+	}
+	b, _ := json.Marshal(req)
+	if _, err := c.Write(append(b, '\n')); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("agent %s: %w", a, err)
+	}
+	r := bufio.NewReader(c)
+	c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	line, err := r.ReadBytes('\n')
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("agent %s: no answer: %w", a, err)
+	}
+	c.SetReadDeadline(time.Time{})
+	var rep followReply
+	if err := json.Unmarshal(line, &rep); err != nil || !rep.OK {
+		if rep.Error == "" && err != nil {
+			rep.Error = err.Error()
+		}
+		c.Close()
+		return nil, fmt.Errorf("agent %s refused: %s", a, rep.Error)
+	}
+	return &agentConn{addr: a, conn: c, r: r, reply: rep}, nil
+}
+
+// nodeInfo is what the agent told of its node, for the Joiner.
+func (ac *agentConn) nodeInfo() decode.NodeInfo {
+	n := decode.NodeInfo{Name: ac.reply.Node, BootID: ac.reply.BootID}
+	for _, s := range ac.reply.Addrs {
+		if a, err := netip.ParseAddr(s); err == nil {
+			n.Addrs = append(n.Addrs, a)
+		}
+	}
+	for _, s := range ac.reply.Pods {
+		if p, err := netip.ParsePrefix(s); err == nil {
+			n.Pods = append(n.Pods, p)
+		}
+	}
+	return n
+}
+
+// followViaAgents asks each agent to follow the selectors and writes what they send
+// until the duration, the count, an interrupt or the last agent ends it.
+//
+// Through one agent, its journeys are copied a whole journey at a time. Through
+// several (one per node), the journeys of one packet on several nodes are joined into
+// one path (decode.Joiner), with the underlay crossings between them; an agent that
+// does not answer is named in the paths that go through its node.
 //
 // With --pcap each agent also sends its journeys' packets as pcapng, in frames between
 // the journeys. One agent's stream is written to the file as it comes; several are
 // merged into one pcapng section.
-func followViaAgents(paths []string, o *followOpts, sels []string, stdout, stderr io.Writer, pc *pcapOut) error {
+func followViaAgents(addrs []agentAddr, o *followOpts, sels []string, stdout, stderr io.Writer, pc *pcapOut) error {
 	ctx, stop := signalContext()
 	defer stop()
 	if o.duration > 0 {
@@ -52,101 +129,251 @@ func followViaAgents(paths []string, o *followOpts, sels []string, stdout, stder
 		ctx, cancel = context.WithTimeout(ctx, o.duration)
 		defer cancel()
 	}
-	req := followRequest{Selectors: sels, Proto: o.proto, JSON: o.json, Timeout: o.timeout.String(),
+	join := len(addrs) > 1
+	req := followRequest{Selectors: sels, Proto: o.proto, JSON: o.json || join, Timeout: o.timeout.String(),
 		Stall: o.stall.String(), Oneway: o.oneway.String(), Count: o.count, Pcap: pc != nil, SnapLen: o.snaplen}
-	pc.startAgents(len(paths), stderr)
-	defer pc.endAgents()
-	var conns []net.Conn
+	if join {
+		req.Count = 0 // the client counts paths; a node sees only some of them
+	}
+	var conns []*agentConn
 	defer func() {
 		for _, c := range conns {
-			c.Close()
+			c.conn.Close()
 		}
 	}()
-	var readers []*bufio.Reader
-	for _, p := range paths {
-		c, err := net.DialTimeout("unix", p, 2*time.Second)
+	var down []string // agents that did not answer, with why
+	for _, a := range addrs {
+		ac, err := dialAgent(a, req)
 		if err != nil {
-			return fmt.Errorf("agent unix:%s: %w (is `pathtrace agent --api unix:%s` running?)", p, err, p)
-		}
-		conns = append(conns, c)
-		b, _ := json.Marshal(req)
-		if _, err := c.Write(append(b, '\n')); err != nil {
-			return fmt.Errorf("agent unix:%s: %w", p, err)
-		}
-		r := bufio.NewReader(c)
-		c.SetReadDeadline(time.Now().Add(30 * time.Second))
-		line, err := r.ReadBytes('\n')
-		if err != nil {
-			return fmt.Errorf("agent unix:%s: no answer: %w", p, err)
-		}
-		c.SetReadDeadline(time.Time{})
-		var rep followReply
-		if err := json.Unmarshal(line, &rep); err != nil || !rep.OK {
-			if rep.Error == "" && err != nil {
-				rep.Error = err.Error()
+			if !join {
+				return err
 			}
-			return fmt.Errorf("agent unix:%s refused: %s", p, rep.Error)
+			fmt.Fprintf(stderr, "pathtrace: warning: %v: paths through its node will say so\n", err)
+			down = append(down, a.String()+"\x00"+err.Error())
+			continue
 		}
-		fmt.Fprintf(stderr, "pathtrace: following %s through the agent of node %s (unix:%s): %s\n", strings.Join(sels, ", "), rep.Node, p, rep.Mode)
-		readers = append(readers, r)
+		fmt.Fprintf(stderr, "pathtrace: following %s through the agent of node %s (%s): %s\n", strings.Join(sels, ", "), ac.reply.Node, a, ac.reply.Mode)
+		conns = append(conns, ac)
 	}
+	if len(conns) == 0 {
+		return fmt.Errorf("no agent answered of %d", len(addrs))
+	}
+	pc.startAgents(len(conns), stderr)
+	defer pc.endAgents()
 	if o.readyFile != "" {
-		if err := os.WriteFile(o.readyFile, []byte("agents: "+strings.Join(paths, ",")+"\n"), 0o644); err != nil {
+		var names []string
+		for _, c := range conns {
+			names = append(names, c.addr.String())
+		}
+		if err := os.WriteFile(o.readyFile, []byte("agents: "+strings.Join(names, ",")+"\n"), 0o644); err != nil {
 			return fmt.Errorf("write --ready-file: %w", err)
 		}
 		defer os.Remove(o.readyFile)
 	}
-	var (
-		mu      sync.Mutex
-		written int
-		wg      sync.WaitGroup
-		werr    error
-	)
-	for i, r := range readers {
+	var written int
+	var err error
+	if join {
+		written, err = joinAgents(ctx, stop, conns, down, o, stdout, stderr, pc)
+	} else {
+		written, err = copyAgent(ctx, stop, conns[0], o, stdout, stderr, pc)
+	}
+	if err != nil {
+		return err
+	}
+	what := "journeys"
+	if join {
+		what = "paths"
+	}
+	fmt.Fprintf(stderr, "pathtrace: %d %s through %d agent(s)\n", written, what, len(conns))
+	return nil
+}
+
+// copyAgent copies one agent's journeys as they come.
+func copyAgent(ctx context.Context, stop func(), ac *agentConn, o *followOpts, stdout, stderr io.Writer, pc *pcapOut) (int, error) {
+	written := 0
+	var werr error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer stop()
+		r := ac.r
+		for {
+			if n, ok := pcapFrame(r); ok {
+				if err := pc.frame(0, r, n, stderr); err != nil {
+					return
+				}
+				continue
+			}
+			item, err := readItem(r, o.json)
+			if len(item) > 0 && (o.count == 0 || written < o.count) {
+				if _, e := stdout.Write(item); e != nil {
+					werr = fmt.Errorf("write output: %w", e)
+					return
+				}
+				if isJourney(item, o.json) {
+					written++
+				}
+				if o.count > 0 && written >= o.count {
+					return
+				}
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	<-ctx.Done()
+	ac.conn.Close()
+	<-done
+	return written, werr
+}
+
+// agentLine is one line an agent sent, or the end of its stream.
+type agentLine struct {
+	i    int
+	line []byte
+	err  error
+}
+
+// joinAgents reads every agent's journeys, joins them into paths and writes those.
+func joinAgents(ctx context.Context, stop func(), conns []*agentConn, down []string, o *followOpts, stdout, stderr io.Writer, pc *pcapOut) (int, error) {
+	var nodes []decode.NodeInfo
+	for _, c := range conns {
+		nodes = append(nodes, c.nodeInfo())
+	}
+	j := decode.NewJoiner(nodes, max(o.joinWait, o.timeout))
+	for _, d := range down {
+		name, why, _ := strings.Cut(d, "\x00")
+		j.SetDown(name, why)
+	}
+	lines := make(chan agentLine, 256)
+	var wg sync.WaitGroup
+	for i, c := range conns {
 		wg.Add(1)
-		go func(r *bufio.Reader) {
+		go func() {
 			defer wg.Done()
 			for {
-				if n, ok := pcapFrame(r); ok {
-					if err := pc.frame(i, r, n, stderr); err != nil {
+				if n, ok := pcapFrame(c.r); ok {
+					if err := pc.frame(i, c.r, n, stderr); err != nil {
+						lines <- agentLine{i: i, err: err}
 						return
 					}
 					continue
 				}
-				item, err := readItem(r, o.json)
-				if len(item) > 0 {
-					mu.Lock()
-					if o.count == 0 || written < o.count {
-						if _, e := stdout.Write(item); e != nil && werr == nil {
-							werr = fmt.Errorf("write output: %w", e)
-							stop()
-						}
-						if isJourney(item, o.json) {
-							written++
-						}
-						if o.count > 0 && written >= o.count {
-							stop()
-						}
-					}
-					mu.Unlock()
+				line, err := c.r.ReadBytes('\n')
+				if len(line) > 0 {
+					lines <- agentLine{i: i, line: line}
 				}
 				if err != nil {
+					lines <- agentLine{i: i, err: err}
 					return
 				}
 			}
-		}(r)
+		}()
 	}
-	go func() { wg.Wait(); stop() }()
-	<-ctx.Done()
+	var w interface {
+		WritePath(p *decode.Path) error
+	}
+	if o.json {
+		w = exporter.NewJSON(stdout, exporter.Clock{})
+	} else {
+		w = exporter.NewText(stdout)
+	}
+	written, open := 0, len(conns)
+	var werr error
+	emit := func(paths []*decode.Path) {
+		for _, p := range paths {
+			if werr != nil || o.count > 0 && written >= o.count {
+				return
+			}
+			if err := w.WritePath(p); err != nil {
+				werr = fmt.Errorf("write output: %w", err)
+				stop()
+				return
+			}
+			written++
+			if o.count > 0 && written >= o.count {
+				stop()
+			}
+		}
+	}
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			break loop
+		case now := <-tick.C:
+			emit(j.Expire(now))
+		case l := <-lines:
+			c := conns[l.i]
+			if l.err != nil {
+				open--
+				if ctx.Err() == nil {
+					why := "its connection ended"
+					if !errors.Is(l.err, io.EOF) {
+						why = l.err.Error()
+					}
+					fmt.Fprintf(stderr, "pathtrace: warning: agent of node %s (%s) stopped: %s\n", c.reply.Node, c.addr, why)
+					j.SetDown(c.reply.Node, "its agent stopped answering: "+why)
+				}
+				if open == 0 {
+					break loop
+				}
+				continue
+			}
+			var head struct {
+				Kind string `json:"kind"`
+			}
+			if json.Unmarshal(l.line, &head) != nil {
+				continue
+			}
+			switch head.Kind {
+			case "journey":
+				var x exporter.JourneyJSON
+				if err := json.Unmarshal(l.line, &x); err != nil {
+					fmt.Fprintf(stderr, "pathtrace: warning: agent of node %s sent a journey that does not parse: %v\n", c.reply.Node, err)
+					continue
+				}
+				leg, err := exporter.FromJSON(&x)
+				if err != nil {
+					fmt.Fprintf(stderr, "pathtrace: warning: agent of node %s: %v\n", c.reply.Node, err)
+					continue
+				}
+				emit(j.Add(leg, time.Now()))
+			case "oneway":
+				if o.json {
+					stdout.Write(l.line)
+					continue
+				}
+				var x exporter.OneWayJSON
+				if json.Unmarshal(l.line, &x) == nil {
+					fmt.Fprintf(stdout, "%s → %s TCP one-way\n  %s  %s\n\n", x.Flow.Src, x.Flow.Dst, x.Node, x.Summary)
+				}
+			default:
+				stdout.Write(l.line)
+			}
+		}
+	}
 	for _, c := range conns {
-		c.Close()
+		c.conn.Close()
 	}
+	// What still waits for another node's journey when tracing stops is unfinished,
+	// not lost: those journeys may be on their way.
+	if ctx.Err() == nil || o.count == 0 || written < o.count {
+		emit(j.Flush())
+	}
+	go func() {
+		for range lines {
+		}
+	}()
 	wg.Wait()
-	if werr != nil {
-		return werr
-	}
-	fmt.Fprintf(stderr, "pathtrace: %d journeys through %d agent(s)\n", written, len(paths))
-	return nil
+	close(lines)
+	st := j.Stats()
+	fmt.Fprintf(stderr, "pathtrace: joined %d journeys from %d nodes into %d paths (%d across nodes, %d lost on the underlay, %d through a node whose agent did not answer)\n",
+		st.Legs, len(conns), st.Paths, st.Joined, st.UnderlayLost, st.NodeMissing)
+	return written, werr
 }
 
 // pcapFrame reads the header of a frame of pcapng bytes, if one comes next.

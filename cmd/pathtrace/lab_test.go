@@ -208,8 +208,15 @@ func parseJourneys(t *testing.T, b []byte) []exporter.JourneyJSON {
 		if err := json.Unmarshal(sc.Bytes(), &j); err != nil {
 			t.Fatalf("bad JSON line %q: %v", sc.Text(), err)
 		}
-		if j.Kind == "journey" {
+		switch j.Kind {
+		case "journey":
 			out = append(out, j)
+		case "path": // a follower of several agents: each node's journey is a leg
+			var p exporter.PathJSON
+			if err := json.Unmarshal(sc.Bytes(), &p); err != nil {
+				t.Fatalf("bad path line %q: %v", sc.Text(), err)
+			}
+			out = append(out, p.Legs...)
 		}
 	}
 	return out

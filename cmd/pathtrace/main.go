@@ -140,6 +140,7 @@ type followOpts struct {
 	queue      int
 	ringSize   int
 	agents     []string
+	joinWait   time.Duration
 	pcap       string
 }
 
@@ -166,7 +167,8 @@ func followFlags() (*pflag.FlagSet, *followOpts) {
 	fs.UintSliceVar(&o.vxlanPorts, "vxlan-ports", []uint{8472, 4789}, "UDP ports that carry VXLAN (at most 4)")
 	fs.IntVar(&o.snaplen, "snaplen", decode.SnapMax, fmt.Sprintf("packet bytes copied per event, 64..%d; above %d the kernel sends events as long as their packets (whole packets up to %d bytes; raise --ring-size)", decode.SnapFull, decode.SnapMax, decode.SnapFull))
 	fs.IntVar(&o.queue, "queue", 16384, "events buffered between the kernel and the decoder (dropped and counted beyond)")
-	fs.StringSliceVar(&o.agents, "agents", nil, "follow through these agents (unix:PATH,...); default: the agent at unix:"+DefaultAgentSocket+" if one answers, else trace standalone")
+	fs.StringSliceVar(&o.agents, "agents", nil, "follow through these agents (unix:PATH or tcp:HOST:PORT, comma-separated; several nodes' journeys of a packet are joined into one path); default: the agent at unix:"+DefaultAgentSocket+" if one answers, else trace standalone")
+	fs.DurationVar(&o.joinWait, "join-wait", time.Second, "with several agents: how long a packet's journey on one node waits for its journeys on the others (at least --timeout)")
 	fs.StringVar(&o.pcap, "pcap", "", "also write the followed packets, as seen at every hop, to this pcapng file (\"-\": standard output, and the journeys go to standard error)")
 	fs.IntVar(&o.ringSize, "ring-size", 4<<20, "kernel ring buffer bytes, a power of two (events beyond are dropped and counted per CPU)")
 	return fs, o
