@@ -1,15 +1,19 @@
 package tracer
 
 import (
+	"bytes"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"github.com/pathtrace/pathtrace/decode"
 )
@@ -215,4 +219,112 @@ func podNetns(h *netlink.Handle, links []netlink.Link) map[int]uint32 {
 		}
 	}
 	return out
+}
+
+// PodVeth finds the host side of the veth behind which a pod address lives, as the
+// kernel would send to it: the route to the address names the device; a routed CNI
+// (Calico, Cilium) routes each pod through its own veth, a bridged one (flannel's
+// cni0) through the bridge, where the neighbour table gives the pod's MAC and the
+// bridge's forwarding table the port that MAC is behind.
+func (t *Tracer) PodVeth(a netip.Addr) (string, error) {
+	routes, err := t.nl.RouteGet(a.AsSlice())
+	if err != nil || len(routes) == 0 {
+		return "", fmt.Errorf("no route to %s on this node: %v", a, err)
+	}
+	dev, err := t.nl.LinkByIndex(routes[0].LinkIndex)
+	if err != nil {
+		return "", fmt.Errorf("route to %s: device %d: %w", a, routes[0].LinkIndex, err)
+	}
+	switch dev.Type() {
+	case "veth":
+		return dev.Attrs().Name, nil
+	case "bridge":
+	default:
+		return "", fmt.Errorf("%s is routed via %s (%s), not a pod's veth: not a pod of this node", a, dev.Attrs().Name, dev.Type())
+	}
+	family := netlink.FAMILY_V4
+	if a.Is6() && !a.Is4In6() {
+		family = netlink.FAMILY_V6
+	}
+	neighs, err := t.nl.NeighList(dev.Attrs().Index, family)
+	if err != nil {
+		return "", fmt.Errorf("neighbours on %s: %w", dev.Attrs().Name, err)
+	}
+	var mac net.HardwareAddr
+	for _, n := range neighs {
+		if ip, ok := netip.AddrFromSlice(n.IP); ok && ip.Unmap() == a.Unmap() && len(n.HardwareAddr) == 6 {
+			mac = n.HardwareAddr
+			break
+		}
+	}
+	if mac == nil {
+		// No neighbour entry (the node has not talked to it lately): ask the
+		// namespaces behind the veths for their addresses.
+		if name, ok := t.vethByPeerAddr(a); ok {
+			return name, nil
+		}
+		return "", fmt.Errorf("%s is behind bridge %s, but neither a neighbour entry nor a pod namespace behind a veth has it", a, dev.Attrs().Name)
+	}
+	fdb, err := t.nl.NeighList(0, unix.AF_BRIDGE)
+	if err != nil {
+		return "", fmt.Errorf("bridge forwarding table: %w", err)
+	}
+	for _, n := range fdb {
+		if n.MasterIndex != dev.Attrs().Index || !bytes.Equal(n.HardwareAddr, mac) {
+			continue
+		}
+		if port, err := t.nl.LinkByIndex(n.LinkIndex); err == nil && port.Type() == "veth" {
+			return port.Attrs().Name, nil
+		}
+	}
+	return "", fmt.Errorf("%s (%s) is behind bridge %s, but its forwarding table has no port for it", a, mac, dev.Attrs().Name)
+}
+
+// vethByPeerAddr looks for the veth whose far side, in a pod's namespace, holds a.
+func (t *Tracer) vethByPeerAddr(a netip.Addr) (string, bool) {
+	links := t.linkList()
+	byID := map[int]string{}
+	for _, l := range links {
+		if l.Type() == "veth" && l.Attrs().NetNsID >= 0 {
+			byID[l.Attrs().NetNsID] = l.Attrs().Name
+		}
+	}
+	var cands []string
+	for _, dir := range []string{"/run/netns", "/var/run/netns"} {
+		if m, err := filepath.Glob(filepath.Join(dir, "*")); err == nil {
+			cands = append(cands, m...)
+		}
+	}
+	if m, err := filepath.Glob("/proc/[0-9]*/ns/net"); err == nil {
+		cands = append(cands, m...)
+	}
+	seen := map[uint32]bool{}
+	for _, c := range cands {
+		ino, err := inodeOf(c)
+		if err != nil || seen[ino] {
+			continue
+		}
+		seen[ino] = true
+		f, err := os.Open(c)
+		if err != nil {
+			continue
+		}
+		id, err := t.nl.GetNetNsIdByFd(int(f.Fd()))
+		name, isPeer := byID[id]
+		if err != nil || !isPeer {
+			f.Close()
+			continue
+		}
+		h, err := netlink.NewHandleAt(netns.NsHandle(f.Fd()))
+		f.Close()
+		if err != nil {
+			continue
+		}
+		addrs, err := localAddrs(h)
+		h.Close()
+		if err == nil && slices.Contains(addrs, a.Unmap()) {
+			return name, true
+		}
+	}
+	return "", false
 }

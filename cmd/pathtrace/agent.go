@@ -543,6 +543,8 @@ type followReply struct {
 	BootID string   `json:"boot_id,omitempty"`
 	Addrs  []string `json:"addrs,omitempty"`
 	Pods   []string `json:"pods,omitempty"`
+	// Where the selector's pod is on this node: "10.244.1.23 is the pod behind veth1a23".
+	Where []string `json:"where,omitempty"`
 }
 
 type client struct {
@@ -661,6 +663,7 @@ func (a *agent) serveFollower(ctx context.Context, c net.Conn) {
 	for _, p := range a.tr.PodPrefixes() {
 		ok.Pods = append(ok.Pods, p.String())
 	}
+	ok.Where = podsBehind(a.tr, sels)
 	reply(ok)
 	if oneway > 0 {
 		r.watch = decode.NewFlowWatch(oneway)

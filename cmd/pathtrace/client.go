@@ -153,6 +153,9 @@ func followViaAgents(addrs []agentAddr, o *followOpts, sels []string, stdout, st
 			continue
 		}
 		fmt.Fprintf(stderr, "pathtrace: following %s through the agent of node %s (%s): %s\n", strings.Join(sels, ", "), ac.reply.Node, a, ac.reply.Mode)
+		for _, w := range ac.reply.Where {
+			fmt.Fprintf(stderr, "pathtrace: node %s: %s\n", ac.reply.Node, w)
+		}
 		conns = append(conns, ac)
 	}
 	if len(conns) == 0 {

@@ -78,6 +78,10 @@ func TestCrossNodeJoin(t *testing.T) {
 		t.Fatal(err)
 	}
 	paths := f.stopPaths(t)
+	// Which veth the followed pod is behind, found by node-b's agent itself.
+	if !strings.Contains(f.stderr.String(), "node node-b: 10.244.2.57 is the pod behind veth2b57") {
+		t.Errorf("the follower was not told api-b's veth:\n%s", f.stderr.String())
+	}
 
 	syns := findPaths(paths, "S", "10.244.1.23:", "10.244.2.57:8080")
 	var joined, lost []exporter.PathJSON
@@ -153,5 +157,36 @@ func TestCrossNodeJoin(t *testing.T) {
 	}
 	if !strings.Contains(f2.stderr.String(), "warning: agent of node node-b") {
 		t.Errorf("no warning that node-b's agent stopped:\n%s", f2.stderr.String())
+	}
+}
+
+// A pod's veth is found without help: by route and the bridge's tables when the node
+// has talked to the pod, else by the address in the namespace behind each veth. Pods
+// of other nodes and addresses that are no pod's are not given one.
+func TestPodVeth(t *testing.T) {
+	needLab(t)
+	for _, tc := range []struct{ sel, want, not string }{
+		{"10.244.1.42", "node node-a: 10.244.1.42 is the pod behind veth1a42", ""},
+		{"10.244.1.23:8080", "node node-a: 10.244.1.23 is the pod behind veth1a23", ""},
+		{"10.244.2.57", "", "10.244.2.57 is"},
+		{"10.96.12.34:80", "", "10.96.12.34 is"},
+	} {
+		// Forget the neighbour entry, so that both ways are tried.
+		inNode(t, "node-a", "ip", "neigh", "flush", "dev", "cni0")
+		f := startFollow(t, "node-a", tc.sel)
+		f.stop(t)
+		if tc.want != "" && !strings.Contains(f.stderr.String(), tc.want) || tc.not != "" && strings.Contains(f.stderr.String(), tc.not) {
+			t.Errorf("follow %s: stderr\n%s\nwant %q, not %q", tc.sel, f.stderr.String(), tc.want, tc.not)
+		}
+	}
+	// With a neighbour entry: route, neighbour, forwarding table.
+	if out, err := pod(t, "a-api", "tcp", "10.244.1.42:6379"); err != nil {
+		t.Fatalf("a-api → redis: %v %s", err, out)
+	}
+	inNode(t, "node-a", "ping", "-c", "1", "-W", "1", "10.244.1.42")
+	f := startFollow(t, "node-a", "10.244.1.42")
+	f.stop(t)
+	if !strings.Contains(f.stderr.String(), "10.244.1.42 is the pod behind veth1a42") {
+		t.Errorf("with a neighbour entry: %s", f.stderr.String())
 	}
 }

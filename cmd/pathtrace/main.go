@@ -246,6 +246,9 @@ func follow(args []string, stdout, stderr io.Writer) (err error) {
 	for _, n := range tr.Mode().Notes {
 		fmt.Fprintf(stderr, "pathtrace: note: %s\n", n)
 	}
+	for _, w := range podsBehind(tr, cfg.Selectors) {
+		fmt.Fprintf(stderr, "pathtrace: node %s: %s\n", o.node, w)
+	}
 	if o.readyFile != "" {
 		if err := writeReady(o.readyFile, tr); err != nil {
 			return err
@@ -365,4 +368,28 @@ func monoNow() uint64 {
 	var ts unix.Timespec
 	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
 	return uint64(ts.Nano())
+}
+
+// podsBehind says, for each selector address that is one of the node's pods, which
+// veth the pod is behind (or why that is not known), so that nobody needs to look it
+// up with ip route and bridge fdb.
+func podsBehind(tr *tracer.Tracer, sels []decode.Selector) []string {
+	var out []string
+	for _, s := range sels {
+		if !s.Addr.IsValid() {
+			continue
+		}
+		local := false
+		for _, p := range tr.PodPrefixes() {
+			local = local || p.Contains(s.Addr.Unmap())
+		}
+		veth, err := tr.PodVeth(s.Addr)
+		switch {
+		case err == nil:
+			out = append(out, fmt.Sprintf("%s is the pod behind %s", s.Addr, veth))
+		case local:
+			out = append(out, fmt.Sprintf("%s is in this node's pod network, but its veth is unknown: %v", s.Addr, err))
+		}
+	}
+	return out
 }
