@@ -50,5 +50,11 @@ lab-up: build ## build the two-node lab (network namespaces only)
 lab-down: ## tear the lab down
 	scripts/lab.sh down
 
+.PHONY: image
+image: build ## container image of the agent from deploy/Containerfile (podman, else docker); IMAGE=name:tag
+	@engine=$$(command -v podman || command -v docker) || { echo "image: neither podman nor docker found" >&2; exit 1; }; \
+	echo "$$engine build -f deploy/Containerfile -t $(or $(IMAGE),ghcr.io/pathtrace/pathtrace:latest) ."; \
+	"$$engine" build -f deploy/Containerfile -t "$(or $(IMAGE),ghcr.io/pathtrace/pathtrace:latest)" .
+
 clean: ## remove built binaries
 	rm -rf $(BIN)

@@ -18,6 +18,7 @@ cleanup() {
 	for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null || true; done
 	wait 2>/dev/null || true
 	"$repo/scripts/lab.sh" fault policy off >/dev/null 2>&1 || true
+	"$repo/scripts/lab.sh" fault underlay off >/dev/null 2>&1 || true
 	if ((own_lab)); then "$repo/scripts/lab.sh" down >/dev/null || true; fi
 	rm -rf "$work"
 }
@@ -88,4 +89,38 @@ if command -v tshark >/dev/null && [[ -s $work/drop.pcapng ]]; then
 		sed 's/^/   /'
 fi
 "$repo/scripts/lab.sh" fault policy off >/dev/null
+
+echo
+echo "== 3. one agent per node; one follower joins both nodes' journeys into one path per packet"
+for n in a b; do
+	"$bin/pathtrace" agent --netns "$P-node-$n" --node "node-$n" --metrics-addr 127.0.0.1:0 \
+		--api "unix:$work/node-$n.sock" --ready-file "$work/agent-$n.ready" >"$work/agent-$n.err" 2>&1 &
+	pids+=($!)
+done
+for n in a b; do
+	for _ in $(seq 100); do [[ -e $work/agent-$n.ready ]] && break; sleep 0.1; done
+	[[ -e $work/agent-$n.ready ]] || { cat "$work/agent-$n.err" >&2; echo "demo.sh: agent on node-$n not ready" >&2; exit 1; }
+done
+echo "   \$ pathtrace follow --agents unix:node-a.sock,unix:node-b.sock --proto tcp --count 1 10.244.2.57:8080"
+rm -f "$work/join.ready"
+"$bin/pathtrace" follow --agents "unix:$work/node-a.sock,unix:$work/node-b.sock" --proto tcp --count 1 \
+	--ready-file "$work/join.ready" 10.244.2.57:8080 >"$work/join.out" 2>"$work/join.err" &
+pids+=($!)
+for _ in $(seq 100); do [[ -e $work/join.ready ]] && break; sleep 0.1; done
+echo "   client says: $(pod a-api tcp 10.244.2.57:8080)"
+finish join
+sed 's/^/   /' "$work/join.out"
+echo
+echo "-- the lab's switch (outside both nodes) drops VXLAN to node-b: lab.sh fault underlay"
+"$repo/scripts/lab.sh" fault underlay | sed 's/^/   /'
+rm -f "$work/lost.ready"
+"$bin/pathtrace" follow --agents "unix:$work/node-a.sock,unix:$work/node-b.sock" --proto tcp --count 1 \
+	--ready-file "$work/lost.ready" 10.244.2.57:8080 >"$work/lost.out" 2>"$work/lost.err" &
+pids+=($!)
+for _ in $(seq 100); do [[ -e $work/lost.ready ]] && break; sleep 0.1; done
+echo "   client says: $(pod a-api tcp 10.244.2.57:8080 --timeout 300ms 2>&1 || true)"
+sleep 1
+finish lost
+grep -v '^  +' "$work/lost.out" | sed 's/^/   /'
+"$repo/scripts/lab.sh" fault underlay off >/dev/null
 echo "== done: 'make lab-up' keeps a lab to explore; see README.md for more"

@@ -1,0 +1,955 @@
+package deploy_test
+
+import (
+	"bufio"
+	"bytes"
+	"debug/elf"
+	"encoding/json"
+	"errors"
+	"io"
+	"io/fs"
+	"net"
+	"os"
+	"os/exec"
+	"path"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	kjson "k8s.io/apimachinery/pkg/runtime/serializer/json"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"sigs.k8s.io/yaml"
+
+	"github.com/pathtrace/pathtrace/deploy"
+)
+
+// What the agent needs, as deploy/README.md explains it. The tests compare the
+// manifests with these exactly: a capability, a mount or a permission more is as much a
+// failure as one less.
+var (
+	wantCaps = []corev1.Capability{"BPF", "PERFMON", "NET_ADMIN", "SYS_ADMIN", "SYS_PTRACE", "SYSLOG"}
+
+	// mountPath → what backs it.
+	wantMounts = map[string]wantMount{
+		"/sys/kernel/btf": {hostPath: "/sys/kernel/btf", hostType: corev1.HostPathDirectory, readOnly: true},
+		"/sys/fs/bpf":     {hostPath: "/sys/fs/bpf", hostType: corev1.HostPathDirectory, readOnly: true, propagation: corev1.MountPropagationHostToContainer},
+		"/run/netns":      {hostPath: "/var/run/netns", hostType: corev1.HostPathDirectoryOrCreate, readOnly: true, propagation: corev1.MountPropagationHostToContainer},
+		"/run/pathtrace":  {hostPath: "/run/pathtrace", hostType: corev1.HostPathDirectoryOrCreate, readOnly: false},
+	}
+
+	// "group/resource" the agent's informers read; each with exactly these verbs.
+	wantResources = []string{"/pods", "/services", "/nodes", "discovery.k8s.io/endpointslices"}
+	wantVerbs     = []string{"get", "list", "watch"}
+
+	// Where `pathtrace follow` on a node looks for the agent (DefaultAgentSocket in
+	// cmd/pathtrace); the DaemonSet's unix API must be there, on the host.
+	defaultAgentSocket = "/run/pathtrace/agent.sock"
+
+	// The downward-API variables the agent's arguments use, and their sources.
+	wantEnv = map[string]string{"NODE_NAME": "spec.nodeName", "POD_IP": "status.podIP"}
+)
+
+type wantMount struct {
+	hostPath    string
+	hostType    corev1.HostPathType
+	readOnly    bool
+	propagation corev1.MountPropagationMode // "" for None
+}
+
+// podMonitor mirrors the fields of monitoring.coreos.com/v1 PodMonitor that
+// podmonitor.yaml uses. Any other field is an unknown field to the strict decoder, so a
+// typo is an error instead of a silently ignored setting.
+type podMonitor struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata"`
+	Spec              struct {
+		Selector            metav1.LabelSelector `json:"selector"`
+		PodMetricsEndpoints []struct {
+			Port        string `json:"port"`
+			Path        string `json:"path"`
+			Interval    string `json:"interval"`
+			Relabelings []struct {
+				Action       string   `json:"action"`
+				SourceLabels []string `json:"sourceLabels"`
+				TargetLabel  string   `json:"targetLabel"`
+			} `json:"relabelings"`
+		} `json:"podMetricsEndpoints"`
+	} `json:"spec"`
+}
+
+// kustomization mirrors the fields of kustomization.yaml.
+type kustomization struct {
+	metav1.TypeMeta `json:",inline"`
+	Resources       []string `json:"resources"`
+}
+
+// DeepCopyObject makes the local kinds runtime.Objects, so that the same strict
+// decoder as the built-in kinds' decodes them; the tests never copy one.
+func (p *podMonitor) DeepCopyObject() runtime.Object    { c := *p; return &c }
+func (k *kustomization) DeepCopyObject() runtime.Object { c := *k; return &c }
+
+var (
+	podMonitorGVK    = schema.GroupVersionKind{Group: "monitoring.coreos.com", Version: "v1", Kind: "PodMonitor"}
+	kustomizationGVK = schema.GroupVersionKind{Group: "kustomize.config.k8s.io", Version: "v1beta1", Kind: "Kustomization"}
+)
+
+// newDecoder decodes YAML the way the API server does with strict field validation:
+// field names are case-sensitive, and an unknown or duplicated field is an error. Only
+// the API groups the manifests use are known; any other kind is an error too.
+func newDecoder(t *testing.T) runtime.Decoder {
+	t.Helper()
+	scheme := runtime.NewScheme()
+	for _, add := range []func(*runtime.Scheme) error{corev1.AddToScheme, appsv1.AddToScheme, rbacv1.AddToScheme} {
+		if err := add(scheme); err != nil {
+			t.Fatalf("build the scheme: %v", err)
+		}
+	}
+	return kjson.NewSerializerWithOptions(kjson.DefaultMetaFactory, scheme, scheme, kjson.SerializerOptions{Yaml: true, Strict: true})
+}
+
+// decodeDoc decodes one YAML document into its API type, or into the local type of the
+// two kinds that are not in k8s.io/api.
+func decodeDoc(dec runtime.Decoder, doc []byte) (runtime.Object, error) {
+	var tm metav1.TypeMeta
+	if err := yaml.Unmarshal(doc, &tm); err != nil {
+		return nil, err
+	}
+	var into runtime.Object
+	switch tm.GroupVersionKind() {
+	case podMonitorGVK:
+		into = &podMonitor{}
+	case kustomizationGVK:
+		into = &kustomization{}
+	}
+	obj, _, err := dec.Decode(doc, nil, into)
+	return obj, err
+}
+
+// splitDocs splits a multi-document YAML file, leaving out documents that hold only
+// comments.
+func splitDocs(data []byte) ([][]byte, error) {
+	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
+	var docs [][]byte
+	for {
+		doc, err := r.Read()
+		if errors.Is(err, io.EOF) {
+			return docs, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		j, err := yaml.YAMLToJSON(doc)
+		if err != nil {
+			return nil, err
+		}
+		if string(bytes.TrimSpace(j)) == "null" {
+			continue
+		}
+		docs = append(docs, doc)
+	}
+}
+
+// manifests is every document of the embedded YAML files, decoded; each kind is there
+// exactly once.
+type manifests struct {
+	files   []string          // the embedded *.yaml
+	fileOf  map[string]string // kind → the file it is in
+	ns      *corev1.Namespace
+	sa      *corev1.ServiceAccount
+	role    *rbacv1.ClusterRole
+	binding *rbacv1.ClusterRoleBinding
+	ds      *appsv1.DaemonSet
+	svc     *corev1.Service
+	pm      *podMonitor
+	kust    *kustomization
+}
+
+func load(t *testing.T) *manifests {
+	t.Helper()
+	dec := newDecoder(t)
+	files, err := fs.Glob(deploy.Manifests, "*.yaml")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no YAML embedded in deploy.Manifests (%v)", err)
+	}
+	m := &manifests{files: files, fileOf: map[string]string{}}
+	for _, name := range files {
+		data, err := fs.ReadFile(deploy.Manifests, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		docs, err := splitDocs(data)
+		if err != nil {
+			t.Fatalf("%s: split into documents: %v", name, err)
+		}
+		if len(docs) == 0 {
+			t.Errorf("%s: no document", name)
+		}
+		for i, doc := range docs {
+			obj, err := decodeDoc(dec, doc)
+			if err != nil {
+				t.Fatalf("%s, document %d: %v", name, i+1, err)
+			}
+			var kind string
+			switch o := obj.(type) {
+			case *corev1.Namespace:
+				kind, m.ns = "Namespace", o
+			case *corev1.ServiceAccount:
+				kind, m.sa = "ServiceAccount", o
+			case *rbacv1.ClusterRole:
+				kind, m.role = "ClusterRole", o
+			case *rbacv1.ClusterRoleBinding:
+				kind, m.binding = "ClusterRoleBinding", o
+			case *appsv1.DaemonSet:
+				kind, m.ds = "DaemonSet", o
+			case *corev1.Service:
+				kind, m.svc = "Service", o
+			case *podMonitor:
+				kind, m.pm = "PodMonitor", o
+			case *kustomization:
+				kind, m.kust = "Kustomization", o
+			default:
+				t.Fatalf("%s, document %d: unexpected kind %T: the tests check only the kinds they know", name, i+1, obj)
+			}
+			if prev, ok := m.fileOf[kind]; ok {
+				t.Fatalf("%s: a second %s (the first is in %s)", name, kind, prev)
+			}
+			m.fileOf[kind] = name
+		}
+	}
+	for _, kind := range []string{"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "DaemonSet", "Service", "PodMonitor", "Kustomization"} {
+		if _, ok := m.fileOf[kind]; !ok {
+			t.Fatalf("no %s in the manifests", kind)
+		}
+	}
+	return m
+}
+
+// agent is the DaemonSet's only container.
+func (m *manifests) agent(t *testing.T) *corev1.Container {
+	t.Helper()
+	spec := &m.ds.Spec.Template.Spec
+	if len(spec.Containers) != 1 || len(spec.InitContainers) != 0 || len(spec.EphemeralContainers) != 0 {
+		t.Fatalf("DaemonSet: want exactly one container (the agent) and no init container, got %d and %d", len(spec.Containers), len(spec.InitContainers))
+	}
+	return &spec.Containers[0]
+}
+
+// argv is the agent's command line as the container runs it.
+func argv(c *corev1.Container) []string {
+	return append(slices.Clone(c.Command), c.Args...)
+}
+
+// flagValues returns the values given to --name in argv (--name=value or --name value).
+func flagValues(args []string, name string) []string {
+	var vals []string
+	for i, a := range args {
+		if v, ok := strings.CutPrefix(a, "--"+name+"="); ok {
+			vals = append(vals, v)
+		} else if a == "--"+name && i+1 < len(args) {
+			vals = append(vals, args[i+1])
+		}
+	}
+	return vals
+}
+
+// containerPort resolves a probe's or a Service's port (a name or a number) to a
+// port of c; 0 if c has no such port.
+func containerPort(c *corev1.Container, p intstr.IntOrString) int32 {
+	for _, cp := range c.Ports {
+		if (p.Type == intstr.String && cp.Name == p.StrVal) || (p.Type == intstr.Int && cp.ContainerPort == p.IntVal) {
+			return cp.ContainerPort
+		}
+	}
+	return 0
+}
+
+func namedPort(t *testing.T, c *corev1.Container, name string) int32 {
+	t.Helper()
+	p := containerPort(c, intstr.FromString(name))
+	if p == 0 {
+		t.Fatalf("agent container: no port named %q (ports %+v)", name, c.Ports)
+	}
+	return p
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+// TestDecoderIsStrict checks the harness itself: what the API server would reject or
+// ignore (an unknown field, a field name in the wrong case, a duplicated field, a kind
+// it does not know) fails to decode, for the built-in kinds and for the local PodMonitor.
+func TestDecoderIsStrict(t *testing.T) {
+	dec := newDecoder(t)
+	bad := map[string]string{
+		"unknown field": "apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {name: x}\nspec:\n  template:\n    spec:\n      hostNetwrk: true\n",
+		"wrong case":    "apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {name: x}\nspec:\n  template:\n    spec:\n      hostnetwork: true\n",
+		"duplicate":     "apiVersion: v1\nkind: Service\nmetadata: {name: x}\nspec:\n  clusterIP: None\n  clusterIP: 10.0.0.1\n",
+		"unknown kind":  "apiVersion: apps/v1\nkind: DaemonSett\nmetadata: {name: x}\n",
+		"old version":   "apiVersion: extensions/v1beta1\nkind: DaemonSet\nmetadata: {name: x}\n",
+		"PodMonitor":    "apiVersion: monitoring.coreos.com/v1\nkind: PodMonitor\nmetadata: {name: x}\nspec:\n  podMetricEndpoints: []\n",
+	}
+	for name, doc := range bad {
+		if obj, err := decodeDoc(dec, []byte(doc)); err == nil {
+			t.Errorf("%s: decoded without an error into %T:\n%s", name, obj, doc)
+		}
+	}
+	good := "apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {name: x}\nspec:\n  template:\n    spec:\n      hostNetwork: true\n"
+	obj, err := decodeDoc(dec, []byte(good))
+	if err != nil {
+		t.Fatalf("a valid DaemonSet: %v", err)
+	}
+	if ds, ok := obj.(*appsv1.DaemonSet); !ok || !ds.Spec.Template.Spec.HostNetwork {
+		t.Errorf("a valid DaemonSet decoded to %#v", obj)
+	}
+}
+
+// TestManifests decodes every document of every manifest strictly into its API type,
+// finds each kind once, and checks that the namespaced objects are in the namespace the
+// manifests create, whose Pod Security level admits the agent.
+func TestManifests(t *testing.T) {
+	m := load(t)
+	if m.ns.Name != "pathtrace" {
+		t.Errorf("Namespace %q, want pathtrace (the CLI looks for agents there)", m.ns.Name)
+	}
+	for kind, ns := range map[string]string{
+		"ServiceAccount": m.sa.Namespace, "DaemonSet": m.ds.Namespace, "Service": m.svc.Namespace, "PodMonitor": m.pm.Namespace,
+	} {
+		if ns != m.ns.Name {
+			t.Errorf("%s in namespace %q, want %q (the one namespace.yaml creates)", kind, ns, m.ns.Name)
+		}
+	}
+	// hostNetwork, hostPID, hostPath and added capabilities are all outside the
+	// "baseline" level: a cluster defaulting to it would reject every agent pod.
+	if got := m.ns.Labels["pod-security.kubernetes.io/enforce"]; got != "privileged" {
+		t.Errorf("Namespace: pod-security.kubernetes.io/enforce=%q, want privileged", got)
+	}
+	if got := m.ds.Labels["app.kubernetes.io/name"]; got != "pathtrace-agent" {
+		t.Errorf("DaemonSet: label app.kubernetes.io/name=%q, want pathtrace-agent", got)
+	}
+	// The CLI finds the agents by this label.
+	if got := m.ds.Spec.Template.Labels["app.kubernetes.io/name"]; got != "pathtrace-agent" {
+		t.Errorf("DaemonSet pods: label app.kubernetes.io/name=%q, want pathtrace-agent (pathtrace follow lists pods by it)", got)
+	}
+	sel, err := metav1.LabelSelectorAsSelector(m.ds.Spec.Selector)
+	if err != nil || sel.Empty() || !sel.Matches(labels.Set(m.ds.Spec.Template.Labels)) {
+		t.Errorf("DaemonSet: selector %v does not select its own pods' labels %v (%v)", m.ds.Spec.Selector, m.ds.Spec.Template.Labels, err)
+	}
+}
+
+// TestKustomization checks that `kubectl apply -k deploy/` installs every manifest but
+// the PodMonitor, whose kind exists only with the Prometheus Operator.
+func TestKustomization(t *testing.T) {
+	m := load(t)
+	var want []string
+	for _, f := range m.files {
+		if f != "kustomization.yaml" && f != m.fileOf["PodMonitor"] {
+			want = append(want, f)
+		}
+	}
+	got := slices.Sorted(slices.Values(m.kust.Resources))
+	if !slices.Equal(got, want) {
+		t.Errorf("kustomization.yaml resources %v, want %v (every manifest but %s)", m.kust.Resources, want, m.fileOf["PodMonitor"])
+	}
+	if m.fileOf["PodMonitor"] != "podmonitor.yaml" {
+		t.Errorf("the PodMonitor is in %s, want podmonitor.yaml, on its own (the README applies that file)", m.fileOf["PodMonitor"])
+	}
+	if m.fileOf["Kustomization"] != "kustomization.yaml" {
+		t.Errorf("the Kustomization is in %s, want kustomization.yaml (kubectl apply -k reads that name)", m.fileOf["Kustomization"])
+	}
+}
+
+// TestDaemonSetSecurity checks the agent's privileges: the node's network and PID
+// namespaces, exactly the capabilities it needs with every other one dropped, not
+// privileged, a read-only root filesystem, the runtime's seccomp profile, and no
+// allowPrivilegeEscalation: false that the API server accepts only by a spelling.
+func TestDaemonSetSecurity(t *testing.T) {
+	m := load(t)
+	spec := &m.ds.Spec.Template.Spec
+	if !spec.HostNetwork {
+		t.Error("hostNetwork is false: the agent would trace the pod's own namespace, not the node's")
+	}
+	if !spec.HostPID {
+		t.Error("hostPID is false: the agent would not see the pods' processes in /proc (their network namespaces)")
+	}
+	if spec.HostIPC {
+		t.Error("hostIPC is true: the agent does not need it")
+	}
+	c := m.agent(t)
+	sc := c.SecurityContext
+	if sc == nil {
+		t.Fatal("agent container: no securityContext")
+	}
+	if sc.Privileged != nil && *sc.Privileged {
+		t.Error("privileged: true, want capabilities instead")
+	}
+	if sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem {
+		t.Error("readOnlyRootFilesystem is not true")
+	}
+	if sc.RunAsUser == nil || *sc.RunAsUser != 0 {
+		t.Error("runAsUser is not 0: the added capabilities are granted to root only")
+	}
+	seccomp := sc.SeccompProfile
+	if seccomp == nil && spec.SecurityContext != nil {
+		seccomp = spec.SecurityContext.SeccompProfile
+	}
+	if seccomp == nil || seccomp.Type != corev1.SeccompProfileTypeRuntimeDefault {
+		t.Errorf("seccompProfile %+v, want RuntimeDefault", seccomp)
+	}
+	if sc.Capabilities == nil {
+		t.Fatal("agent container: no capabilities: drop ALL and add what the agent needs")
+	}
+	// Kubernetes holds allowPrivilegeEscalation true for a container with
+	// CAP_SYS_ADMIN and rejects false next to it; false passes validation only because
+	// the capability is spelled SYS_ADMIN, and would break the day validation
+	// normalises the name.
+	if sc.AllowPrivilegeEscalation != nil && !*sc.AllowPrivilegeEscalation && slices.Contains(sc.Capabilities.Add, "SYS_ADMIN") {
+		t.Error("allowPrivilegeEscalation: false with SYS_ADMIN added: the API server rejects that combination when the capability is spelled CAP_SYS_ADMIN")
+	}
+	if !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) {
+		t.Errorf("capabilities.drop %v, want [ALL]", sc.Capabilities.Drop)
+	}
+	got := slices.Sorted(slices.Values(sc.Capabilities.Add))
+	want := slices.Sorted(slices.Values(wantCaps))
+	if !slices.Equal(got, want) {
+		t.Errorf("capabilities.add %v, want exactly %v", sc.Capabilities.Add, want)
+	}
+}
+
+// TestDaemonSetMounts checks the agent's mounts: exactly the host paths it reads (BTF,
+// bpffs, the named network namespaces) read-only, and the API socket's directory, the
+// only one writable, at the host path the CLI on the node looks in.
+func TestDaemonSetMounts(t *testing.T) {
+	m := load(t)
+	c := m.agent(t)
+	volumes := map[string]corev1.Volume{}
+	for _, v := range m.ds.Spec.Template.Spec.Volumes {
+		volumes[v.Name] = v
+	}
+	used := map[string]bool{}
+	got := map[string]corev1.VolumeMount{}
+	for _, vm := range c.VolumeMounts {
+		got[vm.MountPath] = vm
+		used[vm.Name] = true
+	}
+	if !slices.Equal(sortedKeys(got), sortedKeys(wantMounts)) {
+		t.Errorf("mounts at %v, want exactly %v", sortedKeys(got), sortedKeys(wantMounts))
+	}
+	for mountPath, want := range wantMounts {
+		vm, ok := got[mountPath]
+		if !ok {
+			continue
+		}
+		if vm.ReadOnly != want.readOnly {
+			t.Errorf("%s: readOnly %v, want %v", mountPath, vm.ReadOnly, want.readOnly)
+		}
+		prop := corev1.MountPropagationNone
+		if vm.MountPropagation != nil {
+			prop = *vm.MountPropagation
+		}
+		wantProp := want.propagation
+		if wantProp == "" {
+			wantProp = corev1.MountPropagationNone
+		}
+		if prop != wantProp {
+			t.Errorf("%s: mountPropagation %s, want %s", mountPath, prop, wantProp)
+		}
+		if vm.SubPath != "" || vm.SubPathExpr != "" {
+			t.Errorf("%s: mounts a subPath of its volume", mountPath)
+		}
+		v, ok := volumes[vm.Name]
+		if !ok {
+			t.Errorf("%s: no volume named %q", mountPath, vm.Name)
+			continue
+		}
+		if v.HostPath == nil {
+			t.Errorf("%s: volume %q is not a hostPath", mountPath, vm.Name)
+			continue
+		}
+		if v.HostPath.Path != want.hostPath {
+			t.Errorf("%s: host path %s, want %s", mountPath, v.HostPath.Path, want.hostPath)
+		}
+		if v.HostPath.Type == nil || *v.HostPath.Type != want.hostType {
+			t.Errorf("%s: hostPath type %v, want %s", mountPath, v.HostPath.Type, want.hostType)
+		}
+	}
+	for name := range volumes {
+		if !used[name] {
+			t.Errorf("volume %q is mounted nowhere", name)
+		}
+	}
+}
+
+// TestDaemonSetProbes checks that the kubelet asks the agent's own health endpoints:
+// liveness on /healthz and readiness on /readyz, over HTTP on the port --metrics-addr
+// listens on.
+func TestDaemonSetProbes(t *testing.T) {
+	m := load(t)
+	c := m.agent(t)
+	metrics := namedPort(t, c, "metrics")
+	for _, p := range []struct {
+		name  string
+		probe *corev1.Probe
+		path  string
+	}{{"livenessProbe", c.LivenessProbe, "/healthz"}, {"readinessProbe", c.ReadinessProbe, "/readyz"}} {
+		if p.probe == nil || p.probe.HTTPGet == nil {
+			t.Errorf("%s: want an httpGet of %s, got %+v", p.name, p.path, p.probe)
+			continue
+		}
+		g := p.probe.HTTPGet
+		if g.Path != p.path {
+			t.Errorf("%s: path %q, want %q", p.name, g.Path, p.path)
+		}
+		if got := containerPort(c, g.Port); got != metrics {
+			t.Errorf("%s: port %s resolves to %d, want the metrics port %d", p.name, g.Port.String(), got, metrics)
+		}
+		if g.Scheme != "" && g.Scheme != corev1.URISchemeHTTP {
+			t.Errorf("%s: scheme %s, the agent serves plain HTTP", p.name, g.Scheme)
+		}
+		if g.Host != "" {
+			t.Errorf("%s: host %q, want the pod IP (empty)", p.name, g.Host)
+		}
+	}
+}
+
+// TestDaemonSetResources checks requests and limits: both set for CPU and memory,
+// requests within limits, and memory room above the agent's measured 52 MiB.
+func TestDaemonSetResources(t *testing.T) {
+	m := load(t)
+	r := m.agent(t).Resources
+	for _, name := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
+		req, okReq := r.Requests[name]
+		lim, okLim := r.Limits[name]
+		if !okReq || !okLim {
+			t.Errorf("%s: request %v limit %v, want both set", name, req.String(), lim.String())
+			continue
+		}
+		if req.Cmp(lim) > 0 {
+			t.Errorf("%s: request %s above limit %s", name, req.String(), lim.String())
+		}
+	}
+	if lim := r.Limits[corev1.ResourceMemory]; lim.Cmp(resource.MustParse("128Mi")) < 0 {
+		t.Errorf("memory limit %s, want at least 128Mi (52 MiB resident, plus BPF maps charged to the cgroup)", lim.String())
+	}
+	if req := r.Requests[corev1.ResourceMemory]; req.Cmp(resource.MustParse("64Mi")) < 0 {
+		t.Errorf("memory request %s, want at least 64Mi (52 MiB resident, measured)", req.String())
+	}
+}
+
+// TestDaemonSetArgs checks the agent's command line against the rest of the
+// manifest: it runs the image's binary as an agent, its $(VAR)s come from the downward
+// API, --metrics-addr and --api listen on the container's metrics and api ports, and
+// the unix socket is where `pathtrace follow` on the node looks, on the host.
+func TestDaemonSetArgs(t *testing.T) {
+	m := load(t)
+	c := m.agent(t)
+	args := argv(c)
+	if len(args) < 2 || args[0] != "/pathtrace" || args[1] != "agent" {
+		t.Fatalf("command line %q, want /pathtrace agent ...", args)
+	}
+
+	env := map[string]string{}
+	for _, e := range c.Env {
+		if e.ValueFrom != nil && e.ValueFrom.FieldRef != nil {
+			env[e.Name] = e.ValueFrom.FieldRef.FieldPath
+		} else {
+			env[e.Name] = ""
+		}
+	}
+	ref := regexp.MustCompile(`\$\(([A-Za-z_][A-Za-z0-9_]*)\)`)
+	for _, a := range args {
+		for _, sub := range ref.FindAllStringSubmatch(a, -1) {
+			if _, ok := env[sub[1]]; !ok {
+				t.Errorf("argument %q uses $(%s), which the container's env does not define (it would be passed literally)", a, sub[1])
+			}
+		}
+	}
+	for name, field := range wantEnv {
+		if env[name] != field {
+			t.Errorf("env %s from %q, want the downward API's %s", name, env[name], field)
+		}
+	}
+	if got := flagValues(args, "node"); !slices.Equal(got, []string{"$(NODE_NAME)"}) {
+		t.Errorf("--node %q, want $(NODE_NAME) (the node's name, not the pod's)", got)
+	}
+
+	addrs := flagValues(args, "metrics-addr")
+	if len(addrs) != 1 {
+		t.Fatalf("--metrics-addr given %d times, want once", len(addrs))
+	}
+	if host, port, err := net.SplitHostPort(addrs[0]); err != nil || port != strconv.Itoa(int(namedPort(t, c, "metrics"))) {
+		t.Errorf("--metrics-addr %q (%v): want the metrics port %d", addrs[0], err, namedPort(t, c, "metrics"))
+	} else if host != "" && host != "0.0.0.0" && host != "$(POD_IP)" {
+		t.Errorf("--metrics-addr %q: the kubelet probes the pod IP, which is the node's address", addrs[0])
+	}
+
+	var unixSock, tcpAddr string
+	for _, a := range flagValues(args, "api") {
+		if p, ok := strings.CutPrefix(a, "unix:"); ok {
+			unixSock = p
+		} else if p, ok := strings.CutPrefix(a, "tcp:"); ok {
+			tcpAddr = p
+		} else {
+			t.Errorf("--api %q: want unix:PATH or tcp:HOST:PORT", a)
+		}
+	}
+	if unixSock != defaultAgentSocket {
+		t.Errorf("--api unix socket %q, want %s (where pathtrace follow on the node looks)", unixSock, defaultAgentSocket)
+	} else {
+		dir := path.Dir(unixSock)
+		var mount *corev1.VolumeMount
+		for i := range c.VolumeMounts {
+			if c.VolumeMounts[i].MountPath == dir {
+				mount = &c.VolumeMounts[i]
+			}
+		}
+		if mount == nil || mount.ReadOnly {
+			t.Errorf("%s: no writable mount for the socket's directory", dir)
+		} else {
+			for _, v := range m.ds.Spec.Template.Spec.Volumes {
+				if v.Name == mount.Name && (v.HostPath == nil || v.HostPath.Path != dir) {
+					t.Errorf("%s: mounted from %+v, want the host's %s (pathtrace follow on the node looks there)", dir, v.VolumeSource, dir)
+				}
+			}
+		}
+	}
+	for _, cp := range c.Ports {
+		if cp.Protocol != "" && cp.Protocol != corev1.ProtocolTCP {
+			t.Errorf("port %s: protocol %s, the agent serves TCP (the CLI takes the TCP port named api)", cp.Name, cp.Protocol)
+		}
+	}
+	if host, port, err := net.SplitHostPort(tcpAddr); err != nil || host != "$(POD_IP)" || port != strconv.Itoa(int(namedPort(t, c, "api"))) {
+		t.Errorf("--api tcp:%s (%v): want tcp:$(POD_IP):%d, the node's address and the api port", tcpAddr, err, namedPort(t, c, "api"))
+	}
+}
+
+// buildPathtrace builds ./cmd/pathtrace the way `make build` does (CGO_ENABLED=0).
+func buildPathtrace(t *testing.T) string {
+	t.Helper()
+	gobin, err := exec.LookPath("go")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("no go command on PATH: %v", err)
+		}
+		t.Skipf("no go command on PATH (%v): cannot build ./cmd/pathtrace", err)
+	}
+	out := filepath.Join(t.TempDir(), "pathtrace")
+	cmd := exec.Command(gobin, "build", "-trimpath", "-o", out, "../cmd/pathtrace")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("CGO_ENABLED=0 go build ./cmd/pathtrace: %v\n%s", err, b)
+	}
+	return out
+}
+
+// TestAgentKnowsFlags checks that every flag the DaemonSet passes to the agent is one
+// `pathtrace agent --help` lists: a flag the binary does not know ends the agent with
+// a usage error in every pod.
+func TestAgentKnowsFlags(t *testing.T) {
+	m := load(t)
+	args := argv(m.agent(t))
+	bin := buildPathtrace(t)
+	out, err := exec.Command(bin, "agent", "--help").CombinedOutput()
+	if err != nil {
+		t.Fatalf("pathtrace agent --help: %v\n%s", err, out)
+	}
+	help := string(out)
+	var names []string
+	for _, a := range args[1:] {
+		name, ok := strings.CutPrefix(a, "--")
+		if !ok {
+			continue
+		}
+		name, _, _ = strings.Cut(name, "=")
+		if !slices.Contains(names, name) {
+			names = append(names, name)
+		}
+	}
+	if len(names) == 0 {
+		t.Fatalf("no --flag in the agent's arguments %q", args)
+	}
+	for _, name := range names {
+		re := regexp.MustCompile(`(?m)^\s*(?:-[A-Za-z], )?--` + regexp.QuoteMeta(name) + `(?:\s|$)`)
+		if !re.MatchString(help) {
+			t.Errorf("the DaemonSet passes --%s, which `pathtrace agent --help` does not list:\n%s", name, help)
+		}
+	}
+}
+
+// instruction is one Containerfile instruction, continuation lines joined.
+type instruction struct {
+	cmd  string // upper case
+	args string
+}
+
+func parseContainerfile(text string) []instruction {
+	var out []instruction
+	var cur strings.Builder
+	for _, line := range strings.Split(text, "\n") {
+		s := strings.TrimSpace(line)
+		if s == "" || strings.HasPrefix(s, "#") {
+			continue
+		}
+		if rest, ok := strings.CutSuffix(s, `\`); ok {
+			cur.WriteString(rest + " ")
+			continue
+		}
+		cur.WriteString(s)
+		cmd, args, _ := strings.Cut(cur.String(), " ")
+		out = append(out, instruction{strings.ToUpper(cmd), strings.TrimSpace(args)})
+		cur.Reset()
+	}
+	return out
+}
+
+// execForm parses an instruction's JSON (exec) form; ok is false for the shell form.
+func execForm(args string) (argv []string, ok bool) {
+	if !strings.HasPrefix(args, "[") {
+		return nil, false
+	}
+	return argv, json.Unmarshal([]byte(args), &argv) == nil
+}
+
+// makeBuildOutput returns the file `make build` writes the pathtrace binary to, and
+// the recipe line that does it.
+func makeBuildOutput(t *testing.T) (string, string) {
+	t.Helper()
+	data, err := os.ReadFile("../Makefile")
+	if err != nil {
+		t.Fatalf("read the Makefile: %v", err)
+	}
+	vars := map[string]string{}
+	def := regexp.MustCompile(`^([A-Za-z_][A-Za-z0-9_]*)\s*(?::=|\?=|=)\s*(.*)$`)
+	var recipe []string
+	inBuild := false
+	for _, line := range strings.Split(string(data), "\n") {
+		if d := def.FindStringSubmatch(line); d != nil {
+			vars[d[1]] = strings.TrimSpace(d[2])
+		}
+		switch {
+		case strings.HasPrefix(line, "build:"):
+			inBuild = true
+		case inBuild && strings.HasPrefix(line, "\t"):
+			recipe = append(recipe, line)
+		default:
+			inBuild = false
+		}
+	}
+	ref := regexp.MustCompile(`\$\(([A-Za-z_][A-Za-z0-9_]*)\)`)
+	for _, line := range recipe {
+		fields := strings.Fields(line)
+		if len(fields) == 0 || fields[len(fields)-1] != "./cmd/pathtrace" {
+			continue
+		}
+		i := slices.Index(fields, "-o")
+		if i < 0 || i+1 >= len(fields) {
+			t.Fatalf("Makefile: the build of ./cmd/pathtrace names no -o file: %q", line)
+		}
+		out := ref.ReplaceAllStringFunc(fields[i+1], func(s string) string { return vars[ref.FindStringSubmatch(s)[1]] })
+		return path.Clean(out), line
+	}
+	t.Fatalf("Makefile: no recipe line of build ends with ./cmd/pathtrace")
+	return "", ""
+}
+
+// TestContainerfile checks the image recipe: one stage from scratch, the binary copied
+// from where `make build` writes it (statically linked: CGO_ENABLED=0) to the path the
+// DaemonSet runs, an exec-form entrypoint (scratch has no shell) and a numeric root
+// user (scratch has no /etc/passwd).
+func TestContainerfile(t *testing.T) {
+	data, err := os.ReadFile("Containerfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	built, makeLine := makeBuildOutput(t)
+	if !strings.Contains(makeLine, "CGO_ENABLED=0") {
+		t.Errorf("Makefile builds pathtrace without CGO_ENABLED=0, which FROM scratch needs: %q", makeLine)
+	}
+	m := load(t)
+	runs := argv(m.agent(t))[0]
+
+	var from, copies, entry []instruction
+	var user string
+	for _, in := range parseContainerfile(string(data)) {
+		switch in.cmd {
+		case "FROM":
+			from = append(from, in)
+		case "COPY", "ADD":
+			copies = append(copies, in)
+		case "ENTRYPOINT":
+			entry = append(entry, in)
+		case "USER":
+			user = in.args
+		}
+	}
+	if len(from) != 1 || from[0].args != "scratch" {
+		t.Errorf("FROM %v, want one stage, FROM scratch", from)
+	}
+	if len(copies) != 1 || copies[0].cmd != "COPY" {
+		t.Fatalf("copies %v, want one COPY of the binary", copies)
+	}
+	src := strings.Fields(copies[0].args)
+	if argv, ok := execForm(copies[0].args); ok {
+		src = argv
+	}
+	if len(src) != 2 || strings.HasPrefix(src[0], "--") {
+		t.Fatalf("COPY %s: want COPY SRC DEST, no flags", copies[0].args)
+	}
+	if path.Clean(src[0]) != built {
+		t.Errorf("COPY from %s, but make build writes %s", src[0], built)
+	}
+	if src[1] != runs {
+		t.Errorf("COPY to %s, but the DaemonSet runs %s", src[1], runs)
+	}
+	if len(entry) != 1 {
+		t.Fatalf("ENTRYPOINT given %d times, want once", len(entry))
+	}
+	if argv, ok := execForm(entry[0].args); !ok || !slices.Equal(argv, []string{src[1]}) {
+		t.Errorf("ENTRYPOINT %s, want [%q] (exec form: scratch has no shell)", entry[0].args, src[1])
+	}
+	if user != "0" && user != "0:0" {
+		t.Errorf("USER %q, want 0 or 0:0 (numeric: scratch has no /etc/passwd; root: the capabilities go to uid 0)", user)
+	}
+}
+
+// TestStaticBinary checks what makes FROM scratch work: built as `make build` does, the
+// binary asks for no ELF interpreter and no shared library.
+func TestStaticBinary(t *testing.T) {
+	bin := buildPathtrace(t)
+	f, err := elf.Open(bin)
+	if err != nil {
+		t.Fatalf("%s: %v", bin, err)
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			t.Errorf("the binary has a PT_INTERP program header: it needs a dynamic loader that a scratch image lacks")
+		}
+	}
+	libs, err := f.ImportedLibraries()
+	if err != nil {
+		t.Fatalf("read the binary's dynamic section: %v", err)
+	}
+	if len(libs) > 0 {
+		t.Errorf("the binary needs shared libraries %v, which a scratch image lacks", libs)
+	}
+}
+
+// TestRBAC checks the agent's identity: the DaemonSet runs as the ServiceAccount, the
+// binding gives it the ClusterRole, and the ClusterRole reads exactly what the
+// informers watch, with get, list and watch only.
+func TestRBAC(t *testing.T) {
+	m := load(t)
+	spec := &m.ds.Spec.Template.Spec
+	if spec.ServiceAccountName != m.sa.Name || m.ds.Namespace != m.sa.Namespace {
+		t.Errorf("DaemonSet runs as %s/%s, want the ServiceAccount %s/%s", m.ds.Namespace, spec.ServiceAccountName, m.sa.Namespace, m.sa.Name)
+	}
+	if (spec.AutomountServiceAccountToken != nil && !*spec.AutomountServiceAccountToken) ||
+		(spec.AutomountServiceAccountToken == nil && m.sa.AutomountServiceAccountToken != nil && !*m.sa.AutomountServiceAccountToken) {
+		t.Error("the service account token is not mounted: the informers cannot reach the API server")
+	}
+
+	want := rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: m.role.Name}
+	if m.binding.RoleRef != want {
+		t.Errorf("ClusterRoleBinding refers to %+v, want %+v", m.binding.RoleRef, want)
+	}
+	wantSubj := []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: m.sa.Name, Namespace: m.sa.Namespace}}
+	if !slices.Equal(m.binding.Subjects, wantSubj) {
+		t.Errorf("ClusterRoleBinding subjects %+v, want only %+v", m.binding.Subjects, wantSubj)
+	}
+
+	if m.role.AggregationRule != nil {
+		t.Error("ClusterRole has an aggregationRule: its rules would come from other roles")
+	}
+	verbs := map[string][]string{}
+	for i, r := range m.role.Rules {
+		if len(r.NonResourceURLs) > 0 || len(r.ResourceNames) > 0 {
+			t.Errorf("rule %d: nonResourceURLs %v resourceNames %v, want neither", i, r.NonResourceURLs, r.ResourceNames)
+		}
+		for _, v := range r.Verbs {
+			if !slices.Contains(wantVerbs, v) {
+				t.Errorf("rule %d: verb %q, want only %v", i, v, wantVerbs)
+			}
+		}
+		for _, g := range r.APIGroups {
+			for _, res := range r.Resources {
+				k := g + "/" + res
+				verbs[k] = slices.Sorted(slices.Values(append(verbs[k], r.Verbs...)))
+			}
+		}
+	}
+	if got, want := sortedKeys(verbs), slices.Sorted(slices.Values(wantResources)); !slices.Equal(got, want) {
+		t.Errorf("ClusterRole grants on %v, want exactly %v", got, want)
+	}
+	for _, k := range wantResources {
+		if got := slices.Compact(verbs[k]); !slices.Equal(got, wantVerbs) {
+			t.Errorf("%s: verbs %v, want %v (an informer needs all three)", k, got, wantVerbs)
+		}
+	}
+}
+
+// TestServiceSelectsAgents checks that the Service's endpoints are the agents' pods
+// and that it exposes their metrics port.
+func TestServiceSelectsAgents(t *testing.T) {
+	m := load(t)
+	c := m.agent(t)
+	sel := labels.SelectorFromSet(m.svc.Spec.Selector)
+	if len(m.svc.Spec.Selector) == 0 || !sel.Matches(labels.Set(m.ds.Spec.Template.Labels)) {
+		t.Errorf("Service selector %v does not select the agent's pods %v", m.svc.Spec.Selector, m.ds.Spec.Template.Labels)
+	}
+	metrics := namedPort(t, c, "metrics")
+	found := false
+	for _, p := range m.svc.Spec.Ports {
+		target := p.TargetPort
+		if target.Type == intstr.Int && target.IntVal == 0 {
+			target = intstr.FromInt32(p.Port)
+		}
+		if containerPort(c, target) == metrics {
+			found = true
+			if p.Name != "metrics" {
+				t.Errorf("Service port %d → metrics is named %q, want metrics", p.Port, p.Name)
+			}
+		}
+	}
+	if !found {
+		t.Errorf("Service ports %+v: none reaches the agent's metrics port %d", m.svc.Spec.Ports, metrics)
+	}
+}
+
+// TestPodMonitorSelectsAgents checks that Prometheus, through the PodMonitor, scrapes
+// the agents' pods on their metrics port at /metrics.
+func TestPodMonitorSelectsAgents(t *testing.T) {
+	m := load(t)
+	c := m.agent(t)
+	sel, err := metav1.LabelSelectorAsSelector(&m.pm.Spec.Selector)
+	if err != nil || sel.Empty() || !sel.Matches(labels.Set(m.ds.Spec.Template.Labels)) {
+		t.Errorf("PodMonitor selector %+v does not select the agent's pods %v (%v)", m.pm.Spec.Selector, m.ds.Spec.Template.Labels, err)
+	}
+	eps := m.pm.Spec.PodMetricsEndpoints
+	if len(eps) != 1 {
+		t.Fatalf("PodMonitor: %d endpoints, want 1", len(eps))
+	}
+	if eps[0].Port != "metrics" || containerPort(c, intstr.FromString(eps[0].Port)) != namedPort(t, c, "metrics") {
+		t.Errorf("PodMonitor scrapes port %q, want the container port named metrics", eps[0].Port)
+	}
+	if eps[0].Path != "" && eps[0].Path != "/metrics" {
+		t.Errorf("PodMonitor scrapes %q, want /metrics", eps[0].Path)
+	}
+}
