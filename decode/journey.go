@@ -221,6 +221,8 @@ type Journey struct {
 	// CopyDrop is the death of another copy of the packet (the bridge flooded it to
 	// several pods) while this one was delivered.
 	CopyDrop *Drop
+	// Names are the Kubernetes names of its ends, when a Namer gave them.
+	Names *Names
 
 	lastNs     uint64
 	prev, next *Journey // the assembler's open journeys, by lastNs

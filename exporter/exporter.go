@@ -27,8 +27,12 @@ func (c Clock) Wall(monoNs uint64) int64 { return int64(monoNs) + c.OffsetNs }
 
 // Text writes one block per journey, as a person reads it.
 type Text struct {
-	w *bufio.Writer
+	w     *bufio.Writer
+	namer decode.Namer
 }
+
+// SetNamer has the writer name the ends of journeys that carry no names yet.
+func (t *Text) SetNamer(n decode.Namer) { t.namer = n }
 
 // NewText returns a text writer; every journey is flushed as soon as it is written.
 func NewText(w io.Writer) *Text { return &Text{w: bufio.NewWriter(w)} }
@@ -42,6 +46,18 @@ func Header(j *decode.Journey) string {
 		fmt.Fprintf(&b, " [%s]", decode.TCPFlagString(j.TCPFlags))
 	}
 	fmt.Fprintf(&b, " len=%d", j.IPLen)
+	if n := j.Names; n != nil {
+		side := func(e decode.EndpointName) string {
+			switch {
+			case e.Name == "" && n.Unresolved:
+				return "unresolved"
+			case e.Name == "":
+				return "?"
+			}
+			return e.Kind + " " + e.Name
+		}
+		fmt.Fprintf(&b, "  (%s → %s)", side(n.Src), side(n.Dst))
+	}
 	return b.String()
 }
 
@@ -56,6 +72,9 @@ func Offset(ns uint64) string {
 
 func (t *Text) Write(j *decode.Journey) error {
 	w := t.w
+	if j.Names == nil {
+		j.Names = decode.NameFlow(t.namer, j.Flow)
+	}
 	fmt.Fprintln(w, Header(j))
 	start := j.FirstNs()
 	writeHops(w, j, nameWidth(j), func(ns uint64) string { return Offset(ns - start) })
@@ -156,7 +175,11 @@ type JSON struct {
 	w     *bufio.Writer
 	enc   *json.Encoder
 	clock Clock
+	namer decode.Namer
 }
+
+// SetNamer has the writer name the ends of journeys that carry no names yet.
+func (x *JSON) SetNamer(n decode.Namer) { x.namer = n }
 
 // NewJSON returns a JSON Lines writer; t_ns fields are wall-clock Unix ns.
 func NewJSON(w io.Writer, clock Clock) *JSON {
@@ -182,6 +205,15 @@ type JourneyJSON struct {
 	Drop     *DropJSON  `json:"drop,omitempty"`
 	CopyDrop *DropJSON  `json:"copy_drop,omitempty"` // another copy of a delivered packet died
 	Stall    *StallJSON `json:"stall,omitempty"`
+	// Kubernetes names of the flow's ends (as first seen), when names are on; Names is
+	// "unresolved" when they are on but the API server has not answered.
+	SrcPod     string `json:"src_pod,omitempty"`
+	DstPod     string `json:"dst_pod,omitempty"`
+	SrcService string `json:"src_service,omitempty"`
+	DstService string `json:"dst_service,omitempty"`
+	SrcNode    string `json:"src_node,omitempty"`
+	DstNode    string `json:"dst_node,omitempty"`
+	Names      string `json:"names,omitempty"`
 }
 
 // FlowJSON is a 5-tuple.
@@ -321,10 +353,30 @@ func ToJSON(j *decode.Journey, clock Clock) JourneyJSON {
 	if s := j.Stall; s != nil {
 		out.Stall = &StallJSON{Hop: s.Hop, From: s.From, DeltaNs: s.DeltaNs}
 	}
+	if n := j.Names; n != nil {
+		set := func(e decode.EndpointName, pod, svc, node *string) {
+			switch e.Kind {
+			case "pod":
+				*pod = e.Name
+			case "service":
+				*svc = e.Name
+			case "node":
+				*node = e.Name
+			}
+		}
+		set(n.Src, &out.SrcPod, &out.SrcService, &out.SrcNode)
+		set(n.Dst, &out.DstPod, &out.DstService, &out.DstNode)
+		if n.Unresolved {
+			out.Names = "unresolved"
+		}
+	}
 	return out
 }
 
 func (x *JSON) Write(j *decode.Journey) error {
+	if j.Names == nil {
+		j.Names = decode.NameFlow(x.namer, j.Flow)
+	}
 	if err := x.enc.Encode(ToJSON(j, x.clock)); err != nil {
 		return err
 	}

@@ -96,6 +96,21 @@ func FromJSON(x *JourneyJSON) (*decode.Journey, error) {
 	if s := x.Stall; s != nil {
 		j.Stall = &decode.Stall{From: s.From, Hop: s.Hop, DeltaNs: s.DeltaNs}
 	}
+	get := func(pod, svc, node string) decode.EndpointName {
+		switch {
+		case pod != "":
+			return decode.EndpointName{Kind: "pod", Name: pod}
+		case svc != "":
+			return decode.EndpointName{Kind: "service", Name: svc}
+		case node != "":
+			return decode.EndpointName{Kind: "node", Name: node}
+		}
+		return decode.EndpointName{}
+	}
+	if n := (decode.Names{Src: get(x.SrcPod, x.SrcService, x.SrcNode), Dst: get(x.DstPod, x.DstService, x.DstNode),
+		Unresolved: x.Names == "unresolved"}); n != (decode.Names{}) {
+		j.Names = &n
+	}
 	return j, nil
 }
 
@@ -210,6 +225,7 @@ func signedOffset(ns int64) string {
 // it says more (lost on the underlay, a node that did not answer).
 func (t *Text) WritePath(p *decode.Path) error {
 	w := t.w
+	nameLegs(p, t.namer)
 	fmt.Fprintln(w, Header(p.Legs[0]))
 	name := 0
 	for _, l := range p.Legs {
@@ -301,8 +317,20 @@ func PathToJSON(p *decode.Path) PathJSON {
 
 // WritePath writes a path as one JSON line.
 func (x *JSON) WritePath(p *decode.Path) error {
+	nameLegs(p, x.namer)
 	if err := x.enc.Encode(PathToJSON(p)); err != nil {
 		return err
 	}
 	return x.w.Flush()
+}
+
+// nameLegs names the legs an agent sent without names, when this side has a namer.
+func nameLegs(p *decode.Path, n decode.Namer) {
+	for _, l := range p.Legs {
+		if l.Names == nil || l.Names.Unresolved {
+			if names := decode.NameFlow(n, l.Flow); names != nil {
+				l.Names = names
+			}
+		}
+	}
 }

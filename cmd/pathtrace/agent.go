@@ -42,6 +42,10 @@ type agentOpts struct {
 	readyFile   string
 	queue       int
 	capture     captureOpts
+	kube        kubeOpts
+	namer       decode.Namer // from the resolver; nil: names off
+	podNames    int          // --metrics-pod-names: series budget of pathtrace_pod_drops_total; 0: off
+	podDrops    *exporter.PodDrops
 }
 
 func agentFlags() (*pflag.FlagSet, *agentOpts) {
@@ -54,6 +58,8 @@ func agentFlags() (*pflag.FlagSet, *agentOpts) {
 	fs.Uint32Var(&o.sample, "sample", 16, "measure hop latency on 1 packet in N (1: every packet, 0: off)")
 	fs.Uint32Var(&o.dropRate, "drop-rate", 1000, "drop events per second per CPU sent to user space beyond followed flows (the excess is counted, every drop is in the metrics)")
 	fs.StringVar(&o.node, "node", host, "name of this node")
+	addKubeFlags(fs, &o.kube)
+	fs.IntVar(&o.podNames, "metrics-pod-names", 0, "with Kubernetes names: count drop events per pod in pathtrace_pod_drops_total{namespace,pod,end,reason}, at most this many series (the rest under pod=\"_other_\"); 0: off, no pod in any label")
 	fs.StringSliceVar(&o.ifaces, "ifaces", tracer.DefaultIfaces, "interfaces to trace, glob patterns; new matching interfaces are attached as they appear")
 	fs.StringVar(&o.attachMode, "attach-mode", tracer.AttachAuto, "tc attachment: auto, tcx or clsact")
 	fs.StringVar(&o.dropHook, "drop-hook", tracer.DropAuto, "kfree_skb hook: auto, tp_btf, raw_tp, raw_tp_noreason or none")
@@ -92,6 +98,12 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 	}
 	if err := o.capture.validate(); err != nil {
 		return usageError{err}
+	}
+	if err := o.kube.check(); err != nil {
+		return usageError{err}
+	}
+	if o.podNames < 0 || o.podNames > 100000 {
+		return usageError{fmt.Errorf("--metrics-pod-names %d: want 0..100000", o.podNames)}
 	}
 	a := &agent{o: o, stderr: stderr}
 	if o.capture.dir != "" {
@@ -137,6 +149,20 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 
 	ctx, stop := signalContext()
 	defer stop()
+	// Names come in the background: the agent traces from the start, with or
+	// without the API server.
+	res, err := startNames(ctx, &o.kube, o.node, "pathtrace agent", stderr, false)
+	if err != nil {
+		return err
+	}
+	o.namer = namerOf(res)
+	if o.podNames > 0 {
+		if res == nil {
+			fmt.Fprintf(stderr, "pathtrace agent: --metrics-pod-names needs Kubernetes names, which are off: no pod drop series\n")
+		} else {
+			o.podDrops = exporter.NewPodDrops(o.podNames)
+		}
+	}
 
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
@@ -165,6 +191,9 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 	defer tr.Close()
 	if mln != nil {
 		metrics := exporter.NewMetrics(a, exporter.BuildInfo{Version: version, Kernel: kernelRelease(), AttachMode: tr.Mode().TC})
+		if o.podDrops != nil {
+			metrics.Registry().MustRegister(o.podDrops)
+		}
 		mux.Handle("/metrics", metrics.Handler())
 	}
 	// Nobody follows yet: the netfilter hooks wait for the first follower.
@@ -384,6 +413,7 @@ func (a *agent) refresh() {
 // follows flag their flow.
 func (a *agent) route(ctx context.Context) {
 	var p decode.Packet
+	reasons := a.tr.Reasons()
 	for {
 		select {
 		case <-ctx.Done():
@@ -408,6 +438,9 @@ func (a *agent) route(ctx context.Context) {
 			if ev.Filter == decode.FilterUnfollowed {
 				if decode.ParsePacket(ev.Packet(), ev.L2, decode.DefaultVXLANPorts, &p) == nil {
 					a.flagged.flag("drop", p.Flow)
+					if a.o.podDrops != nil {
+						a.o.podDrops.Add(decode.NameFlow(a.o.namer, p.Flow), reasons[ev.Reason])
+					}
 				}
 				continue
 			}
@@ -641,9 +674,13 @@ func (a *agent) serveFollower(ctx context.Context, c net.Conn) {
 	asm := decode.NewAssembler(decode.Config{Node: a.o.node, Timeout: timeout, Stall: stall,
 		Ifaces: ifaces, LocalAddrs: local, Reasons: reasons, Symbols: syms, KeepBytes: req.Pcap})
 	clock := exporter.Clock{OffsetNs: time.Now().UnixNano() - int64(monoNow())}
-	var out exporter.Writer = exporter.NewText(c)
+	text := exporter.NewText(c)
+	text.SetNamer(a.o.namer)
+	var out exporter.Writer = text
 	if req.JSON {
-		out = exporter.NewJSON(c, clock)
+		js := exporter.NewJSON(c, clock)
+		js.SetNamer(a.o.namer)
+		out = js
 	}
 	if req.Pcap {
 		out = &framedPcap{out: out, pcap: exporter.NewPcap(pcapFrames{c}, exporter.PcapConfig{Clock: clock,

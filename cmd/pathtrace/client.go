@@ -17,6 +17,7 @@ import (
 
 	"github.com/pathtrace/pathtrace/decode"
 	"github.com/pathtrace/pathtrace/exporter"
+	"github.com/pathtrace/pathtrace/tracer/kube"
 )
 
 // agentAddr is an agent's API address: unix:PATH or tcp:HOST:PORT.
@@ -48,6 +49,23 @@ func agentAddrs(flag []string) ([]agentAddr, error) {
 			}
 		}
 		return nil, usageError{fmt.Errorf("--agents %q: want unix:PATH or tcp:HOST:PORT", a)}
+	}
+	return out, nil
+}
+
+// kubeAgents finds every node's agent through the API server: the DaemonSet's running
+// pods, at their address and the port named "api".
+func kubeAgents(ctx context.Context, r *kube.Resolver, namespace string) ([]agentAddr, error) {
+	if r == nil {
+		return nil, errors.New("--agents k8s finds the agents through the API server: it needs a kubeconfig or in-cluster config (--kubeconfig)")
+	}
+	found, err := r.Agents(ctx, namespace, "app.kubernetes.io/name=pathtrace-agent")
+	if err != nil {
+		return nil, err
+	}
+	var out []agentAddr
+	for _, a := range found {
+		out = append(out, agentAddr{"tcp", a.Addr})
 	}
 	return out, nil
 }
@@ -121,7 +139,7 @@ func (ac *agentConn) nodeInfo() decode.NodeInfo {
 // With --pcap each agent also sends its journeys' packets as pcapng, in frames between
 // the journeys. One agent's stream is written to the file as it comes; several are
 // merged into one pcapng section.
-func followViaAgents(addrs []agentAddr, o *followOpts, sels []string, stdout, stderr io.Writer, pc *pcapOut) error {
+func followViaAgents(addrs []agentAddr, o *followOpts, sels []string, stdout, stderr io.Writer, pc *pcapOut, namer decode.Namer) error {
 	ctx, stop := signalContext()
 	defer stop()
 	if o.duration > 0 {
@@ -176,7 +194,7 @@ func followViaAgents(addrs []agentAddr, o *followOpts, sels []string, stdout, st
 	var written int
 	var err error
 	if join {
-		written, err = joinAgents(ctx, stop, conns, down, o, stdout, stderr, pc)
+		written, err = joinAgents(ctx, stop, conns, down, o, stdout, stderr, pc, namer)
 	} else {
 		written, err = copyAgent(ctx, stop, conns[0], o, stdout, stderr, pc)
 	}
@@ -239,7 +257,7 @@ type agentLine struct {
 }
 
 // joinAgents reads every agent's journeys, joins them into paths and writes those.
-func joinAgents(ctx context.Context, stop func(), conns []*agentConn, down []string, o *followOpts, stdout, stderr io.Writer, pc *pcapOut) (int, error) {
+func joinAgents(ctx context.Context, stop func(), conns []*agentConn, down []string, o *followOpts, stdout, stderr io.Writer, pc *pcapOut, namer decode.Namer) (int, error) {
 	var nodes []decode.NodeInfo
 	for _, c := range conns {
 		nodes = append(nodes, c.nodeInfo())
@@ -278,9 +296,13 @@ func joinAgents(ctx context.Context, stop func(), conns []*agentConn, down []str
 		WritePath(p *decode.Path) error
 	}
 	if o.json {
-		w = exporter.NewJSON(stdout, exporter.Clock{})
+		js := exporter.NewJSON(stdout, exporter.Clock{})
+		js.SetNamer(namer)
+		w = js
 	} else {
-		w = exporter.NewText(stdout)
+		text := exporter.NewText(stdout)
+		text.SetNamer(namer)
+		w = text
 	}
 	written, open := 0, len(conns)
 	var werr error

@@ -141,6 +141,10 @@ type followOpts struct {
 	ringSize   int
 	agents     []string
 	joinWait   time.Duration
+	agentNS    string
+	kube       kubeOpts
+	kubeSels   []decode.KubeSelector // pod/ and svc/ selectors, resolved once names are up
+	protoNum   uint8
 	pcap       string
 }
 
@@ -167,7 +171,9 @@ func followFlags() (*pflag.FlagSet, *followOpts) {
 	fs.UintSliceVar(&o.vxlanPorts, "vxlan-ports", []uint{8472, 4789}, "UDP ports that carry VXLAN (at most 4)")
 	fs.IntVar(&o.snaplen, "snaplen", decode.SnapMax, fmt.Sprintf("packet bytes copied per event, 64..%d; above %d the kernel sends events as long as their packets (whole packets up to %d bytes; raise --ring-size)", decode.SnapFull, decode.SnapMax, decode.SnapFull))
 	fs.IntVar(&o.queue, "queue", 16384, "events buffered between the kernel and the decoder (dropped and counted beyond)")
-	fs.StringSliceVar(&o.agents, "agents", nil, "follow through these agents (unix:PATH or tcp:HOST:PORT, comma-separated; several nodes' journeys of a packet are joined into one path); default: the agent at unix:"+DefaultAgentSocket+" if one answers, else trace standalone")
+	fs.StringSliceVar(&o.agents, "agents", nil, "follow through these agents (unix:PATH or tcp:HOST:PORT, comma-separated; several nodes' journeys of a packet are joined into one path; k8s: every node's agent, found through the API server); default: the agent at unix:"+DefaultAgentSocket+" if one answers, else trace standalone")
+	fs.StringVar(&o.agentNS, "agent-namespace", "pathtrace", "with --agents k8s: the namespace of the agents' DaemonSet (pods labelled app.kubernetes.io/name=pathtrace-agent)")
+	addKubeFlags(fs, &o.kube)
 	fs.DurationVar(&o.joinWait, "join-wait", time.Second, "with several agents: how long a packet's journey on one node waits for its journeys on the others (at least --timeout)")
 	fs.StringVar(&o.pcap, "pcap", "", "also write the followed packets, as seen at every hop, to this pcapng file (\"-\": standard output, and the journeys go to standard error)")
 	fs.IntVar(&o.ringSize, "ring-size", 4<<20, "kernel ring buffer bytes, a power of two (events beyond are dropped and counted per CPU)")
@@ -200,10 +206,36 @@ func follow(args []string, stdout, stderr io.Writer) (err error) {
 			err = cerr
 		}
 	}()
-	if paths, err := agentAddrs(o.agents); err != nil {
+	// Kubernetes names: waited for when selectors or agents need them now.
+	nctx, ncancel := context.WithCancel(context.Background())
+	defer ncancel()
+	k8sAgents := len(o.agents) == 1 && o.agents[0] == "k8s"
+	res, err := startNames(nctx, &o.kube, "", "pathtrace", stderr, len(o.kubeSels) > 0 || k8sAgents)
+	if err != nil {
 		return err
-	} else if len(paths) > 0 {
-		return followViaAgents(paths, o, fs.Args(), stdout, stderr, pc)
+	}
+	kubeSels, err := resolveSelectors(res, o.kubeSels, o.protoNum, stderr)
+	if err != nil {
+		return err
+	}
+	cfg.Selectors = append(cfg.Selectors, kubeSels...)
+	if len(cfg.Selectors) > tracer.MaxSelectors {
+		return fmt.Errorf("%d addresses to follow: at most %d (name a port, or one pod of the Service)", len(cfg.Selectors), tracer.MaxSelectors)
+	}
+	sels := make([]string, len(cfg.Selectors))
+	for i, s := range cfg.Selectors {
+		sels[i] = addrSelector(s)
+	}
+	var addrs []agentAddr
+	if k8sAgents {
+		if addrs, err = kubeAgents(nctx, res, o.agentNS); err != nil {
+			return err
+		}
+	} else if addrs, err = agentAddrs(o.agents); err != nil {
+		return err
+	}
+	if len(addrs) > 0 {
+		return followViaAgents(addrs, o, sels, stdout, stderr, pc, namerOf(res))
 	}
 
 	ctx, stop := signalContext()
@@ -225,9 +257,13 @@ func follow(args []string, stdout, stderr io.Writer) (err error) {
 		KeepBytes: pc != nil,
 	})
 	clock := exporter.Clock{OffsetNs: time.Now().UnixNano() - int64(monoNow())}
-	var out exporter.Writer = exporter.NewText(stdout)
+	text := exporter.NewText(stdout)
+	text.SetNamer(namerOf(res))
+	var out exporter.Writer = text
 	if o.json {
-		out = exporter.NewJSON(stdout, clock)
+		js := exporter.NewJSON(stdout, clock)
+		js.SetNamer(namerOf(res))
+		out = js
 	}
 	if pc != nil {
 		out = pc.tee(out, clock, o.snaplen, strings.Join(fs.Args(), " "), stderr)
@@ -237,12 +273,12 @@ func follow(args []string, stdout, stderr io.Writer) (err error) {
 	for _, i := range tr.Ifaces() {
 		names = append(names, i.Name+"("+i.Kind.String()+")")
 	}
-	sels := make([]string, len(cfg.Selectors))
+	shown := make([]string, len(cfg.Selectors))
 	for i, s := range cfg.Selectors {
-		sels[i] = s.String()
+		shown[i] = s.String()
 	}
 	fmt.Fprintf(stderr, "pathtrace: node %s: following %s; %s on %d interfaces: %s\n",
-		o.node, strings.Join(sels, ", "), tr.Mode(), len(names), strings.Join(names, " "))
+		o.node, strings.Join(shown, ", "), tr.Mode(), len(names), strings.Join(names, " "))
 	for _, n := range tr.Mode().Notes {
 		fmt.Fprintf(stderr, "pathtrace: note: %s\n", n)
 	}
@@ -270,7 +306,7 @@ func follow(args []string, stdout, stderr io.Writer) (err error) {
 func (o *followOpts) tracerConfig(args []string) (tracer.Config, error) {
 	var cfg tracer.Config
 	if len(args) == 0 {
-		return cfg, errors.New("follow needs a SELECTOR (IP, IP:PORT, :PORT or [IPv6]:PORT)")
+		return cfg, errors.New("follow needs a SELECTOR (IP, IP:PORT, :PORT, [IPv6]:PORT, pod/NAMESPACE/NAME[:PORT] or svc/NAMESPACE/NAME[:PORT])")
 	}
 	if len(args) > tracer.MaxSelectors {
 		return cfg, fmt.Errorf("%d selectors: at most %d", len(args), tracer.MaxSelectors)
@@ -279,13 +315,21 @@ func (o *followOpts) tracerConfig(args []string) (tracer.Config, error) {
 	if err != nil {
 		return cfg, err
 	}
-	for _, a := range args {
+	addrArgs, kubeSels, err := splitSelectors(args)
+	if err != nil {
+		return cfg, err
+	}
+	o.kubeSels, o.protoNum = kubeSels, proto
+	for _, a := range addrArgs {
 		s, err := decode.ParseSelector(a)
 		if err != nil {
 			return cfg, err
 		}
 		s.Proto = proto
 		cfg.Selectors = append(cfg.Selectors, s)
+	}
+	if err := o.kube.check(); err != nil {
+		return cfg, err
 	}
 	if o.count < 0 || o.duration < 0 || o.timeout <= 0 || o.stall < 0 || o.oneway < 0 {
 		return cfg, errors.New("--count, --duration, --stall and --oneway must not be negative, --timeout must be positive")

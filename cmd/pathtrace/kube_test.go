@@ -1,0 +1,237 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// fakeAPIServer answers the lists and watches of pathtrace's informers with the lab's
+// pods, Service and nodes, as a Kubernetes API server would: lists with a resource
+// version, watches that stay open with nothing to say. forbid makes a resource answer
+// 403, as when RBAC denies it.
+type fakeAPIServer struct {
+	srv    *httptest.Server
+	forbid atomic.Value // string: the resource denied, "" none
+	lists  atomic.Int64
+}
+
+func labObjects() map[string]string {
+	pod := func(name, ip, node string) string {
+		return fmt.Sprintf(`{"metadata":{"name":%q,"namespace":"default","uid":%q,"resourceVersion":"1","creationTimestamp":"2026-11-26T10:00:00Z"},
+			"spec":{"nodeName":%q,"containers":[{"name":"c","image":"x"}]},
+			"status":{"phase":"Running","podIP":%q,"podIPs":[{"ip":%q}]}}`, name, "uid-"+name, node, ip, ip)
+	}
+	return map[string]string{
+		"/api/v1/pods": `{"kind":"PodList","apiVersion":"v1","metadata":{"resourceVersion":"1"},"items":[` +
+			pod("api-a", "10.244.1.23", "node-a") + "," + pod("redis", "10.244.1.42", "node-a") + "," + pod("api-b", "10.244.2.57", "node-b") + `]}`,
+		"/api/v1/services": `{"kind":"ServiceList","apiVersion":"v1","metadata":{"resourceVersion":"1"},"items":[
+			{"metadata":{"name":"api","namespace":"default","uid":"uid-svc","resourceVersion":"1"},
+			 "spec":{"type":"ClusterIP","clusterIP":"10.96.12.34","clusterIPs":["10.96.12.34"],"ports":[{"name":"http","protocol":"TCP","port":80,"targetPort":8080}]}}]}`,
+		"/apis/discovery.k8s.io/v1/endpointslices": `{"kind":"EndpointSliceList","apiVersion":"discovery.k8s.io/v1","metadata":{"resourceVersion":"1"},"items":[
+			{"metadata":{"name":"api-x1","namespace":"default","uid":"uid-es","resourceVersion":"1","labels":{"kubernetes.io/service-name":"api"}},
+			 "addressType":"IPv4","ports":[{"name":"http","protocol":"TCP","port":8080}],
+			 "endpoints":[{"addresses":["10.244.1.23"],"conditions":{"ready":true},"targetRef":{"kind":"Pod","namespace":"default","name":"api-a"}},
+			              {"addresses":["10.244.2.57"],"conditions":{"ready":true},"targetRef":{"kind":"Pod","namespace":"default","name":"api-b"}}]}]}`,
+		"/api/v1/nodes": `{"kind":"NodeList","apiVersion":"v1","metadata":{"resourceVersion":"1"},"items":[
+			{"metadata":{"name":"node-a","uid":"uid-na","resourceVersion":"1"},"status":{"addresses":[{"type":"InternalIP","address":"10.0.0.11"}]}},
+			{"metadata":{"name":"node-b","uid":"uid-nb","resourceVersion":"1"},"status":{"addresses":[{"type":"InternalIP","address":"10.0.0.12"}]}}]}`,
+	}
+}
+
+func startFakeAPIServer(t *testing.T) *fakeAPIServer {
+	t.Helper()
+	f := &fakeAPIServer{}
+	f.forbid.Store("")
+	objs := labObjects()
+	f.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, ok := objs[r.URL.Path]
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		res := r.URL.Path[strings.LastIndex(r.URL.Path, "/")+1:]
+		if res == f.forbid.Load().(string) {
+			w.WriteHeader(http.StatusForbidden)
+			fmt.Fprintf(w, `{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"%s is forbidden: User \"system:serviceaccount:pathtrace:pathtrace-agent\" cannot list resource \"%s\" in API group \"\" at the cluster scope","reason":"Forbidden","details":{"kind":%q},"code":403}`, res, res, res)
+			return
+		}
+		q := r.URL.Query()
+		if q.Get("watch") == "true" || q.Get("watch") == "1" {
+			if q.Get("sendInitialEvents") == "true" {
+				// No streaming lists here: client-go falls back to list and watch.
+				w.WriteHeader(http.StatusBadRequest)
+				fmt.Fprint(w, `{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"sendInitialEvents is not supported","reason":"BadRequest","code":400}`)
+				return
+			}
+			w.WriteHeader(http.StatusOK)
+			w.(http.Flusher).Flush()
+			<-r.Context().Done()
+			return
+		}
+		f.lists.Add(1)
+		fmt.Fprint(w, body)
+	}))
+	t.Cleanup(f.srv.Close)
+	return f
+}
+
+// kubeconfig writes a kubeconfig for server.
+func kubeconfig(t *testing.T, server string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "kubeconfig")
+	cfg := fmt.Sprintf(`apiVersion: v1
+kind: Config
+clusters:
+- name: lab
+  cluster:
+    server: %s
+users:
+- name: u
+  user:
+    token: t
+contexts:
+- name: lab
+  context:
+    cluster: lab
+    user: u
+current-context: lab
+`, server)
+	if err := os.WriteFile(p, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// With a kubeconfig, pod and Service selectors become addresses, journeys name their
+// ends (JSON src_pod, dst_service), and the agent counts drops per pod within its
+// series budget.
+func TestKubeNames(t *testing.T) {
+	needLab(t)
+	api := startFakeAPIServer(t)
+	kc := kubeconfig(t, api.srv.URL)
+
+	f := startFollow(t, "node-a", "--kubeconfig", kc, "--proto", "tcp", "svc/default/api:http")
+	if out, err := pod(t, "a-api", "tcp", "10.96.12.34:80"); err != nil {
+		t.Fatalf("a-api → the Service: %v %s", err, out)
+	}
+	js := f.stop(t)
+	stderr := f.stderr.String()
+	if !strings.Contains(stderr, "svc/default/api:http is 10.96.12.34:80, 10.244.1.23:8080, 10.244.2.57:8080") {
+		t.Errorf("the Service selector's addresses are not said:\n%s", stderr)
+	}
+	if !strings.Contains(stderr, "names on (3 pods, 1 services), from kubeconfig") {
+		t.Errorf("no names status line:\n%s", stderr)
+	}
+	syns := find(js, "S", "10.244.1.23:", "10.96.12.34:80")
+	if len(syns) != 1 {
+		t.Fatalf("want the SYN to the Service VIP once, got:\n%s", dump(js))
+	}
+	if s := syns[0]; s.SrcPod != "default/api-a" || s.DstService != "default/api" || s.Names != "" {
+		t.Errorf("SYN names: src_pod %q dst_service %q names %q; want default/api-a, default/api", s.SrcPod, s.DstService, s.Names)
+	}
+
+	// A pod selector, and text output with names in the header.
+	code, _ := runBin(t, nil, "follow", "--netns", labPrefix+"-node-a", "--kubeconfig", kc, "--duration", "1s", "pod/default/nope")
+	if code != 1 {
+		t.Errorf("a pod that does not exist: exit %d, want 1", code)
+	}
+	f = runFollow(t, "node-a", []string{"--netns", labPrefix + "-node-a", "--node", "node-a", "--kubeconfig", kc, "pod/default/redis:6379"})
+	if out, err := pod(t, "a-api", "tcp", "10.244.1.42:6379"); err != nil {
+		t.Fatalf("a-api → redis: %v %s", err, out)
+	}
+	js = f.stop(t)
+	if !strings.Contains(f.stderr.String(), "pod/default/redis:6379 is 10.244.1.42:6379") {
+		t.Errorf("pod selector:\n%s", f.stderr.String())
+	}
+	if syns := find(js, "S", "10.244.1.23:", "10.244.1.42:6379"); len(syns) != 1 || syns[0].DstPod != "default/redis" || syns[0].SrcPod != "default/api-a" {
+		t.Errorf("pod selector: want the SYN to redis with both pods named, got:\n%s", dump(js))
+	}
+
+	// The agent: drops per pod, opt-in.
+	fault(t, "policy")
+	a := startAgent(t, "node-b", "--kubeconfig", kc, "--metrics-pod-names", "10")
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(a.stderr.String(), "names on") && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	for range 3 {
+		pod(t, "b-api", "tcp", "10.244.1.42:6379", "--timeout", "200ms")
+	}
+	var src, dst float64
+	for time.Now().Before(deadline) {
+		ss := a.scrape(t)
+		src = sum(ss, "pathtrace_pod_drops_total", "namespace", "default", "pod", "api-b", "end", "src", "reason", "NETFILTER_DROP")
+		dst = sum(ss, "pathtrace_pod_drops_total", "namespace", "default", "pod", "redis", "end", "dst", "reason", "NETFILTER_DROP")
+		if src >= 3 && dst >= 3 {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if src < 3 || src != dst {
+		t.Errorf("pod drops: api-b as source %v, redis as destination %v; want each at least 3 (3 SYNs dropped), equal", src, dst)
+	}
+}
+
+// Without a configuration, names are off and said so; pod selectors are refused. With
+// an API server that refuses (RBAC) or does not answer, tracing goes on, the names are
+// marked unresolved and there is one warning.
+func TestKubeNamesFaults(t *testing.T) {
+	needLab(t)
+	code, stderr := runBin(t, nil, "follow", "--netns", labPrefix+"-node-a", "--duration", "1s", "pod/default/redis")
+	if code != 1 || !strings.Contains(stderr, "need a kubeconfig or in-cluster config") || !strings.Contains(stderr, "names off: no kubeconfig or in-cluster config") {
+		t.Errorf("pod selector without kubeconfig: exit %d\n%s", code, stderr)
+	}
+	code, stderr = runBin(t, nil, "follow", "--netns", labPrefix+"-node-a", "--kubeconfig", "/nonexistent/kubeconfig", "--duration", "1s", "10.244.1.42")
+	if code != 1 || !strings.Contains(stderr, "kubeconfig /nonexistent/kubeconfig") {
+		t.Errorf("missing --kubeconfig: exit %d\n%s", code, stderr)
+	}
+	assertNothingLeft(t)
+
+	for _, tc := range []struct {
+		name, warn string
+		server     func() string
+	}{
+		{"rbac", "pods is forbidden", func() string {
+			api := startFakeAPIServer(t)
+			api.forbid.Store("pods")
+			return api.srv.URL
+		}},
+		{"unreachable", "unreachable", func() string { return "http://" + freeAddr(t) }},
+	} {
+		f := startFollow(t, "node-a", "--kubeconfig", kubeconfig(t, tc.server()), "--proto", "tcp", "10.244.1.42:6379")
+		if out, err := pod(t, "a-api", "tcp", "10.244.1.42:6379"); err != nil {
+			t.Fatalf("%s: a-api → redis: %v %s", tc.name, err, out)
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for !strings.Contains(f.stderr.String(), "warning:") && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+		}
+		pod(t, "a-api", "tcp", "10.244.1.42:6379")
+		js := f.stop(t)
+		stderr := f.stderr.String()
+		if n := strings.Count(stderr, "warning:"); n != 1 || !strings.Contains(stderr, tc.warn) {
+			t.Errorf("%s: %d warnings, want 1 with %q:\n%s", tc.name, n, tc.warn, stderr)
+		}
+		syns := find(js, "S", "10.244.1.23:", "10.244.1.42:6379")
+		if len(syns) != 2 {
+			t.Fatalf("%s: tracing did not go on: want 2 SYNs, got:\n%s", tc.name, dump(js))
+		}
+		// redis is behind no Service: without the pod list it cannot be named. (api-a,
+		// behind the Service, still is when only pods are denied: EndpointSlices name it.)
+		for _, s := range syns {
+			if s.Names != "unresolved" || s.DstPod != "" || tc.name == "unreachable" && s.SrcPod != "" {
+				b, _ := json.Marshal(s)
+				t.Errorf("%s: want names unresolved, got %s", tc.name, b)
+			}
+		}
+	}
+}
