@@ -101,7 +101,9 @@ volatile const __u32 cfg_drop_rate = 0;  /* drop events per second per CPU beyon
 
 /* The role of each traced interface of the node, by ifindex modulo 65536: an array,
  * whose lookup the verifier inlines, rather than a hash on the path of every packet.
- * Value: ifindex << 8 | CLASS_*, so a slot another ifindex shares is not mistaken. */
+ * Value: ifindex << 8 | CLASS_*, so a slot another ifindex shares is not mistaken.
+ * Slot 0 (no interface has ifindex 0; 65536 and its multiples are left unclassified)
+ * holds the number of selector slots in use, for following(). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 65536);
@@ -251,10 +253,12 @@ static __always_inline int filter_one(const struct filter *f, const struct tuple
  * agent nobody follows through), the programs skip parsing and matching. */
 static __always_inline int following(void)
 {
-	/* Only the agent asks, and its followed flows (state[0]) belong to its selector
-	 * slots: no slot in use, nobody follows. */
-	__u32 one = 1;
-	__u32 *nslots = bpf_map_lookup_elem(&state, &one);
+	/* Only the agent asks, and its followed flows belong to its selector slots: no
+	 * slot in use, nobody follows. The count of slots in use is kept in iface_class[0]
+	 * (no interface has ifindex 0), on the cache line the interface's class was just
+	 * read from, rather than on a line of its own. */
+	__u32 zero = 0;
+	__u32 *nslots = bpf_map_lookup_elem(&iface_class, &zero);
 	return nslots && *nslots;
 }
 

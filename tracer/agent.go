@@ -37,6 +37,18 @@ func classOf(k decode.IfaceKind) uint32 {
 // it holds there: the ifindex (to tell slots apart) and the class.
 func classSlot(ifindex int) uint32 { return uint32(ifindex) & 0xffff }
 
+// setSlotCount tells the programs how many selector slots are in use: in state[1], and
+// in iface_class[0], where the tc programs look (next to the interfaces' classes).
+func (t *Tracer) setSlotCount(n uint32) error {
+	if err := t.maps.State.Put(uint32(1), n); err != nil {
+		return fmt.Errorf("set selector count: %w", err)
+	}
+	if err := t.maps.IfaceClass.Put(uint32(0), n); err != nil {
+		return fmt.Errorf("set selector count: %w", err)
+	}
+	return nil
+}
+
 func classValue(l iface) uint32 { return uint32(l.Index)&0xffffff<<8 | classOf(l.Kind) }
 
 func (t *Tracer) reasonValue(name string) uint32 {
@@ -200,8 +212,8 @@ func (t *Tracer) SetSelector(slot int, s *decode.Selector, slots int) error {
 	if err := t.maps.Filters.Put(uint32(slot), &f); err != nil {
 		return fmt.Errorf("set selector slot %d: %w", slot, err)
 	}
-	if err := t.maps.State.Put(uint32(1), uint32(slots)); err != nil {
-		return fmt.Errorf("set selector count: %w", err)
+	if err := t.setSlotCount(uint32(slots)); err != nil {
+		return err
 	}
 	if s == nil {
 		var k bpf.PathTraceCtTuple
@@ -245,7 +257,9 @@ func (t *Tracer) Refresh() (added, removed []string, err error) {
 			a.detach() // the device is gone, and its attachments with it
 		}
 		delete(t.ifAttach, l.Index)
-		t.maps.IfaceClass.Put(classSlot(l.Index), uint32(0))
+		if classSlot(l.Index) != 0 { // slot 0 is the selector count
+			t.maps.IfaceClass.Put(classSlot(l.Index), uint32(0))
+		}
 		removed = append(removed, l.Name)
 	}
 	t.ifaces = keep
@@ -259,7 +273,9 @@ func (t *Tracer) Refresh() (added, removed []string, err error) {
 			continue
 		}
 		t.ifaces = append(t.ifaces, l)
-		t.maps.IfaceClass.Put(classSlot(l.Index), classValue(l))
+		if classSlot(l.Index) != 0 {
+			t.maps.IfaceClass.Put(classSlot(l.Index), classValue(l))
+		}
 		added = append(added, l.Name)
 	}
 	if len(added) > 0 || len(removed) > 0 {

@@ -373,10 +373,13 @@ func (t *Tracer) load(kspec *btf.Spec) error {
 			return fmt.Errorf("set selector %s: %w", s, err)
 		}
 	}
-	if err := t.maps.State.Put(uint32(1), uint32(len(t.cfg.Selectors))); err != nil {
-		return fmt.Errorf("set selector count: %w", err)
+	if err := t.setSlotCount(uint32(len(t.cfg.Selectors))); err != nil {
+		return err
 	}
 	for _, l := range t.ifaces {
+		if classSlot(l.Index) == 0 {
+			continue // an ifindex that is a multiple of 65536: its packets count as unknown
+		}
 		if err := t.maps.IfaceClass.Put(classSlot(l.Index), classValue(l)); err != nil {
 			return fmt.Errorf("set the role of %s: %w", l.Name, err)
 		}
