@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -59,6 +60,7 @@ func agentFlags() (*pflag.FlagSet, *agentOpts) {
 	fs.Uint32Var(&o.dropRate, "drop-rate", 1000, "drop events per second per CPU sent to user space beyond followed flows (the excess is counted, every drop is in the metrics)")
 	fs.StringVar(&o.node, "node", host, "name of this node")
 	addKubeFlags(fs, &o.kube)
+	fs.BoolVar(&o.kube.nodePods, "names-node-pods", false, "watch only this node's pods (field selector spec.nodeName=--node), for clusters too large for every agent to hold every pod; pods elsewhere are then named only when a Service's endpoints point at them")
 	fs.IntVar(&o.podNames, "metrics-pod-names", 0, "with Kubernetes names: count drop events per pod in pathtrace_pod_drops_total{namespace,pod,end,reason}, at most this many series (the rest under pod=\"_other_\"); 0: off, no pod in any label")
 	fs.StringSliceVar(&o.ifaces, "ifaces", tracer.DefaultIfaces, "interfaces to trace, glob patterns; new matching interfaces are attached as they appear")
 	fs.StringVar(&o.attachMode, "attach-mode", tracer.AttachAuto, "tc attachment: auto, tcx or clsact")
@@ -76,9 +78,10 @@ func agentFlags() (*pflag.FlagSet, *agentOpts) {
 type agent struct {
 	o       *agentOpts
 	tr      *tracer.Tracer
-	mu      sync.Mutex // tracer changes, slots
-	closed  bool       // the tracer is closed
-	slots   [tracer.MaxSelectors]*client
+	mu      sync.Mutex                           // tracer changes, slots
+	closed  bool                                 // the tracer is closed
+	slots   [tracer.MaxSelectors]*client         // the follower owning each selector slot (one may own several)
+	slotSel [tracer.MaxSelectors]decode.Selector // each slot's selector
 	ready   atomic.Bool
 	stderr  io.Writer
 	flagged flagCounter
@@ -445,20 +448,24 @@ func (a *agent) route(ctx context.Context) {
 				continue
 			}
 			a.mu.Lock()
-			slots := a.slots
+			slots, slotSel := a.slots, a.slotSel
 			a.mu.Unlock()
 			if int(ev.Filter) >= len(slots) {
 				continue
 			}
-			// The kernel names the first selector that matches; followers with the
-			// same selector get all it gets (NAT included), those whose selectors
-			// overlap it the packets that match them.
+			// The kernel names the first selector that matches; its follower, and
+			// followers with the same selector, get all it gets (NAT included), those
+			// whose selectors overlap it the packets that match them. A follower of
+			// several slots gets each packet once.
 			parsed := false
+			owner, ownerSel := slots[ev.Filter], slotSel[ev.Filter]
+			var seen [tracer.MaxSelectors]*client
 			for i, f := range slots {
-				if f == nil {
+				if f == nil || slices.Contains(seen[:], f) {
 					continue
 				}
-				if owner := slots[ev.Filter]; i != int(ev.Filter) && (owner == nil || owner.sel != f.sel) {
+				seen[i] = f
+				if f != owner && (owner == nil || !slices.Contains(f.sels, ownerSel)) {
 					if !parsed {
 						parsed = true
 						if decode.ParsePacket(ev.Packet(), ev.L2, decode.DefaultVXLANPorts, &p) != nil {
@@ -583,21 +590,25 @@ type followReply struct {
 type client struct {
 	conn   net.Conn
 	events chan decode.Event
-	sel    decode.Selector
+	sels   []decode.Selector
 }
 
-// wants reports whether the follower's selector matches the packet as the kernel's
-// does: the flow either way round, or the underlay addresses of a VXLAN packet.
+// wants reports whether one of the follower's selectors matches the packet as the
+// kernel's do: the flow either way round, or the underlay addresses of a VXLAN packet.
 func (c *client) wants(p *decode.Packet) bool {
 	if !p.Flow.Src.IsValid() {
 		return false
 	}
-	if c.sel.Matches(p.Flow) {
-		return true
+	for _, s := range c.sels {
+		if s.Matches(p.Flow) {
+			return true
+		}
+		if p.Outer != nil && s.Addr.IsValid() && s.Port == 0 && (s.Proto == 0 || s.Proto == decode.ProtoUDP) &&
+			(p.Outer.Src == s.Addr || p.Outer.Dst == s.Addr) {
+			return true
+		}
 	}
-	s := c.sel
-	return p.Outer != nil && s.Addr.IsValid() && s.Port == 0 && (s.Proto == 0 || s.Proto == decode.ProtoUDP) &&
-		(p.Outer.Src == s.Addr || p.Outer.Dst == s.Addr)
+	return false
 }
 
 func (a *agent) serveAPI(ctx context.Context, l net.Listener) {
@@ -629,26 +640,30 @@ func (a *agent) serveFollower(ctx context.Context, c net.Conn) {
 		reply(followReply{Error: err.Error()})
 		return
 	}
-	if len(sels) != 1 {
-		reply(followReply{Error: "the agent follows one selector per client"})
+	if len(sels) == 0 {
+		reply(followReply{Error: "no selector"})
 		return
 	}
-	f := &client{conn: c, events: make(chan decode.Event, 4096), sel: sels[0]}
+	f := &client{conn: c, events: make(chan decode.Event, 4096), sels: sels}
 	a.mu.Lock()
-	slot := -1
+	// One selector slot of the kernel's per selector.
+	var mine []int
 	for i, s := range a.slots {
-		if s == nil {
-			slot = i
-			break
+		if s == nil && len(mine) < len(sels) {
+			mine = append(mine, i)
 		}
 	}
-	if slot < 0 {
+	if len(mine) < len(sels) {
 		a.mu.Unlock()
-		reply(followReply{Error: fmt.Sprintf("the agent serves %d followers at most; try again later", tracer.MaxSelectors)})
+		reply(followReply{Error: fmt.Sprintf("the agent has %d selector slots free (of %d, shared by its followers), this follow needs %d; try again later", len(mine), tracer.MaxSelectors, len(sels))})
 		return
 	}
-	a.slots[slot] = f
-	err = a.tr.SetSelector(slot, &sels[0], a.usedSlots())
+	for k, slot := range mine {
+		a.slots[slot], a.slotSel[slot] = f, sels[k]
+		if err == nil {
+			err = a.tr.SetSelector(slot, &sels[k], a.usedSlots())
+		}
+	}
 	if err == nil {
 		err = a.tr.SetNetfilter(true) // the hooks serve followers only
 	}
@@ -656,9 +671,13 @@ func (a *agent) serveFollower(ctx context.Context, c net.Conn) {
 	a.mu.Unlock()
 	defer func() {
 		a.mu.Lock()
-		a.slots[slot] = nil
+		for _, slot := range mine {
+			a.slots[slot], a.slotSel[slot] = nil, decode.Selector{}
+		}
 		if !a.closed {
-			a.tr.SetSelector(slot, nil, a.usedSlots())
+			for _, slot := range mine {
+				a.tr.SetSelector(slot, nil, a.usedSlots())
+			}
 			if a.followers() == 0 {
 				a.tr.SetNetfilter(false)
 			}
@@ -746,7 +765,7 @@ func (a *agent) followers() int {
 func (a *agent) startCapture() error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.slots[captureSlot] = &client{events: a.capture.events}
+	a.slots[captureSlot] = &client{events: a.capture.events, sels: []decode.Selector{{}}}
 	return a.tr.SetSelector(captureSlot, &decode.Selector{}, a.usedSlots())
 }
 

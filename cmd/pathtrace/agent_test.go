@@ -678,7 +678,7 @@ func TestAgentFollowers(t *testing.T) {
 		{[]string{"--agents", "unix:" + na.api, "1.2.3"}, 2, `selector "1.2.3": not an IP address`},
 		{[]string{"--agents", "unix:" + na.api, "--proto", "sctp", "10.244.2.57"}, 2, `protocol "sctp"`},
 		{[]string{"--agents", na.api, "10.244.2.57"}, 2, "want unix:PATH"},
-		{[]string{"--agents", "unix:" + na.api, "10.244.2.57", "10.244.1.42"}, 1, "refused: the agent follows one selector per client"},
+		{[]string{"--agents", "unix:" + na.api, "1.1.1.1", "1.1.1.2", "1.1.1.3", "1.1.1.4", "1.1.1.5", "1.1.1.6", "1.1.1.7", "1.1.1.8", "1.1.1.9"}, 2, "at most 8"},
 		{[]string{"--agents", "unix:" + filepath.Join(t.TempDir(), "none.sock"), "10.244.2.57"}, 1, "is `pathtrace agent --api unix:"},
 	} {
 		code, stderr := runBin(t, nil, append([]string{"follow", "--duration", "1s"}, tc.args...)...)
@@ -707,7 +707,8 @@ func TestAgentBadInput(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"agent", "--api", "tcp:127.0.0.1:1"}, `--api "tcp:127.0.0.1:1": want unix:PATH`},
+		{[]string{"agent", "--api", "udp:127.0.0.1:1"}, `--api "udp:127.0.0.1:1": want unix:PATH or tcp:HOST:PORT`},
+		{[]string{"agent", "--api", "tcp:9436"}, `--api "tcp:9436": want tcp:HOST:PORT`},
 		{[]string{"agent", "extra"}, "agent takes no arguments"},
 		{[]string{"agent", "--bogus"}, "unknown flag: --bogus"},
 	} {

@@ -20,7 +20,19 @@ import (
 type fakeAPIServer struct {
 	srv    *httptest.Server
 	forbid atomic.Value // string: the resource denied, "" none
+	agents atomic.Value // string: the agent pods' list
 	lists  atomic.Int64
+}
+
+// setAgents lists agent pods, one per node, at 127.0.0.1 and their "api" port.
+func (f *fakeAPIServer) setAgents(ports map[string]string) {
+	var items []string
+	for node, port := range ports {
+		items = append(items, fmt.Sprintf(`{"metadata":{"name":"pathtrace-agent-%s","namespace":"pathtrace","uid":"uid-ag-%s","labels":{"app.kubernetes.io/name":"pathtrace-agent"},"creationTimestamp":"2026-11-26T10:00:00Z"},
+			"spec":{"nodeName":%q,"containers":[{"name":"agent","image":"x","ports":[{"name":"metrics","containerPort":9435,"protocol":"TCP"},{"name":"api","containerPort":%s,"protocol":"TCP"}]}]},
+			"status":{"phase":"Running","podIP":"127.0.0.1","podIPs":[{"ip":"127.0.0.1"}]}}`, node, node, node, port))
+	}
+	f.agents.Store(`{"kind":"PodList","apiVersion":"v1","metadata":{"resourceVersion":"1"},"items":[` + strings.Join(items, ",") + `]}`)
 }
 
 func labObjects() map[string]string {
@@ -50,9 +62,13 @@ func startFakeAPIServer(t *testing.T) *fakeAPIServer {
 	t.Helper()
 	f := &fakeAPIServer{}
 	f.forbid.Store("")
+	f.agents.Store(`{"kind":"PodList","apiVersion":"v1","metadata":{"resourceVersion":"1"},"items":[]}`)
 	objs := labObjects()
 	f.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, ok := objs[r.URL.Path]
+		if r.URL.Path == "/api/v1/namespaces/pathtrace/pods" {
+			body, ok = f.agents.Load().(string), r.URL.Query().Get("labelSelector") == "app.kubernetes.io/name=pathtrace-agent"
+		}
 		if !ok {
 			http.NotFound(w, r)
 			return
@@ -232,6 +248,45 @@ func TestKubeNamesFaults(t *testing.T) {
 				b, _ := json.Marshal(s)
 				t.Errorf("%s: want names unresolved, got %s", tc.name, b)
 			}
+		}
+	}
+}
+
+// In a cluster the follower finds every node's agent through the API server (their
+// pods' address and "api" port) and joins their journeys; the agents here serve
+// --api tcp: as the DaemonSet's do.
+func TestKubeAgents(t *testing.T) {
+	needLab(t)
+	api := startFakeAPIServer(t)
+	kc := kubeconfig(t, api.srv.URL)
+	code, stderr := runBin(t, nil, "follow", "--agents", "k8s", "--kubeconfig", kc, "--duration", "1s", "10.244.2.57")
+	if code != 1 || !strings.Contains(stderr, "is the DaemonSet installed?") {
+		t.Errorf("no agent pods: exit %d\n%s", code, stderr)
+	}
+	ports := map[string]string{}
+	var agents []*agentProc
+	for _, node := range []string{"node-a", "node-b"} {
+		addr := freeAddr(t)
+		_, port, _ := strings.Cut(addr, ":")
+		ports[node] = port
+		agents = append(agents, startAgent(t, node, "--api", "tcp:"+addr))
+	}
+	api.setAgents(ports)
+	f := runFollow(t, "k8s", []string{"--agents", "k8s", "--kubeconfig", kc, "--proto", "tcp", "svc/default/api"})
+	if out, err := pod(t, "a-api", "tcp", "10.244.2.57:8080"); err != nil {
+		t.Fatalf("a-api → api-b: %v %s", err, out)
+	}
+	paths := f.stopPaths(t)
+	syns := findPaths(paths, "S", "10.244.1.23:", "10.244.2.57:8080")
+	if len(syns) != 1 || strings.Join(syns[0].Nodes, ",") != "node-a,node-b" || syns[0].Verdict != "delivered" {
+		t.Fatalf("want the SYN joined across node-a and node-b, got:\n%s\n%s", dumpPaths(paths), f.stderr.String())
+	}
+	if l := syns[0].Legs[0]; l.SrcPod != "default/api-a" || l.DstPod != "default/api-b" {
+		t.Errorf("path legs not named: src_pod %q dst_pod %q", l.SrcPod, l.DstPod)
+	}
+	for _, a := range agents {
+		if !strings.Contains(f.stderr.String(), "through the agent of node "+a.node+" (tcp:127.0.0.1:"+ports[a.node]+")") {
+			t.Errorf("agent of %s not used over tcp:\n%s", a.node, f.stderr.String())
 		}
 	}
 }

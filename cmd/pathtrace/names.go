@@ -19,6 +19,7 @@ import (
 type kubeOpts struct {
 	kubeconfig string
 	names      string
+	nodePods   bool // agent: watch only this node's pods
 }
 
 func addKubeFlags(fs *pflag.FlagSet, o *kubeOpts) {
@@ -45,7 +46,7 @@ func startNames(ctx context.Context, o *kubeOpts, node, who string, stderr io.Wr
 		return nil, nil
 	}
 	var mu sync.Mutex
-	cfg := kube.Config{Kubeconfig: o.kubeconfig, Node: node, Warn: func(s string) {
+	cfg := kube.Config{Kubeconfig: o.kubeconfig, Node: node, NodePodsOnly: o.nodePods, Warn: func(s string) {
 		mu.Lock()
 		defer mu.Unlock()
 		fmt.Fprintf(stderr, "%s: warning: %s\n", who, s)
