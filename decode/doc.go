@@ -2,6 +2,10 @@
 // event carries (Ethernet, IPv4, IPv6, TCP, UDP, ICMP, ICMPv6, VXLAN), recognises the
 // same packet at every hop, and decides what became of it (delivered, forwarded,
 // dropped with the kernel's reason and location, or lost), with the stalls on the way.
+// A Joiner (path.go) puts one packet's journeys on several nodes into one Path, with
+// the underlay crossings between them, and judges the whole path (lost on the
+// underlay, a node whose agent did not answer); journeys carry the Kubernetes names of
+// their ends when a Namer gives them (names.go).
 //
 // It is pure Go: no privileges, no kernel, no I/O of its own. Everything it needs to
 // know about the running system (interfaces, local addresses, the drop-reason names

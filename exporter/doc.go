@@ -2,6 +2,11 @@
 // packet (hops with their offsets, then the verdict), JSON Lines with stable field
 // names that later versions only add to, Prometheus metrics, and packet captures.
 //
+// Paths across nodes (path.go) are written the same ways: each node's hops, the
+// underlay crossings with their latency, one verdict; FromJSON reads back the journeys
+// an agent sent as JSON so that a follow client can join them. PodDrops is the opt-in,
+// bounded per-pod drop metric.
+//
 // It must not trace or decode: it formats decode.Journey values it is handed, and
 // reports write errors (a closed pipe, a full disk) to its caller instead of
 // swallowing them.

@@ -126,3 +126,49 @@ func TestJSONPath(t *testing.T) {
 		t.Errorf("%s", buf.String())
 	}
 }
+
+// Names travel with a journey: in the text header, in the JSON fields, and back from
+// JSON; a writer with a Namer names the journeys that come without.
+func TestJourneyNames(t *testing.T) {
+	p := crossNodePath(t, false)
+	j := p.Legs[0]
+	j.Names = nil
+	var buf bytes.Buffer
+	tx := exporter.NewText(&buf)
+	tx.SetNamer(fakeNamer{})
+	if err := tx.Write(j); err != nil {
+		t.Fatal(err)
+	}
+	if first, _, _ := strings.Cut(buf.String(), "\n"); !strings.HasSuffix(first, "(pod default/api-a → service default/api)") {
+		t.Errorf("text header %q", first)
+	}
+	x := exporter.ToJSON(j, exporter.Clock{})
+	if x.SrcPod != "default/api-a" || x.DstService != "default/api" || x.DstPod != "" || x.Names != "" {
+		t.Errorf("JSON names: %+v", x)
+	}
+	back, err := exporter.FromJSON(&x)
+	if err != nil || back.Names == nil || *back.Names != *j.Names {
+		t.Errorf("names back from JSON: %+v, want %+v (%v)", back.Names, j.Names, err)
+	}
+	// Names on but not known yet.
+	j.Names = &decode.Names{Src: decode.EndpointName{Kind: "pod", Name: "default/api-a"}, Unresolved: true}
+	buf.Reset()
+	tx.Write(j)
+	if x := exporter.ToJSON(j, exporter.Clock{}); x.Names != "unresolved" || !strings.Contains(buf.String(), "(pod default/api-a → unresolved)") {
+		t.Errorf("unresolved: %q %+v", buf.String(), x)
+	}
+}
+
+// fakeNamer names the lab's api-a pod and the VIP 10.244.2.57 as a Service, to tell
+// the kinds apart.
+type fakeNamer struct{}
+
+func (fakeNamer) NameOf(a netip.Addr) (string, string, bool) {
+	switch a.String() {
+	case "10.244.1.23":
+		return "pod", "default/api-a", false
+	case "10.244.2.57":
+		return "service", "default/api", false
+	}
+	return "", "", false
+}
