@@ -12,6 +12,7 @@
 # exit status.
 #
 # Environment: BENCH_PAIRS (7) off/on pairs, BENCH_SECONDS (5) per iperf3 run,
+# BENCH_SAMPLES (0 64 16 1) the --sample settings whose cost is measured,
 # BENCH_PREFIX (ptb) the lab's namespace prefix, BENCH_KEEP=1 keeps the work
 # directory (iperf3 JSON, agent logs, bpftool snapshots).
 set -Eeuo pipefail
@@ -153,6 +154,7 @@ free_port() {
 }
 port_a=$(free_port 19965)
 port_b=$(free_port $((port_a + 1)))
+extra_agent_args=() # more flags for the agents of a phase
 agent_args() { # NODE PORT: sets args
 	args=("$PT" agent --netns "$P-$1" --node "$1" --metrics-addr "127.0.0.1:$2"
 		--api "unix:$work/agent-$1.sock" --ready-file "$work/agent-$1.ready")
@@ -262,6 +264,7 @@ start_agents() {
 			mkdir -p "$work/pcap-$node"
 			args+=(--pcap-dir "$work/pcap-$node")
 		fi
+		args+=("${extra_agent_args[@]}")
 		"${args[@]}" >"$work/agent-$node.log" 2>&1 &
 		agent_pids+=($!)
 	done
@@ -378,6 +381,34 @@ for nd in "${empty_devs[@]}"; do
 done
 empty_ns=$(awk 'NR == FNR { t[$1] = $3; c[$1] = $4; next } ($1 in t) { dt += $3 - t[$1]; dc += $4 - c[$1] }
 	END { if (dc > 0) printf "%.1f", dt / dc }' "$work/empty0" "$work/empty1")
+
+# ---- sampling cost -------------------------------------------------------------
+# What --sample costs: the agents' tc programs per run, with the accounting on, over
+# UDP runs with each setting in turn (0: no latency samples; 1: every packet), twice
+# round, so that the default can be chosen by what it costs.
+SAMPLES=(${BENCH_SAMPLES:-0 64 16 1})
+: >"$work/sampling"
+if ((${#SAMPLES[@]})); then
+	log "sampling cost: --sample ${SAMPLES[*]}, twice round, UDP with the accounting on"
+	for round in 1 2; do
+		for n in "${SAMPLES[@]}"; do
+			extra_agent_args=(--sample "$n")
+			start_agents
+			ids=$(prog_ids "${agent_pids[@]}")
+			sysctl -qw kernel.bpf_stats_enabled=1
+			bpf_snap "$work/smp$n-$round-0" "$ids"
+			iperf "smp$n-$round" "${UDP_ARGS[@]}"
+			bpf_snap "$work/smp$n-$round-1" "$ids"
+			sysctl -qw kernel.bpf_stats_enabled=0
+			stop_agents
+			awk -v n="$n" 'NR == FNR { t[$1] = $3; c[$1] = $4; next }
+				($1 in t) && ($2 == "tc_ingress" || $2 == "tc_egress") { dt[$2] += $3 - t[$1]; dc[$2] += $4 - c[$1] }
+				END { printf "%s %.1f %.1f\n", n, dc["tc_ingress"] ? dt["tc_ingress"] / dc["tc_ingress"] : 0, dc["tc_egress"] ? dt["tc_egress"] / dc["tc_egress"] : 0 }' \
+				"$work/smp$n-$round-0" "$work/smp$n-$round-1" >>"$work/sampling"
+		done
+	done
+	extra_agent_args=()
+fi
 
 # ---- capture cost ------------------------------------------------------------
 # With --pcap-dir an agent follows every flow: each packet is an event at each of its
@@ -521,6 +552,14 @@ if [[ -s $work/capture ]]; then
 	else
 		echo "  no event lost up to $(awk '{ r = $2 } END { print r + 0 }' "$work/capture") pkt/s"
 	fi
+fi
+if [[ -s $work/sampling ]]; then
+	echo
+	echo "sampling cost (agents with --sample N; tc programs' ns per run, accounting on, UDP; median of 2 runs; the floor: $empty_ns ns):"
+	echo "  --sample | tc_ingress ns | tc_egress ns"
+	for n in "${SAMPLES[@]}"; do
+		printf "  %8s | %13s | %12s\n" "$n" "$(awk -v n="$n" '$1 == n { print $2 }' "$work/sampling" | median)" "$(awk -v n="$n" '$1 == n { print $3 }' "$work/sampling" | median)"
+	done
 fi
 echo
 echo "command:  BENCH_PAIRS=$PAIRS BENCH_SECONDS=$SECS BENCH_PREFIX=$P $0${*:+ $*}"

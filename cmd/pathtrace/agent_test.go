@@ -545,6 +545,8 @@ func TestMetricsSeriesBounded(t *testing.T) {
 	labTraffic(t)
 	time.Sleep(200 * time.Millisecond)
 	without := a.scrape(t)
+	// The agent hands the churn's garbage back 2 s after the interfaces settle.
+	time.Sleep(2500 * time.Millisecond)
 	rss2 := a.rssKiB(t)
 	t.Logf("series: %d before, %d with %d more interfaces, %d after they went; attached to them in %v, let them go in %v; RSS %d → %d → %d KiB",
 		len(base), len(with), n, len(without), took.Round(time.Millisecond), tookGone.Round(time.Millisecond), rss0, rss1, rss2)
