@@ -59,6 +59,23 @@ finish() {
 	unset 'pids[-1]'
 }
 pod() { ip netns exec "$P-$1" "$LABPOD" "${@:2}"; }
+# follow_agents NAME ARGS...: follow through both nodes' agents, wait until they follow.
+follow_agents() {
+	local name=$1
+	shift
+	rm -f "$work/$name.ready"
+	"$bin/pathtrace" follow --agents "unix:$work/node-a.sock,unix:$work/node-b.sock" \
+		--ready-file "$work/$name.ready" "$@" >"$work/$name.out" 2>"$work/$name.err" &
+	pids+=($!)
+	for _ in $(seq 100); do
+		[[ -e $work/$name.ready ]] && return 0
+		kill -0 "${pids[-1]}" 2>/dev/null || break
+		sleep 0.1
+	done
+	cat "$work/$name.err" >&2
+	echo "demo.sh: pathtrace follow through the agents did not get ready" >&2
+	exit 1
+}
 
 echo
 echo "== 1. api pod on node-a (10.244.1.23) connects to the api pod on node-b (10.244.2.57:8080)"
@@ -102,22 +119,14 @@ for n in a b; do
 	[[ -e $work/agent-$n.ready ]] || { cat "$work/agent-$n.err" >&2; echo "demo.sh: agent on node-$n not ready" >&2; exit 1; }
 done
 echo "   \$ pathtrace follow --agents unix:node-a.sock,unix:node-b.sock --proto tcp --count 1 10.244.2.57:8080"
-rm -f "$work/join.ready"
-"$bin/pathtrace" follow --agents "unix:$work/node-a.sock,unix:$work/node-b.sock" --proto tcp --count 1 \
-	--ready-file "$work/join.ready" 10.244.2.57:8080 >"$work/join.out" 2>"$work/join.err" &
-pids+=($!)
-for _ in $(seq 100); do [[ -e $work/join.ready ]] && break; sleep 0.1; done
+follow_agents join --proto tcp --count 1 10.244.2.57:8080
 echo "   client says: $(pod a-api tcp 10.244.2.57:8080)"
 finish join
 sed 's/^/   /' "$work/join.out"
 echo
 echo "-- the lab's switch (outside both nodes) drops VXLAN to node-b: lab.sh fault underlay"
 "$repo/scripts/lab.sh" fault underlay | sed 's/^/   /'
-rm -f "$work/lost.ready"
-"$bin/pathtrace" follow --agents "unix:$work/node-a.sock,unix:$work/node-b.sock" --proto tcp --count 1 \
-	--ready-file "$work/lost.ready" 10.244.2.57:8080 >"$work/lost.out" 2>"$work/lost.err" &
-pids+=($!)
-for _ in $(seq 100); do [[ -e $work/lost.ready ]] && break; sleep 0.1; done
+follow_agents lost --proto tcp --count 1 10.244.2.57:8080
 echo "   client says: $(pod a-api tcp 10.244.2.57:8080 --timeout 300ms 2>&1 || true)"
 sleep 1
 finish lost

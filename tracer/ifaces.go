@@ -187,15 +187,7 @@ func podNetns(h *netlink.Handle, links []netlink.Link) map[int]uint32 {
 	if len(want) == 0 {
 		return nil
 	}
-	var cands []string
-	for _, dir := range []string{"/run/netns", "/var/run/netns"} {
-		if m, err := filepath.Glob(filepath.Join(dir, "*")); err == nil {
-			cands = append(cands, m...)
-		}
-	}
-	if m, err := filepath.Glob("/proc/[0-9]*/ns/net"); err == nil {
-		cands = append(cands, m...)
-	}
+	cands := netnsCandidates()
 	seen := map[uint32]bool{}
 	out := map[int]uint32{} // peer namespace ID → inode
 	for _, c := range cands {
@@ -219,6 +211,21 @@ func podNetns(h *netlink.Handle, links []netlink.Link) map[int]uint32 {
 		}
 	}
 	return out
+}
+
+// netnsCandidates lists the places a network namespace can be opened from: the named
+// ones (ip netns) and every process's.
+func netnsCandidates() []string {
+	var cands []string
+	for _, dir := range []string{"/run/netns", "/var/run/netns"} {
+		if m, err := filepath.Glob(filepath.Join(dir, "*")); err == nil {
+			cands = append(cands, m...)
+		}
+	}
+	if m, err := filepath.Glob("/proc/[0-9]*/ns/net"); err == nil {
+		cands = append(cands, m...)
+	}
+	return cands
 }
 
 // PodVeth finds the host side of the veth behind which a pod address lives, as the
@@ -289,15 +296,7 @@ func (t *Tracer) vethByPeerAddr(a netip.Addr) (string, bool) {
 			byID[l.Attrs().NetNsID] = l.Attrs().Name
 		}
 	}
-	var cands []string
-	for _, dir := range []string{"/run/netns", "/var/run/netns"} {
-		if m, err := filepath.Glob(filepath.Join(dir, "*")); err == nil {
-			cands = append(cands, m...)
-		}
-	}
-	if m, err := filepath.Glob("/proc/[0-9]*/ns/net"); err == nil {
-		cands = append(cands, m...)
-	}
+	cands := netnsCandidates()
 	seen := map[uint32]bool{}
 	for _, c := range cands {
 		ino, err := inodeOf(c)
