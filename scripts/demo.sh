@@ -33,13 +33,12 @@ else
 	"$repo/scripts/lab.sh" up | sed 's/^/   /'
 fi
 
-# follow NODE NAME ARGS...: start pathtrace in a node's namespace, wait until attached.
-follow() {
-	local node=$1 name=$2
-	shift 2
+# start_follow NAME ARGS...: start `pathtrace follow ARGS`, wait until it follows.
+start_follow() {
+	local name=$1
+	shift
 	rm -f "$work/$name.ready"
-	"$bin/pathtrace" follow --netns "$P-$node" --node "$node" --ready-file "$work/$name.ready" "$@" \
-		>"$work/$name.out" 2>"$work/$name.err" &
+	"$bin/pathtrace" follow --ready-file "$work/$name.ready" "$@" >"$work/$name.out" 2>"$work/$name.err" &
 	pids+=($!)
 	for _ in $(seq 100); do
 		[[ -e $work/$name.ready ]] && return 0
@@ -47,9 +46,13 @@ follow() {
 		sleep 0.1
 	done
 	cat "$work/$name.err" >&2
-	echo "demo.sh: pathtrace did not get ready on $node" >&2
+	echo "demo.sh: pathtrace follow $* did not get ready" >&2
 	exit 1
 }
+# follow NODE NAME ARGS...: follow in a node's namespace.
+follow() { start_follow "$2" --netns "$P-$1" --node "$1" "${@:3}"; }
+# follow_agents NAME ARGS...: follow through both nodes' agents.
+follow_agents() { start_follow "$1" --agents "unix:$work/node-a.sock,unix:$work/node-b.sock" "${@:2}"; }
 # finish NAME: let pathtrace judge what is in flight, stop it, show its output.
 finish() {
 	local pid=${pids[-1]}
@@ -59,23 +62,6 @@ finish() {
 	unset 'pids[-1]'
 }
 pod() { ip netns exec "$P-$1" "$LABPOD" "${@:2}"; }
-# follow_agents NAME ARGS...: follow through both nodes' agents, wait until they follow.
-follow_agents() {
-	local name=$1
-	shift
-	rm -f "$work/$name.ready"
-	"$bin/pathtrace" follow --agents "unix:$work/node-a.sock,unix:$work/node-b.sock" \
-		--ready-file "$work/$name.ready" "$@" >"$work/$name.out" 2>"$work/$name.err" &
-	pids+=($!)
-	for _ in $(seq 100); do
-		[[ -e $work/$name.ready ]] && return 0
-		kill -0 "${pids[-1]}" 2>/dev/null || break
-		sleep 0.1
-	done
-	cat "$work/$name.err" >&2
-	echo "demo.sh: pathtrace follow through the agents did not get ready" >&2
-	exit 1
-}
 
 echo
 echo "== 1. api pod on node-a (10.244.1.23) connects to the api pod on node-b (10.244.2.57:8080)"

@@ -187,13 +187,23 @@ func podNetns(h *netlink.Handle, links []netlink.Link) map[int]uint32 {
 	if len(want) == 0 {
 		return nil
 	}
-	cands := netnsCandidates()
-	seen := map[uint32]bool{}
 	out := map[int]uint32{} // peer namespace ID → inode
-	for _, c := range cands {
-		if len(want) == 0 {
-			break
+	eachNetns(h, func(id int, ino uint32, _ *os.File) bool {
+		if want[id] {
+			delete(want, id)
+			out[id] = ino
 		}
+		return len(want) > 0
+	})
+	return out
+}
+
+// eachNetns opens each network namespace the host shows (named ones, then every
+// process's), each once, and calls fn with the ID h's namespace knows it by, its inode
+// and the open file, until fn returns false.
+func eachNetns(h *netlink.Handle, fn func(id int, ino uint32, f *os.File) bool) {
+	seen := map[uint32]bool{}
+	for _, c := range netnsCandidates() {
 		ino, err := inodeOf(c)
 		if err != nil || seen[ino] {
 			continue
@@ -204,13 +214,12 @@ func podNetns(h *netlink.Handle, links []netlink.Link) map[int]uint32 {
 			continue
 		}
 		id, err := h.GetNetNsIdByFd(int(f.Fd()))
+		more := err != nil || fn(id, ino, f)
 		f.Close()
-		if err == nil && want[id] {
-			delete(want, id)
-			out[id] = ino
+		if !more {
+			return
 		}
 	}
-	return out
 }
 
 // netnsCandidates lists the places a network namespace can be opened from: the named
@@ -289,41 +298,29 @@ func (t *Tracer) PodVeth(a netip.Addr) (string, error) {
 
 // vethByPeerAddr looks for the veth whose far side, in a pod's namespace, holds a.
 func (t *Tracer) vethByPeerAddr(a netip.Addr) (string, bool) {
-	links := t.linkList()
 	byID := map[int]string{}
-	for _, l := range links {
+	for _, l := range t.linkList() {
 		if l.Type() == "veth" && l.Attrs().NetNsID >= 0 {
 			byID[l.Attrs().NetNsID] = l.Attrs().Name
 		}
 	}
-	cands := netnsCandidates()
-	seen := map[uint32]bool{}
-	for _, c := range cands {
-		ino, err := inodeOf(c)
-		if err != nil || seen[ino] {
-			continue
-		}
-		seen[ino] = true
-		f, err := os.Open(c)
-		if err != nil {
-			continue
-		}
-		id, err := t.nl.GetNetNsIdByFd(int(f.Fd()))
+	found := ""
+	eachNetns(t.nl, func(id int, _ uint32, f *os.File) bool {
 		name, isPeer := byID[id]
-		if err != nil || !isPeer {
-			f.Close()
-			continue
+		if !isPeer {
+			return true
 		}
 		h, err := netlink.NewHandleAt(netns.NsHandle(f.Fd()))
-		f.Close()
 		if err != nil {
-			continue
+			return true
 		}
 		addrs, err := localAddrs(h)
 		h.Close()
 		if err == nil && slices.Contains(addrs, a.Unmap()) {
-			return name, true
+			found = name
+			return false
 		}
-	}
-	return "", false
+		return true
+	})
+	return found, found != ""
 }
