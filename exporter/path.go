@@ -29,19 +29,8 @@ func FromJSON(x *JourneyJSON) (*decode.Journey, error) {
 		return nil, err
 	}
 	j := &decode.Journey{ID: id, Node: x.Node, Flow: flow, IPLen: x.Len, TCPFlags: tcpFlagsFrom(x.TCPFlags), Where: x.Where}
-	switch x.Verdict {
-	case "delivered":
-		j.Verdict = decode.Delivered
-	case "forwarded":
-		j.Verdict = decode.Forwarded
-	case "dropped":
-		j.Verdict = decode.Dropped
-	case "lost":
-		j.Verdict = decode.Lost
-	case "unfinished":
-		j.Verdict = decode.Unfinished
-	default:
-		return nil, fmt.Errorf("journey %s: verdict %q", x.ID, x.Verdict)
+	if j.Verdict, err = verdictFrom(x.Verdict); err != nil {
+		return nil, fmt.Errorf("journey %s: %v", x.ID, err)
 	}
 	for i := range x.Hops {
 		hj := &x.Hops[i]
@@ -116,22 +105,11 @@ func FromJSON(x *JourneyJSON) (*decode.Journey, error) {
 
 func flowFromJSON(f *FlowJSON) (decode.Flow, error) {
 	var out decode.Flow
-	switch f.Proto {
-	case "tcp":
-		out.Proto = decode.ProtoTCP
-	case "udp":
-		out.Proto = decode.ProtoUDP
-	case "icmp":
-		out.Proto = decode.ProtoICMP
-	case "icmpv6":
-		out.Proto = decode.ProtoICMPv6
-	default:
-		n, err := strconv.ParseUint(strings.TrimPrefix(f.Proto, "proto-"), 10, 8)
-		if err != nil {
-			return out, fmt.Errorf("flow proto %q", f.Proto)
-		}
-		out.Proto = uint8(n)
+	p, ok := protoFrom(f.Proto)
+	if !ok {
+		return out, fmt.Errorf("flow proto %q", f.Proto)
 	}
+	out.Proto = p
 	ep := func(s string) (netip.AddrPort, error) {
 		if ap, err := netip.ParseAddrPort(s); err == nil {
 			return ap, nil
@@ -150,6 +128,9 @@ func flowFromJSON(f *FlowJSON) (decode.Flow, error) {
 	return out, err
 }
 
+// The names below are read back by the functions that write them, so that JSON written
+// by one version reads back as long as those names stay.
+
 func kindFrom(s string) decode.IfaceKind {
 	for k := decode.KindUnknown; k <= decode.KindNetfilter; k++ {
 		if k.String() == s {
@@ -159,26 +140,30 @@ func kindFrom(s string) decode.IfaceKind {
 	return decode.KindUnknown
 }
 
+func verdictFrom(s string) (decode.Verdict, error) {
+	for v := decode.Unfinished; v <= decode.Lost; v++ {
+		if v.String() == s {
+			return v, nil
+		}
+	}
+	return 0, fmt.Errorf("verdict %q", s)
+}
+
+func protoFrom(s string) (uint8, bool) {
+	for p := range 256 {
+		if decode.ProtoName(uint8(p)) == s {
+			return uint8(p), true
+		}
+	}
+	return 0, false
+}
+
+// tcpFlagsFrom reads decode.TCPFlagString's letters back, a flag bit each.
 func tcpFlagsFrom(s string) uint8 {
 	var f uint8
-	for _, c := range s {
-		switch c {
-		case 'S':
-			f |= decode.TCPSyn
-		case 'F':
-			f |= decode.TCPFin
-		case 'R':
-			f |= decode.TCPRst
-		case 'P':
-			f |= decode.TCPPsh
-		case 'U':
-			f |= decode.TCPUrg
-		case 'E':
-			f |= decode.TCPEce
-		case 'W':
-			f |= decode.TCPCwr
-		case '.':
-			f |= decode.TCPAck
+	for b := range 8 {
+		if c := decode.TCPFlagString(1 << b); c != "" && strings.Contains(s, c) {
+			f |= 1 << b
 		}
 	}
 	return f

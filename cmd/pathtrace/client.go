@@ -159,7 +159,7 @@ func followViaAgents(addrs []agentAddr, o *followOpts, sels []string, stdout, st
 			c.conn.Close()
 		}
 	}()
-	var down []string // agents that did not answer, with why
+	down := map[string]string{} // agents that did not answer: address → why
 	for _, a := range addrs {
 		ac, err := dialAgent(a, req)
 		if err != nil {
@@ -167,7 +167,7 @@ func followViaAgents(addrs []agentAddr, o *followOpts, sels []string, stdout, st
 				return err
 			}
 			fmt.Fprintf(stderr, "pathtrace: warning: %v: paths through its node will say so\n", err)
-			down = append(down, a.String()+"\x00"+err.Error())
+			down[a.String()] = err.Error()
 			continue
 		}
 		fmt.Fprintf(stderr, "pathtrace: following %s through the agent of node %s (%s): %s\n", strings.Join(sels, ", "), ac.reply.Node, a, ac.reply.Mode)
@@ -257,14 +257,13 @@ type agentLine struct {
 }
 
 // joinAgents reads every agent's journeys, joins them into paths and writes those.
-func joinAgents(ctx context.Context, stop func(), conns []*agentConn, down []string, o *followOpts, stdout, stderr io.Writer, pc *pcapOut, namer decode.Namer) (int, error) {
+func joinAgents(ctx context.Context, stop func(), conns []*agentConn, down map[string]string, o *followOpts, stdout, stderr io.Writer, pc *pcapOut, namer decode.Namer) (int, error) {
 	var nodes []decode.NodeInfo
 	for _, c := range conns {
 		nodes = append(nodes, c.nodeInfo())
 	}
 	j := decode.NewJoiner(nodes, max(o.joinWait, o.timeout))
-	for _, d := range down {
-		name, why, _ := strings.Cut(d, "\x00")
+	for name, why := range down {
 		j.SetDown(name, why)
 	}
 	lines := make(chan agentLine, 256)
