@@ -11,7 +11,7 @@
 # an agent or iperf3 failing); a missed target is reported in the table, not by the
 # exit status.
 #
-# Environment: BENCH_PAIRS (7) off/on pairs, BENCH_SECONDS (5) per iperf3 run,
+# Environment: BENCH_PAIRS (10) off/on pairs, BENCH_SECONDS (4) per iperf3 run,
 # BENCH_SAMPLES (0 64 16 1) the --sample settings whose cost is measured,
 # BENCH_PREFIX (ptb) the lab's namespace prefix, BENCH_KEEP=1 keeps the work
 # directory (iperf3 JSON, agent logs, bpftool snapshots).
@@ -19,8 +19,9 @@ set -Eeuo pipefail
 
 script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$script_dir/.." && pwd)
-PAIRS=${BENCH_PAIRS:-7}
-SECS=${BENCH_SECONDS:-5}
+PAIRS=${BENCH_PAIRS:-10}
+SETTLE=2 # seconds between an agent being ready and the runs with it
+SECS=${BENCH_SECONDS:-4}
 P=${BENCH_PREFIX:-ptb}
 CLIENT_CPU=0
 SERVER_CPU=$(($(nproc) > 1 ? 1 : 0))
@@ -290,27 +291,48 @@ stop_agents() {
 	agent_pids=()
 }
 
-# off_run K / on_run K: the K-th run of each kind: TCP, then UDP.
+# off_run K FIRST / on_run K FIRST: the K-th runs of each kind, TCP and UDP. In a pair
+# whose runs without the agents come first (FIRST=1), those go TCP then UDP and the
+# runs with the agents UDP then TCP; the other pairs the mirror image. Each pair's two
+# UDP runs are thus next to each other (UDP is where the agent's cost shows: a program
+# run per hop on every small packet), its TCP runs around them.
 off_run() {
 	local k=$1
-	iperf "off$k-tcp" "${TCP_ARGS[@]}"
-	iperf "off$k-udp" "${UDP_ARGS[@]}"
+	if (($2)); then
+		iperf "off$k-tcp" "${TCP_ARGS[@]}"
+		iperf "off$k-udp" "${UDP_ARGS[@]}"
+	else
+		iperf "off$k-udp" "${UDP_ARGS[@]}"
+		iperf "off$k-tcp" "${TCP_ARGS[@]}"
+	fi
 	echo "off $k $(tcp_bps "off$k-tcp") $(udp_pps "off$k-udp") $(udp_sent "off$k-udp")" >>"$work/runs"
 }
 
 # The throughput runs keep the kernel's BPF accounting off, as an agent runs in
 # production: with kernel.bpf_stats_enabled=1 every program run also pays for two clock
-# reads (stats_cost measures how much). The BPF figures come from the same two runs
-# again, with the accounting on.
+# reads (stats_cost measures how much). The BPF figures come from a TCP and a UDP run
+# more, with the accounting on: after the throughput runs when the agents' runs come
+# second in the pair, before them when first.
 on_run() {
 	local k=$1 ids c0 c1 pid rss max_rss=0 hwm max_hwm=0
 	start_agents
 	ids=$(prog_ids "${agent_pids[@]}")
 	[[ -n $ids ]] || die "the agents hold no BPF programs"
-	iperf "on$k-tcp" "${TCP_ARGS[@]}"
-	c0=$(cpu_ns "${agent_pids[@]}")
-	iperf "on$k-udp" "${UDP_ARGS[@]}"
-	c1=$(cpu_ns "${agent_pids[@]}")
+	# What is measured is the agent running, not the agent starting.
+	sleep "$SETTLE"
+	if (($2)); then
+		acct_runs "$k"
+		iperf "on$k-tcp" "${TCP_ARGS[@]}"
+		c0=$(cpu_ns "${agent_pids[@]}")
+		iperf "on$k-udp" "${UDP_ARGS[@]}"
+		c1=$(cpu_ns "${agent_pids[@]}")
+	else
+		c0=$(cpu_ns "${agent_pids[@]}")
+		iperf "on$k-udp" "${UDP_ARGS[@]}"
+		c1=$(cpu_ns "${agent_pids[@]}")
+		iperf "on$k-tcp" "${TCP_ARGS[@]}"
+		acct_runs "$k"
+	fi
 	for pid in "${agent_pids[@]}"; do
 		alive "$pid" || { cat "$work"/agent-*.log >&2; die "an agent died during on run $k"; }
 		rss=$(rss_kib "$pid")
@@ -318,20 +340,61 @@ on_run() {
 		hwm=$(hwm_kib "$pid")
 		if ((hwm > max_hwm)); then max_hwm=$hwm; fi
 	done
-	sysctl -qw kernel.bpf_stats_enabled=1
-	bpf_snap "$work/on$k-bpf0" "$ids"
-	iperf "acct$k-tcp" "${TCP_ARGS[@]}"
-	bpf_snap "$work/on$k-bpf1" "$ids"
-	iperf "acct$k-udp" "${UDP_ARGS[@]}"
-	bpf_snap "$work/on$k-bpf2" "$ids"
-	if ((k == PAIRS)); then stats_cost "$ids"; fi
-	sysctl -qw kernel.bpf_stats_enabled=0
 	stop_agents
-	bpf_delta "tcp:$k" "$work/on$k-bpf0" "$work/on$k-bpf1"
-	bpf_delta "udp:$k" "$work/on$k-bpf1" "$work/on$k-bpf2"
 	local secs
 	secs=$(jq -r '.end.sum_received.seconds' "$work/on$k-udp.json")
 	echo "on $k $(tcp_bps "on$k-tcp") $(udp_pps "on$k-udp") $(udp_sent "on$k-udp") $((c1 - c0)) $secs $max_rss $(udp_sent "acct$k-udp") $max_hwm" >>"$work/runs"
+}
+
+# acct_runs K: a TCP and a UDP run with the accounting on and the empty program beside
+# the agents' (the floor, below); the programs' run time and count before and after each.
+acct_runs() {
+	local k=$1
+	floor_on
+	sysctl -qw kernel.bpf_stats_enabled=1
+	bpf_snap "$work/on$k-bpf0" "$ids,$empty_ids"
+	iperf "acct$k-tcp" "${TCP_ARGS[@]}"
+	bpf_snap "$work/on$k-bpf1" "$ids,$empty_ids"
+	iperf "acct$k-udp" "${UDP_ARGS[@]}"
+	bpf_snap "$work/on$k-bpf2" "$ids,$empty_ids"
+	if ((k == PAIRS)); then stats_cost "$ids"; fi
+	sysctl -qw kernel.bpf_stats_enabled=0
+	floor_off
+	bpf_delta "tcp:$k" "$work/on$k-bpf0" "$work/on$k-bpf1"
+	bpf_delta "udp:$k" "$work/on$k-bpf1" "$work/on$k-bpf2"
+}
+
+# ---- the accounting floor -----------------------------------------------------
+# An empty tc program on the same hooks (clsact, in the lab's node namespaces only),
+# during each accounting run with the agents: the same packets pass the agents' tcx
+# programs and then it, so each run gives what any tc program costs by that measure
+# before it does anything (the accounting's clock reads, the hook's call) next to
+# what the agents' programs cost, and the host's swings fall on both alike.
+clang-14 -O2 -g -target bpf -I/usr/include/"$(uname -m)"-linux-gnu -c "$repo/scripts/bench-empty-tc.c" -o "$work/empty.o" 2>"$work/empty.log" ||
+	{ cat "$work/empty.log" >&2; die "cannot build the empty tc program"; }
+empty_devs=()
+floor_on() { # sets empty_ids
+	local node dev
+	empty_devs=()
+	for node in node-a node-b; do
+		for dev in $(ip -n "$P-$node" -o link show | awk -F': ' '{ sub(/@.*/, "", $2); print $2 }'); do
+			case $dev in veth* | cni0 | flannel.1 | eth0) ;; *) continue ;; esac
+			ip netns exec "$P-$node" tc qdisc add dev "$dev" clsact 2>/dev/null || true
+			empty_devs+=("$node/$dev")
+			ip netns exec "$P-$node" tc filter add dev "$dev" ingress bpf da obj "$work/empty.o" sec tc &&
+				ip netns exec "$P-$node" tc filter add dev "$dev" egress bpf da obj "$work/empty.o" sec tc ||
+				die "attach the empty tc program to $dev in $P-$node"
+		done
+	done
+	empty_ids=$(bpftool prog show -j | jq -r '[.[] | select(.name == "empty") | .id] | map(tostring) | join(",")')
+	[[ -n $empty_ids ]] || die "the empty tc programs are not loaded"
+}
+floor_off() {
+	local nd
+	for nd in "${empty_devs[@]}"; do
+		ip netns exec "$P-${nd%%/*}" tc qdisc del dev "${nd#*/}" clsact 2>/dev/null || true
+	done
+	empty_devs=()
 }
 
 stats_old=$(sysctl -n kernel.bpf_stats_enabled)
@@ -344,43 +407,19 @@ iperf warmup -c "$SERVER_IP" -p "$IPERF_PORT" -t 1 -J
 
 : >"$work/runs"
 : >"$work/bpf.acc"
+# Each pair's two runs in turn, odd pairs without the agents first and even pairs with
+# them first: a drift of the host's speed during a pair does not favour one side.
 for ((k = 1; k <= PAIRS; k++)); do
-	log "pair $k/$PAIRS: without agent"
-	off_run "$k"
-	log "pair $k/$PAIRS: with agents"
-	on_run "$k"
+	if ((k % 2)); then
+		log "pair $k/$PAIRS: without agent, then with agents"
+		off_run "$k" 1
+		on_run "$k" 0
+	else
+		log "pair $k/$PAIRS: with agents, then without"
+		on_run "$k" 1
+		off_run "$k" 0
+	fi
 done
-
-# ---- the accounting floor -----------------------------------------------------
-# An empty tc program on the same hooks (clsact, in the lab's node namespaces only),
-# its run time from the same accounting, during the same UDP run: what any tc program
-# costs by that measure before it does anything.
-log "accounting floor: an empty tc program on the agents' hooks"
-clang-14 -O2 -g -target bpf -I/usr/include/"$(uname -m)"-linux-gnu -c "$repo/scripts/bench-empty-tc.c" -o "$work/empty.o" 2>"$work/empty.log" ||
-	{ cat "$work/empty.log" >&2; die "cannot build the empty tc program"; }
-empty_devs=()
-for node in node-a node-b; do
-	for dev in $(ip -n "$P-$node" -o link show | awk -F': ' '{ sub(/@.*/, "", $2); print $2 }'); do
-		case $dev in veth* | cni0 | flannel.1 | eth0) ;; *) continue ;; esac
-		ip netns exec "$P-$node" tc qdisc add dev "$dev" clsact 2>/dev/null || true
-		ip netns exec "$P-$node" tc filter add dev "$dev" ingress bpf da obj "$work/empty.o" sec tc &&
-			ip netns exec "$P-$node" tc filter add dev "$dev" egress bpf da obj "$work/empty.o" sec tc ||
-			die "attach the empty tc program to $dev in $P-$node"
-		empty_devs+=("$node/$dev")
-	done
-done
-empty_ids=$(bpftool prog show -j | jq -r '[.[] | select(.name == "empty") | .id] | map(tostring) | join(",")')
-[[ -n $empty_ids ]] || die "the empty tc programs are not loaded"
-sysctl -qw kernel.bpf_stats_enabled=1
-bpf_snap "$work/empty0" "$empty_ids"
-iperf "empty-udp" "${UDP_ARGS[@]}"
-bpf_snap "$work/empty1" "$empty_ids"
-sysctl -qw kernel.bpf_stats_enabled=0
-for nd in "${empty_devs[@]}"; do
-	ip netns exec "$P-${nd%%/*}" tc qdisc del dev "${nd#*/}" clsact
-done
-empty_ns=$(awk 'NR == FNR { t[$1] = $3; c[$1] = $4; next } ($1 in t) { dt += $3 - t[$1]; dc += $4 - c[$1] }
-	END { if (dc > 0) printf "%.1f", dt / dc }' "$work/empty0" "$work/empty1")
 
 # ---- sampling cost -------------------------------------------------------------
 # What --sample costs: the agents' tc programs per run, with the accounting on, over
@@ -464,6 +503,15 @@ pair_ratio() {
 		END { for (k in on) if (off[k] > 0) print on[k] / off[k] }' "$work/runs" | median | xargs printf "%.3f"
 }
 
+# pair_mean COL: the mean of the pairs' ratios and its standard error, "mean 0.962, s.e. 0.024":
+# how far the figure judged can be trusted.
+pair_mean() {
+	awk -v c="$1" '$1 == "off" { off[$2] = $c } $1 == "on" { on[$2] = $c }
+		END { for (k in on) if (off[k] > 0) { r = on[k] / off[k]; n++; s += r; q += r * r }
+			m = s / n; v = n > 1 ? (q - n * m * m) / (n - 1) : 0; if (v < 0) v = 0
+			printf "mean %.3f, s.e. %.3f", m, sqrt(v / n) }' "$work/runs"
+}
+
 # verdict VALUE OP LIMIT: yes, or NO with the gap.
 verdict() {
 	calc "v = $1; l = $3; if (v $2 l) print \"yes\"; else printf \"NO (%s by %.3g)\", (\"$2\" == \">=\") ? \"short\" : \"over\", (v > l) ? v - l : l - v"
@@ -471,29 +519,38 @@ verdict() {
 {
 	echo "metric|without agent|with agent|ratio or figure|target|met?"
 	r=$(pair_ratio 3)
-	echo "TCP throughput pod->pod, node-a->node-b (Gbit/s)|$(calc "printf \"%.2f\", $tcp_off / 1e9")|$(calc "printf \"%.2f\", $tcp_on / 1e9")|$r ($(calc "printf \"%.3f\", $tcp_on / $tcp_off")*)|>= 0.97|$(verdict "$r" '>=' 0.97)"
+	echo "TCP throughput pod->pod, node-a->node-b (Gbit/s)|$(calc "printf \"%.2f\", $tcp_off / 1e9")|$(calc "printf \"%.2f\", $tcp_on / 1e9")|$r ($(pair_mean 3); $(calc "printf \"%.3f\", $tcp_on / $tcp_off")*)|>= 0.97|$(verdict "$r" '>=' 0.97)"
 	r=$(pair_ratio 4)
-	echo "UDP 64-byte payload, received (kpkt/s)|$(calc "printf \"%.1f\", $udp_off / 1e3")|$(calc "printf \"%.1f\", $udp_on / 1e3")|$r ($(calc "printf \"%.3f\", $udp_on / $udp_off")*)|>= 0.95|$(verdict "$r" '>=' 0.95)"
+	echo "UDP 64-byte payload, received (kpkt/s)|$(calc "printf \"%.1f\", $udp_off / 1e3")|$(calc "printf \"%.1f\", $udp_on / 1e3")|$r ($(pair_mean 4); $(calc "printf \"%.3f\", $udp_on / $udp_off")*)|>= 0.95|$(verdict "$r" '>=' 0.95)"
 	# BPF programs: ns per run over every accounting run (TCP and UDP); runs and ns per
 	# UDP packet sent from the UDP ones. Programs that never ran are listed below the table.
 	udp_sent_on=$(awk '$1 == "on" { s += $9 } END { print s + 0 }' "$work/runs")
 	# Per program: the median over the accounting runs (each pair's TCP and UDP run, both
 	# agents' copies together) with the lowest and highest; the machine's noise moves
 	# single runs a lot.
-	awk -v sent="$udp_sent_on" -v tc=" ${TC_PROGS[*]} " -v notrun="$work/notrun" -v floor="$empty_ns" '
-		function row(p,   ns, target, met, own, i, j, v, n, lo, hi) {
+	awk -v sent="$udp_sent_on" -v tc=" ${TC_PROGS[*]} " -v notrun="$work/notrun" '
+		function median(v, n,   i, j, x) {
+			for (i = 2; i <= n; i++) { x = v[i]; for (j = i - 1; j >= 1 && v[j] > x; j--) v[j + 1] = v[j]; v[j + 1] = x }
+			return (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+		}
+		function row(p,   ns, target, met, own, v, n, lo, hi, w, m, ph) {
 			if (!(p in seen)) return
 			if (C[p] == 0) { if (!(p in done)) printf "%s ", p >notrun; done[p] = 1; return }
-			n = 0
-			for (k in t) { split(k, kk, SUBSEP); if (kk[2] == p && c[k] > 0) v[++n] = t[k] / c[k] }
-			for (i = 2; i <= n; i++) { x = v[i]; for (j = i - 1; j >= 1 && v[j] > x; j--) v[j + 1] = v[j]; v[j + 1] = x }
-			ns = (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+			n = 0; m = 0
+			for (k in t) {
+				split(k, kk, SUBSEP); ph = kk[1]
+				if (kk[2] != p || c[k] <= 0) continue
+				v[++n] = t[k] / c[k]
+				# above the floor: this run less the empty program in the same run
+				if (c[ph, "empty"] > 0) w[++m] = t[k] / c[k] - t[ph, "empty"] / c[ph, "empty"]
+			}
+			ns = median(v, n)
 			lo = v[1]; hi = v[n]
 			target = "-"; met = "-"; own = ""
 			if (index(tc, " " p " ")) {
 				target = "<= 100 ns"
 				met = (ns <= 100) ? "yes" : sprintf("NO (over by %.0f ns)", ns - 100)
-				if (floor != "") own = sprintf(", %.0f above the floor", ns - floor)
+				if (m) own = sprintf(", %.0f above the floor", median(w, m))
 			}
 			printf "BPF %s, ns per run (median of %d runs)|-|%.2fM runs; %.1f/pkt = %.0f ns/pkt|%.1f ns (%.0f-%.0f%s)|%s|%s\n", p, n, C[p] / 1e6,
 				sent ? uc[p] / sent : 0, sent ? ut[p] / sent : 0, ns, lo, hi, own, target, met
@@ -501,15 +558,20 @@ verdict() {
 		}
 		{
 			t[$1, $2] += $3; c[$1, $2] += $4; T[$2] += $3; C[$2] += $4; seen[$2] = 1
-			if ($1 ~ /^udp/) { ut[$2] += $3; uc[$2] += $4; tot += $3 }
+			if ($1 ~ /^udp/) { ut[$2] += $3; uc[$2] += $4; if ($2 != "empty") tot += $3 }
 		}
 		END {
+			done["empty"] = 1
 			n = split("tc_ingress tc_egress tc_ingress_l3 tc_egress_l3 nf_first nf_last kp_nf_hook_slow kfree_skb_btf kfree_skb_raw kfree_skb_raw_n", order, " ")
 			for (i = 1; i <= n; i++) row(order[i])
 			for (p in seen) if (!(p in done)) row(p)
 			if (sent) printf "BPF all programs, per UDP packet sent|-|both nodes, every hop|%.0f ns|-|-\n", tot / sent
-			if (floor != "") printf "BPF floor: an empty tc program, same hooks and accounting|-|the UDP run, clsact|%.1f ns|-|-\n", floor
+			m = 0
+			for (k in t) { split(k, kk, SUBSEP); if (kk[2] == "empty" && c[k] > 0) f[++m] = t[k] / c[k] }
+			if (m) printf "BPF floor: an empty tc program, same hooks and accounting|-|in the same runs, clsact|%.1f ns (%.0f-%.0f)|-|-\n", median(f, m), f[1], f[m]
 		}' "$work/bpf.acc"
+	# the floor alone, for the sampling table
+	awk '$2 == "empty" && $4 > 0 { print $3 / $4 }' "$work/bpf.acc" | median | xargs printf "%.1f" >"$work/floor"
 	if [[ -s $work/stats-cost ]]; then
 		read -r s_off s_on <"$work/stats-cost"
 		echo "stats accounting, tc_ingress in a loop (bpftool prog run)|stats off: $s_off ns|stats on: $s_on ns|+$((s_on - s_off)) ns per run|-|-"
@@ -535,8 +597,9 @@ if [[ -s $work/notrun ]]; then
 	echo "(loaded by the agents but never run: $(<"$work/notrun"))" | sed 's/ )$/)/'
 fi
 echo
-echo "(*) the ratio of the two medians; the ratio shown first, and judged, is the median of the $PAIRS pairs' ratios"
-echo "runs ($PAIRS pairs, alternating without/with, ${SECS} s per iperf3 run):"
+echo "(*) the ratio of the two medians; the ratio shown first, and judged, is the median of the $PAIRS pairs' ratios;"
+echo "    the mean of the pairs' ratios is shown with its standard error"
+echo "runs ($PAIRS pairs, odd ones without the agents first, even ones with them first; ${SECS} s per iperf3 run):"
 echo "  TCP Gbit/s without: $(col off 3 | awk '{ printf "%.2f ", $1 / 1e9 }')| with: $(col on 3 | awk '{ printf "%.2f ", $1 / 1e9 }')"
 echo "  UDP kpkt/s without: $(col off 4 | awk '{ printf "%.1f ", $1 / 1e3 }')| with: $(col on 4 | awk '{ printf "%.1f ", $1 / 1e3 }')"
 echo "  agent CPU during UDP (% of a core): $(awk '$1 == "on" { printf "%.3f ", 100 * $6 / 1e9 / $7 }' "$work/runs")"
@@ -555,7 +618,7 @@ if [[ -s $work/capture ]]; then
 fi
 if [[ -s $work/sampling ]]; then
 	echo
-	echo "sampling cost (agents with --sample N; tc programs' ns per run, accounting on, UDP; median of 2 runs; the floor: $empty_ns ns):"
+	echo "sampling cost (agents with --sample N; tc programs' ns per run, accounting on, UDP; median of 2 runs; the floor: $(<"$work/floor") ns):"
 	echo "  --sample | tc_ingress ns | tc_egress ns"
 	for n in "${SAMPLES[@]}"; do
 		printf "  %8s | %13s | %12s\n" "$n" "$(awk -v n="$n" '$1 == n { print $2 }' "$work/sampling" | median)" "$(awk -v n="$n" '$1 == n { print $3 }' "$work/sampling" | median)"
