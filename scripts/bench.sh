@@ -11,7 +11,7 @@
 # an agent or iperf3 failing); a missed target is reported in the table, not by the
 # exit status.
 #
-# Environment: BENCH_PAIRS (10) off/on pairs, BENCH_SECONDS (4) per iperf3 run,
+# Environment: BENCH_PAIRS (20) off/on pairs, BENCH_SECONDS (4) per iperf3 run,
 # BENCH_SAMPLES (0 64 16 1) the --sample settings whose cost is measured,
 # BENCH_PREFIX (ptb) the lab's namespace prefix, BENCH_KEEP=1 keeps the work
 # directory (iperf3 JSON, agent logs, bpftool snapshots).
@@ -19,7 +19,7 @@ set -Eeuo pipefail
 
 script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$script_dir/.." && pwd)
-PAIRS=${BENCH_PAIRS:-10}
+PAIRS=${BENCH_PAIRS:-20}
 SETTLE=2 # seconds between an agent being ready and the runs with it
 SECS=${BENCH_SECONDS:-4}
 P=${BENCH_PREFIX:-ptb}
