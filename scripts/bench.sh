@@ -372,17 +372,21 @@ acct_runs() {
 # what the agents' programs cost, and the host's swings fall on both alike.
 clang-14 -O2 -g -target bpf -I/usr/include/"$(uname -m)"-linux-gnu -c "$repo/scripts/bench-empty-tc.c" -o "$work/empty.o" 2>"$work/empty.log" ||
 	{ cat "$work/empty.log" >&2; die "cannot build the empty tc program"; }
-empty_devs=()
+# At a priority of its own, behind the agents' filters when they use clsact too (kernels
+# without tcx); floor_off takes away its filters, and the qdisc only where it added it.
+EMPTY_PREF=49152
+empty_devs=() # node/dev/1 where floor_on added the qdisc, node/dev/0 where it was there
 floor_on() { # sets empty_ids
-	local node dev
+	local node dev added
 	empty_devs=()
 	for node in node-a node-b; do
 		for dev in $(ip -n "$P-$node" -o link show | awk -F': ' '{ sub(/@.*/, "", $2); print $2 }'); do
 			case $dev in veth* | cni0 | flannel.1 | eth0) ;; *) continue ;; esac
-			ip netns exec "$P-$node" tc qdisc add dev "$dev" clsact 2>/dev/null || true
-			empty_devs+=("$node/$dev")
-			ip netns exec "$P-$node" tc filter add dev "$dev" ingress bpf da obj "$work/empty.o" sec tc &&
-				ip netns exec "$P-$node" tc filter add dev "$dev" egress bpf da obj "$work/empty.o" sec tc ||
+			added=0
+			if ip netns exec "$P-$node" tc qdisc add dev "$dev" clsact 2>/dev/null; then added=1; fi
+			empty_devs+=("$node/$dev/$added")
+			ip netns exec "$P-$node" tc filter add dev "$dev" ingress pref $EMPTY_PREF bpf da obj "$work/empty.o" sec tc &&
+				ip netns exec "$P-$node" tc filter add dev "$dev" egress pref $EMPTY_PREF bpf da obj "$work/empty.o" sec tc ||
 				die "attach the empty tc program to $dev in $P-$node"
 		done
 	done
@@ -390,9 +394,13 @@ floor_on() { # sets empty_ids
 	[[ -n $empty_ids ]] || die "the empty tc programs are not loaded"
 }
 floor_off() {
-	local nd
+	local nd node dev added dir
 	for nd in "${empty_devs[@]}"; do
-		ip netns exec "$P-${nd%%/*}" tc qdisc del dev "${nd#*/}" clsact 2>/dev/null || true
+		IFS=/ read -r node dev added <<<"$nd"
+		for dir in ingress egress; do
+			ip netns exec "$P-$node" tc filter del dev "$dev" $dir pref $EMPTY_PREF 2>/dev/null || true
+		done
+		if ((added)); then ip netns exec "$P-$node" tc qdisc del dev "$dev" clsact 2>/dev/null || true; fi
 	done
 	empty_devs=()
 }
