@@ -503,21 +503,23 @@ cpu_per100k=$(awk '$1 == "on" && $4 > 0 { print 100 * $6 / 1e9 / $7 * 100000 / $
 rss_max=$(awk '$1 == "on" && $8 > m { m = $8 } END { print m + 0 }' "$work/runs")
 hwm_max=$(awk '$1 == "on" && $10 > m { m = $10 } END { print m + 0 }' "$work/runs")
 
-# pair_ratio COL: the median over the pairs of with/without, each pair's two runs next
-# to each other in time, so that the host's slow swings (this VM's throughput moves by
-# a third from one minute to the next) fall on both sides of a ratio.
-pair_ratio() {
+# pair_ratios COL: each pair's with/without, one a line; its two runs next to each other
+# in time, so that the host's slow swings (this VM's throughput moves by a third from
+# one minute to the next) fall on both sides of a ratio.
+pair_ratios() {
 	awk -v c="$1" '$1 == "off" { off[$2] = $c } $1 == "on" { on[$2] = $c }
-		END { for (k in on) if (off[k] > 0) print on[k] / off[k] }' "$work/runs" | median | xargs printf "%.3f"
+		END { for (k in on) if (off[k] > 0) print on[k] / off[k] }' "$work/runs"
 }
+
+# pair_ratio COL: the median of the pairs' ratios, the figure judged.
+pair_ratio() { pair_ratios "$1" | median | xargs printf "%.3f"; }
 
 # pair_mean COL: the mean of the pairs' ratios and its standard error, "mean 0.962, s.e. 0.024":
 # how far the figure judged can be trusted.
 pair_mean() {
-	awk -v c="$1" '$1 == "off" { off[$2] = $c } $1 == "on" { on[$2] = $c }
-		END { for (k in on) if (off[k] > 0) { r = on[k] / off[k]; n++; s += r; q += r * r }
-			m = s / n; v = n > 1 ? (q - n * m * m) / (n - 1) : 0; if (v < 0) v = 0
-			printf "mean %.3f, s.e. %.3f", m, sqrt(v / n) }' "$work/runs"
+	pair_ratios "$1" | awk '{ n++; s += $1; q += $1 * $1 }
+		END { m = s / n; v = n > 1 ? (q - n * m * m) / (n - 1) : 0; if (v < 0) v = 0
+			printf "mean %.3f, s.e. %.3f", m, sqrt(v / n) }'
 }
 
 # verdict VALUE OP LIMIT: yes, or NO with the gap.
