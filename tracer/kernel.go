@@ -15,11 +15,32 @@ const KernelBTF = "/sys/kernel/btf/vmlinux"
 
 // checkBTF fails with what to do when the kernel has no BTF: the programs are CO-RE and
 // cannot be relocated without it.
+// A file other than the kernel's own (--kernel-btf) is parsed here too, so that a
+// wrong file fails before anything is opened or attached.
 func checkBTF(path string) error {
-	if _, err := os.Stat(path); err != nil {
-		return fmt.Errorf("kernel BTF not found at %s (%v): pathtrace needs a kernel built with CONFIG_DEBUG_INFO_BTF=y (most distribution kernels since 5.10 have it)", path, err)
+	if path == "" || path == KernelBTF {
+		if _, err := os.Stat(KernelBTF); err != nil {
+			return fmt.Errorf("kernel BTF not found at %s (%v): pathtrace needs a kernel built with CONFIG_DEBUG_INFO_BTF=y (most distribution kernels since 5.10 have it), or --kernel-btf FILE with this kernel's BTF (BTFHub has files for most distribution kernels)", KernelBTF, err)
+		}
+		return nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("--kernel-btf %s: %v: give a BTF file of this kernel (as BTFHub provides)", path, err)
+	}
+	defer f.Close()
+	if _, err := btf.LoadSpecFromReader(f); err != nil {
+		return btfError(path, err)
 	}
 	return nil
+}
+
+// btfError says that a BTF file could not be read, and what to do.
+func btfError(path string, err error) error {
+	if path == KernelBTF {
+		return fmt.Errorf("read kernel BTF from %s: %v", path, err)
+	}
+	return fmt.Errorf("--kernel-btf %s: not a BTF file of a kernel (%v): give this kernel's BTF (BTFHub's file for %s, uncompressed)", path, err, kernelRelease())
 }
 
 // DropReasons reads the names of enum skb_drop_reason from the running kernel's BTF.

@@ -137,7 +137,7 @@ var returnZero = asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()}
 func probeBPF() error {
 	p, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.SocketFilter, License: "GPL", Instructions: returnZero})
 	if err != nil {
-		return loadError("load a trivial BPF program", err)
+		return fmt.Errorf("load a trivial BPF program: %w", err)
 	}
 	return p.Close()
 }
@@ -228,7 +228,10 @@ func Decide(f Features) Report {
 	switch {
 	case r.Fatal != "":
 	case f.BTF != "":
-		r.Fatal = f.BTF + "; or pass --kernel-btf FILE with this kernel's BTF (BTFHub has files for most distribution kernels)"
+		r.Fatal = f.BTF
+		if !strings.Contains(r.Fatal, "--kernel-btf") {
+			r.Fatal += "; or pass --kernel-btf FILE with this kernel's BTF (BTFHub has files for most distribution kernels)"
+		}
 	case f.BPF != "" || !hasCaps:
 		why := f.BPF
 		if why == "" {

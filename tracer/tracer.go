@@ -141,14 +141,15 @@ func New(cfg Config) (t *Tracer, err error) {
 	if err := validate(&cfg); err != nil {
 		return nil, err
 	}
+	// The kernel's types first: without them nothing can load, whoever runs it.
+	if err := checkBTF(cfg.BTFPath); err != nil {
+		return nil, err
+	}
 	if os.Geteuid() != 0 {
 		// Capabilities may still suffice; the kernel has the last word below.
 		if !hasCaps() {
 			return nil, errors.New("not permitted: run as root or grant CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN (and CAP_SYS_ADMIN on kernels before 5.8)")
 		}
-	}
-	if err := checkBTF(cfg.BTFPath); err != nil {
-		return nil, err
 	}
 	t = &Tracer{cfg: cfg, ifAttach: map[int][]detacher{}}
 	defer func() {
@@ -182,7 +183,7 @@ func New(cfg Config) (t *Tracer, err error) {
 	}
 	kspec, err := btf.LoadSpec(cfg.BTFPath)
 	if err != nil {
-		return t, fmt.Errorf("read kernel BTF from %s: %w", cfg.BTFPath, err)
+		return t, btfError(cfg.BTFPath, err)
 	}
 	if t.reasons, err = DropReasons(kspec); err != nil {
 		return t, err

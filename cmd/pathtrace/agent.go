@@ -43,6 +43,7 @@ type agentOpts struct {
 	dropRate    uint32
 	readyFile   string
 	queue       int
+	kernelBTF   string
 	capture     captureOpts
 	kube        kubeOpts
 	namer       decode.Namer // from the resolver; nil: names off
@@ -70,6 +71,7 @@ func agentFlags() (*pflag.FlagSet, *agentOpts) {
 	fs.StringVar(&o.netns, "netns", "", "trace in this network namespace (name under /run/netns, or a path)")
 	fs.StringVar(&o.readyFile, "ready-file", "", "write this file once attached and serving")
 	fs.IntVar(&o.queue, "queue", 16384, "events buffered between the kernel and the decoder")
+	fs.StringVar(&o.kernelBTF, "kernel-btf", "", "load the programs against this BTF file instead of "+tracer.KernelBTF+" (for kernels without CONFIG_DEBUG_INFO_BTF; e.g. from BTFHub)")
 	o.capture.flags(fs)
 	return fs, o
 }
@@ -187,6 +189,7 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 	tr, err := tracer.New(tracer.Config{
 		Netns: o.netns, Ifaces: o.ifaces, AttachMode: o.attachMode, DropHook: o.dropHook, NFHook: o.nfHook,
 		QueueLen: o.queue, Agent: true, Sample: o.sample, DropRate: o.dropRate, SnapLen: snapLen(o),
+		BTFPath: o.kernelBTF,
 	})
 	if err != nil {
 		return err

@@ -31,6 +31,7 @@ const usage = `pathtrace: follow packets hop by hop through a node, and name whe
 Usage:
   pathtrace follow [flags] SELECTOR...   trace packets matching SELECTOR
   pathtrace agent [flags]                the always-on node agent: metrics, and follow through its API
+  pathtrace doctor [--json]              what this kernel offers, and the mode each part will run in
   pathtrace version                      print the version
   pathtrace help [follow]                this text, or a command's flags
 
@@ -85,6 +86,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = follow(args[1:], stdout, stderr)
 	case "agent":
 		err = runAgent(args[1:], stdout, stderr)
+	case "doctor":
+		err = doctor(args[1:], stdout)
 	case "version", "--version":
 		fmt.Fprintf(stdout, "pathtrace %s\n", version)
 		return 0
@@ -92,6 +95,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if len(args) > 1 && args[1] == "follow" {
 			fs, _ := followFlags()
 			fmt.Fprintf(stdout, "Usage: pathtrace follow [flags] SELECTOR...\n\n%s", fs.FlagUsages())
+			return 0
+		}
+		if len(args) > 1 && args[1] == "doctor" {
+			fs, _, _ := doctorFlags()
+			fmt.Fprintf(stdout, "Usage: pathtrace doctor [--json] [--kernel-btf FILE]\n\n%s", fs.FlagUsages())
 			return 0
 		}
 		if len(args) > 1 && args[1] == "agent" {
@@ -146,6 +154,7 @@ type followOpts struct {
 	kubeSels   []decode.KubeSelector // pod/ and svc/ selectors, resolved once names are up
 	protoNum   uint8
 	pcap       string
+	kernelBTF  string
 }
 
 func followFlags() (*pflag.FlagSet, *followOpts) {
@@ -176,6 +185,7 @@ func followFlags() (*pflag.FlagSet, *followOpts) {
 	addKubeFlags(fs, &o.kube)
 	fs.DurationVar(&o.joinWait, "join-wait", time.Second, "with several agents: how long a packet's journey on one node waits for its journeys on the others (at least --timeout)")
 	fs.StringVar(&o.pcap, "pcap", "", "also write the followed packets, as seen at every hop, to this pcapng file (\"-\": standard output, and the journeys go to standard error)")
+	fs.StringVar(&o.kernelBTF, "kernel-btf", "", "load the programs against this BTF file instead of "+tracer.KernelBTF+" (for kernels without CONFIG_DEBUG_INFO_BTF; e.g. from BTFHub)")
 	fs.IntVar(&o.ringSize, "ring-size", 4<<20, "kernel ring buffer bytes, a power of two (events beyond are dropped and counted per CPU)")
 	return fs, o
 }
@@ -353,6 +363,7 @@ func (o *followOpts) tracerConfig(args []string) (tracer.Config, error) {
 		return cfg, errors.New("--node must not be empty")
 	}
 	cfg.Netns = o.netns
+	cfg.BTFPath = o.kernelBTF
 	cfg.Ifaces = o.ifaces
 	cfg.AttachMode = o.attachMode
 	cfg.DropHook = o.dropHook
