@@ -164,13 +164,17 @@ func (h *Hop) Name() string {
 
 // Drop is the kernel's account of a packet's death.
 type Drop struct {
-	Reason   string // as the running kernel names it, e.g. NETFILTER_DROP; "" when the kernel gives none
-	Code     uint32
-	Location string // symbol+0xoff
-	Addr     uint64
-	Ifname   string // skb->dev at the time, may be empty
-	Netns    uint32
-	TimeNs   uint64
+	Reason string // as the running kernel names it, e.g. NETFILTER_DROP; "" when unknown
+	// ReasonSource says who named Reason: ReasonKernel, or ReasonInferred from the
+	// drop site (kernels before 5.17, or NOT_SPECIFIED), then from InferredFrom.
+	ReasonSource string
+	InferredFrom string
+	Code         uint32
+	Location     string // symbol+0xoff
+	Addr         uint64
+	Ifname       string // skb->dev at the time, may be empty
+	Netns        uint32
+	TimeNs       uint64
 	// Hook is the netfilter hook the packet was in or had just left when it died, from
 	// the last netfilter hop before the drop; "" when none was seen.
 	Hook string
@@ -374,7 +378,12 @@ func (a *Assembler) Add(ev *Event) []*Journey {
 		d := &Drop{Code: ev.Reason, Addr: ev.Location, Ifname: ev.IfnameString(),
 			Netns: ev.Netns, TimeNs: ev.TimeNs, Location: a.cfg.Symbols.Symbolize(ev.Location)}
 		if a.cfg.Reasons != nil {
-			d.Reason = a.cfg.Reasons.Name(ev.Reason)
+			d.Reason, d.ReasonSource = a.cfg.Reasons.Name(ev.Reason), ReasonKernel
+		}
+		if d.Reason == "" || d.Reason == "NOT_SPECIFIED" {
+			if r, fn, ok := InferReason(d.Location); ok {
+				d.Reason, d.ReasonSource, d.InferredFrom = r, ReasonInferred, fn
+			}
 		}
 		if j.Drop == nil {
 			d.Len, d.L2 = ev.Len, ev.L2
@@ -700,8 +709,8 @@ func (j *Journey) Summary() string {
 	case Delivered:
 		if c := j.CopyDrop; c != nil {
 			s := "delivered to pod via " + j.Where + "; a copy sent to another pod was dropped"
-			if c.Reason != "" {
-				s += ": " + c.Reason
+			if r := c.ReasonText(); r != "" {
+				s += ": " + r
 			}
 			return s + " at " + c.Location
 		}
@@ -717,8 +726,8 @@ func (j *Journey) Summary() string {
 		return "forwarded via " + j.Where
 	case Dropped:
 		s := "dropped"
-		if j.Drop.Reason != "" {
-			s += ": " + j.Drop.Reason
+		if r := j.Drop.ReasonText(); r != "" {
+			s += ": " + r
 		}
 		s += " at " + j.Drop.Location
 		if j.Where != "" {

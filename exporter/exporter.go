@@ -105,8 +105,8 @@ func writeHops(w io.Writer, j *decode.Journey, name int, off func(ns uint64) str
 	showDrop := func() {
 		d := j.Drop
 		fmt.Fprintf(w, "  %-9s %s  %-*s  ", off(d.TimeNs), j.Node, name, "dropped")
-		if d.Reason != "" {
-			fmt.Fprintf(w, "%s ", d.Reason)
+		if r := d.ReasonText(); r != "" {
+			fmt.Fprintf(w, "%s ", r)
 		}
 		fmt.Fprintf(w, "at %s", d.Location)
 		if d.Ifname != "" {
@@ -269,12 +269,16 @@ type VXLANJSON struct {
 
 // DropJSON is the kernel's account of a drop.
 type DropJSON struct {
-	Reason   string `json:"reason,omitempty"`
-	Code     uint32 `json:"code"`
-	Location string `json:"location"`
-	Ifname   string `json:"ifname,omitempty"`
-	Hook     string `json:"hook,omitempty"`
-	TNs      int64  `json:"t_ns"`
+	Reason string `json:"reason,omitempty"`
+	// ReasonSource is "kernel" when the kernel named the reason, "inferred" when
+	// pathtrace took it from the drop site (InferredFrom, the function).
+	ReasonSource string `json:"reason_source,omitempty"`
+	InferredFrom string `json:"inferred_from,omitempty"`
+	Code         uint32 `json:"code"`
+	Location     string `json:"location"`
+	Ifname       string `json:"ifname,omitempty"`
+	Hook         string `json:"hook,omitempty"`
+	TNs          int64  `json:"t_ns"`
 	// Rule names the netfilter rule or chain policy that dropped the packet, in words;
 	// RuleDetail has the parts. Cause is conntrack's own reason when it dropped it.
 	Rule       string            `json:"rule,omitempty"`
@@ -341,10 +345,10 @@ func ToJSON(j *decode.Journey, clock Clock) JourneyJSON {
 		out.Hops = append(out.Hops, hj)
 	}
 	if d := j.CopyDrop; d != nil {
-		out.CopyDrop = &DropJSON{Reason: d.Reason, Code: d.Code, Location: d.Location, Ifname: d.Ifname, TNs: clock.Wall(d.TimeNs)}
+		out.CopyDrop = &DropJSON{Reason: d.Reason, ReasonSource: d.ReasonSource, InferredFrom: d.InferredFrom, Code: d.Code, Location: d.Location, Ifname: d.Ifname, TNs: clock.Wall(d.TimeNs)}
 	}
 	if d := j.Drop; d != nil {
-		out.Drop = &DropJSON{Reason: d.Reason, Code: d.Code, Location: d.Location, Ifname: d.Ifname, Hook: d.Hook,
+		out.Drop = &DropJSON{Reason: d.Reason, ReasonSource: d.ReasonSource, InferredFrom: d.InferredFrom, Code: d.Code, Location: d.Location, Ifname: d.Ifname, Hook: d.Hook,
 			TNs: clock.Wall(d.TimeNs), RuleDetail: d.Rule, Cause: d.Cause}
 		if d.Rule != nil {
 			out.Drop.Rule = d.Rule.String()

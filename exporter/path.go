@@ -78,7 +78,7 @@ func FromJSON(x *JourneyJSON) (*decode.Journey, error) {
 		if d == nil {
 			return nil
 		}
-		return &decode.Drop{Reason: d.Reason, Code: d.Code, Location: d.Location, Ifname: d.Ifname, Hook: d.Hook,
+		return &decode.Drop{Reason: d.Reason, ReasonSource: d.ReasonSource, InferredFrom: d.InferredFrom, Code: d.Code, Location: d.Location, Ifname: d.Ifname, Hook: d.Hook,
 			TimeNs: uint64(d.TNs), Rule: d.RuleDetail, Cause: d.Cause}
 	}
 	j.Drop, j.CopyDrop = drop(x.Drop), drop(x.CopyDrop)

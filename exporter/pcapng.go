@@ -264,8 +264,8 @@ func (p *Pcap) packetsOf(j *decode.Journey) []pcapPacket {
 	}
 	if d != nil {
 		s := "kfree_skb"
-		if d.Reason != "" {
-			s += " " + d.Reason
+		if r := d.ReasonText(); r != "" {
+			s += " " + r // an inferred reason says so, and from which function
 		}
 		s += " at " + d.Location
 		if d.Ifname != "" {
