@@ -50,6 +50,10 @@ lab-up: build ## build the two-node lab (network namespaces only)
 lab-down: ## tear the lab down
 	scripts/lab.sh down
 
+.PHONY: test-kernels
+test-kernels: deps build ## boot Debian's 5.10, 6.1 and 6.12 kernels under qemu and run pathtrace doctor in each (SUITES=...)
+	scripts/test-kernels.sh
+
 .PHONY: image
 image: build ## container image of the agent from deploy/Containerfile (podman, else docker); IMAGE=name:tag
 	@engine=$$(command -v podman || command -v docker) || { echo "image: neither podman nor docker found" >&2; exit 1; }; \

@@ -10,6 +10,7 @@ pkgs=(
 	prometheus                  # the agent's tests scrape it with a real Prometheus, and promtool
 	iperf3 jq bpftool curl      # make bench: throughput with and without the agent, BPF run time, capture cost
 	git make file
+	qemu-system-x86 busybox-static cpio kmod xz-utils zstd debian-archive-keyring # scripts/vm.sh: the kernel matrix in VMs
 )
 missing=()
 for p in "${pkgs[@]}"; do
