@@ -8,15 +8,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 suites=${SUITES:-bullseye bookworm bookworm-backports}
 [[ -x bin/pathtrace ]] || { echo "test-kernels.sh: bin/pathtrace missing: make build" >&2; exit 1; }
-out=$(mktemp -d)
+out=$PWD/bin/test-kernels # not /tmp: the VM has a /tmp of its own
+rm -rf "$out"; mkdir -p "$out"
 fail=0
 for s in $suites; do
 	start=$(date +%s)
-	if scripts/vm.sh run "$s" -- sh -c "bin/pathtrace doctor --json >$out/$s.json 2>$out/$s.err; echo \$? >$out/$s.rc" >"$out/$s.console" 2>&1 && [[ -f $out/$s.rc ]]; then :; fi
+	if VM_SHARE=$out scripts/vm.sh run "$s" -- sh -c "bin/pathtrace doctor --json >$out/$s.json 2>$out/$s.err; echo \$? >$out/$s.rc" >"$out/$s.console" 2>&1 && [[ -f $out/$s.rc ]]; then :; fi
 	rc=$(cat "$out/$s.rc" 2>/dev/null || echo boot-failed)
 	echo "== $s: doctor exit $rc in $(($(date +%s) - start)) s"
-	if [[ -s $out/$s.json ]]; then jq -c . "$out/$s.json" | cut -c1-2000; else tail -5 "$out/$s.console" "$out/$s.err" 2>/dev/null; fi
+	if [[ -s $out/$s.json ]]; then jq -c . "$out/$s.json" | cut -c1-2000; else tr -d "\r" <"$out/$s.console" | grep -v "^\[" | tail -8 || true; fi
 	[[ $rc == 0 ]] || fail=1
 done
-rm -rf "$out"
+
 exit $fail

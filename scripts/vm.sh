@@ -12,7 +12,8 @@
 # switches root. The host's apt sources are not touched: a private apt configuration
 # under $VM_CACHE downloads the packages. TCG unless VM_ACCEL=kvm (this workplace's KVM hangs guests).
 # Environment: VM_CACHE (default /var/cache/pathtrace-vm), VM_MEM (MiB, 2048), VM_CPUS (2),
-# VM_TIMEOUT (seconds for the whole run, 1800).
+# VM_TIMEOUT (seconds for the whole run, 1800), VM_SHARE (a host directory the VM may write,
+# at the same path: the rest of / is read-only to it).
 set -euo pipefail
 shopt -s inherit_errexit
 cache=${VM_CACHE:-/var/cache/pathtrace-vm}
@@ -133,6 +134,7 @@ export PATH=/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:
 mkdir -p /vmio /tmp /run /var/run/netns /sys/fs/bpf
 mount -t tmpfs tmpfs /tmp; mount -t tmpfs tmpfs /run; mkdir -p /var/run/netns
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 vmio /vmio
+[ -n "${VM_SHARE:-}" ] && mkdir -p "${VM_SHARE:-}" && mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 share "${VM_SHARE:-}"
 mount -t bpf bpf /sys/fs/bpf 2>/dev/null
 mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
 mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
@@ -153,6 +155,8 @@ STAGE2
 	# is decompressed. VM_ACCEL=kvm where KVM works.
 	local accel=(-accel "${VM_ACCEL:-tcg}")
 	cp "$work/stage2" /tmp/.vm-stage2.$$ && chmod +x /tmp/.vm-stage2.$$
+	local share=()
+	[[ -n ${VM_SHARE:-} ]] && share=(-fsdev "local,id=s,path=$VM_SHARE,security_model=passthrough" -device virtio-9p-pci,fsdev=s,mount_tag=share)
 	local rc=0
 	timeout "${VM_TIMEOUT:-1800}" qemu-system-x86_64 "${accel[@]}" -cpu max -smp "${VM_CPUS:-2}" -m "${VM_MEM:-2048}" \
 		-nographic -nic none -no-reboot -serial mon:stdio -display none -monitor none \
@@ -161,7 +165,7 @@ STAGE2
 		-fsdev local,id=r,path=/,multidevs=remap,security_model=passthrough,readonly=on -device virtio-9p-pci,fsdev=r,mount_tag=hostroot \
 		-fsdev local,id=m,path="$dir/modules",security_model=passthrough,readonly=on -device virtio-9p-pci,fsdev=m,mount_tag=modules \
 		-fsdev local,id=io,path="$work",security_model=passthrough -device virtio-9p-pci,fsdev=io,mount_tag=vmio \
-		</dev/null || rc=$?
+		"${share[@]}" </dev/null || rc=$?
 	rm -f /tmp/.vm-stage2.$$
 	if [[ -f $work/rc ]]; then rc=$(cat "$work/rc"); else
 		echo "vm.sh: the VM ended without the command's exit status (qemu exit $rc)" >&2; rc=125
