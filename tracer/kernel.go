@@ -13,26 +13,24 @@ import (
 // KernelBTF is where the running kernel publishes its BTF.
 const KernelBTF = "/sys/kernel/btf/vmlinux"
 
-// checkBTF fails with what to do when the kernel has no BTF: the programs are CO-RE and
-// cannot be relocated without it.
-// A file other than the kernel's own (--kernel-btf) is parsed here too, so that a
-// wrong file fails before anything is opened or attached.
-func checkBTF(path string) error {
+// loadBTF reads the kernel's types, once, and fails with what to do when there are
+// none: the programs are CO-RE and cannot be relocated without them. The tracer calls
+// it before anything is opened or attached, so a missing or wrong --kernel-btf file
+// fails first.
+func loadBTF(path string) (*btf.Spec, error) {
 	if path == "" || path == KernelBTF {
+		path = KernelBTF
 		if _, err := os.Stat(KernelBTF); err != nil {
-			return fmt.Errorf("kernel BTF not found at %s (%v): pathtrace needs a kernel built with CONFIG_DEBUG_INFO_BTF=y (most distribution kernels since 5.10 have it), or --kernel-btf FILE with this kernel's BTF (BTFHub has files for most distribution kernels)", KernelBTF, err)
+			return nil, fmt.Errorf("kernel BTF not found at %s (%v): pathtrace needs a kernel built with CONFIG_DEBUG_INFO_BTF=y (most distribution kernels since 5.10 have it), or --kernel-btf FILE with this kernel's BTF (BTFHub has files for most distribution kernels)", KernelBTF, err)
 		}
-		return nil
+	} else if _, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("--kernel-btf %s: %v: give a BTF file of this kernel (as BTFHub provides)", path, err)
 	}
-	f, err := os.Open(path)
+	spec, err := btf.LoadSpec(path)
 	if err != nil {
-		return fmt.Errorf("--kernel-btf %s: %v: give a BTF file of this kernel (as BTFHub provides)", path, err)
+		return nil, btfError(path, err)
 	}
-	defer f.Close()
-	if _, err := btf.LoadSpecFromReader(f); err != nil {
-		return btfError(path, err)
-	}
-	return nil
+	return spec, nil
 }
 
 // btfError says that a BTF file could not be read, and what to do.

@@ -10,7 +10,6 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
-	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/features"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
@@ -75,11 +74,9 @@ func Probe(cfg Config) Report {
 		}
 	}
 	_ = rlimit.RemoveMemlock()
-	var kspec *btf.Spec
-	if err := checkBTF(path); err != nil {
+	kspec, err := loadBTF(path)
+	if err != nil {
 		f.BTF = err.Error()
-	} else if kspec, err = btf.LoadSpec(path); err != nil {
-		f.BTF = fmt.Sprintf("read kernel BTF from %s: %v", path, err)
 	}
 	if kspec != nil {
 		f.KfreeSkbReason = kfreeSkbHasReason(kspec)

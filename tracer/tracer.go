@@ -142,7 +142,8 @@ func New(cfg Config) (t *Tracer, err error) {
 		return nil, err
 	}
 	// The kernel's types first: without them nothing can load, whoever runs it.
-	if err := checkBTF(cfg.BTFPath); err != nil {
+	kspec, err := loadBTF(cfg.BTFPath)
+	if err != nil {
 		return nil, err
 	}
 	if os.Geteuid() != 0 {
@@ -180,10 +181,6 @@ func New(cfg Config) (t *Tracer, err error) {
 	}
 	if t.pods, err = podPrefixes(t.nl); err != nil {
 		return t, err
-	}
-	kspec, err := btf.LoadSpec(cfg.BTFPath)
-	if err != nil {
-		return t, btfError(cfg.BTFPath, err)
 	}
 	if t.reasons, err = DropReasons(kspec); err != nil {
 		return t, err
