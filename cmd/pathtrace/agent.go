@@ -71,7 +71,7 @@ func agentFlags() (*pflag.FlagSet, *agentOpts) {
 	fs.StringVar(&o.netns, "netns", "", "trace in this network namespace (name under /run/netns, or a path)")
 	fs.StringVar(&o.readyFile, "ready-file", "", "write this file once attached and serving")
 	fs.IntVar(&o.queue, "queue", 16384, "events buffered between the kernel and the decoder")
-	fs.StringVar(&o.kernelBTF, "kernel-btf", "", "load the programs against this BTF file instead of "+tracer.KernelBTF+" (for kernels without CONFIG_DEBUG_INFO_BTF; e.g. from BTFHub)")
+	kernelBTFFlag(fs, &o.kernelBTF)
 	o.capture.flags(fs)
 	return fs, o
 }

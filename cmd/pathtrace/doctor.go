@@ -14,7 +14,8 @@ import (
 func doctorFlags() (*pflag.FlagSet, *bool, *string) {
 	fs := pflag.NewFlagSet("doctor", pflag.ContinueOnError)
 	js := fs.Bool("json", false, "print the report as one JSON object")
-	btf := fs.String("kernel-btf", "", "read the kernel's types from this BTF file instead of "+tracer.KernelBTF+" (e.g. from BTFHub)")
+	btf := new(string)
+	kernelBTFFlag(fs, btf)
 	return fs, js, btf
 }
 

@@ -157,6 +157,11 @@ type followOpts struct {
 	kernelBTF  string
 }
 
+// kernelBTFFlag is --kernel-btf, for every command that loads or probes the programs.
+func kernelBTFFlag(fs *pflag.FlagSet, p *string) {
+	fs.StringVar(p, "kernel-btf", "", "load the programs against this BTF file instead of "+tracer.KernelBTF+" (for kernels without CONFIG_DEBUG_INFO_BTF; e.g. from BTFHub)")
+}
+
 func followFlags() (*pflag.FlagSet, *followOpts) {
 	o := &followOpts{}
 	host, _ := os.Hostname()
@@ -185,7 +190,7 @@ func followFlags() (*pflag.FlagSet, *followOpts) {
 	addKubeFlags(fs, &o.kube)
 	fs.DurationVar(&o.joinWait, "join-wait", time.Second, "with several agents: how long a packet's journey on one node waits for its journeys on the others (at least --timeout)")
 	fs.StringVar(&o.pcap, "pcap", "", "also write the followed packets, as seen at every hop, to this pcapng file (\"-\": standard output, and the journeys go to standard error)")
-	fs.StringVar(&o.kernelBTF, "kernel-btf", "", "load the programs against this BTF file instead of "+tracer.KernelBTF+" (for kernels without CONFIG_DEBUG_INFO_BTF; e.g. from BTFHub)")
+	kernelBTFFlag(fs, &o.kernelBTF)
 	fs.IntVar(&o.ringSize, "ring-size", 4<<20, "kernel ring buffer bytes, a power of two (events beyond are dropped and counted per CPU)")
 	return fs, o
 }
