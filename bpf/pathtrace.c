@@ -527,6 +527,37 @@ static __always_inline int parse_copy(struct __sk_buff *skb, int l2, struct tupl
 	return parse_pkt(MODE_KERN, &c, l2, t);
 }
 
+/* The tuple the tc programs' parse fills: one per CPU (tc programs do not nest on a
+ * CPU: egress runs with bottom halves off, ingress in them). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct tuple);
+} tc_tuple SEC(".maps");
+
+/* pt_parse_skb parses the packet into this CPU's tc_tuple: 0 when it holds the packet's
+ * tuple (family set), -1 when the packet is not IP or its headers are out of reach.
+ * A global function: the verifier checks it once, on its own, instead of once for
+ * every way the caller can arrive at the parse (the agent's branches multiplied the
+ * parse's states past the 1M-instruction limit on 6.1). Its arguments are the context
+ * and a scalar, which is what global functions may take on 5.10. */
+__attribute__((noinline)) int pt_parse_skb(struct __sk_buff *skb, int l2)
+{
+	__u32 zero = 0;
+	struct tuple *t = bpf_map_lookup_elem(&tc_tuple, &zero);
+	if (!t || !skb)
+		return -1;
+	__builtin_memset(t, 0, sizeof(*t));
+	struct reader r = {.skb = skb, .data = (void *)(long)skb->data, .end = (void *)(long)skb->data_end};
+	int parsed = -1;
+	if (!cfg_parse_copy)
+		parsed = l2 ? parse_pkt(MODE_SKB, &r, 1, t) : parse_pkt(MODE_SKB, &r, 0, t);
+	if (parsed < 0 && !t->family && (cfg_parse_copy || skb->len > (__u32)((long)r.end - (long)r.data)))
+		parsed = l2 ? parse_copy(skb, 1, t) : parse_copy(skb, 0, t);
+	return parsed;
+}
+
 static __always_inline int handle_tc(struct __sk_buff *skb, __u8 dir, int l2)
 {
 	struct reader r = {.skb = skb, .data = (void *)(long)skb->data, .end = (void *)(long)skb->data_end};
@@ -546,28 +577,27 @@ static __always_inline int handle_tc(struct __sk_buff *skb, __u8 dir, int l2)
 				return PASS_ON;
 		}
 	}
-	struct tuple t;
-	__builtin_memset(&t, 0, sizeof(t));
-	/* The one parse: the verifier explores each inlined copy of it separately. */
-	int parsed = cfg_parse_copy ? -1 : parse_pkt(MODE_SKB, &r, l2, &t);
-	if (parsed < 0 && !t.family && (cfg_parse_copy || skb->len > (__u32)((long)r.end - (long)r.data)))
-		parsed = parse_copy(skb, l2, &t);
+	int parsed = pt_parse_skb(skb, l2);
+	__u32 zero = 0;
+	struct tuple *t = bpf_map_lookup_elem(&tc_tuple, &zero);
+	if (!t)
+		return PASS_ON;
 	if (cfg_agent) {
-		if (!key && cfg_sample && t.family && sampled(t.key)) {
+		if (!key && cfg_sample && t->family && sampled(t->key)) {
 			now = bpf_ktime_get_ns();
-			ex = latency(t.key, class, now, &d);
+			ex = latency(t->key, class, now, &d);
 		}
-		if (ex && t.family) {
+		if (ex && t->family) {
 			ex->ts = now;
 			ex->ns = d;
-			key_of(&ex->flow, &t);
+			key_of(&ex->flow, t);
 		}
 		if (!following())
 			return PASS_ON;
 	}
 	if (parsed < 0)
 		return PASS_ON;
-	int fi = match(&t);
+	int fi = match(t);
 	if (fi < 0)
 		return PASS_ON;
 
@@ -651,11 +681,14 @@ static __always_inline void reverse(struct ct_tuple *dst, const struct ct_tuple 
 	dst->_pad[1] = 0;
 }
 
-static __always_inline void follow_tuple(const struct ct_tuple *k, __u32 fi)
+static __always_inline void follow_tuple(const struct ct_tuple *src, __u32 fi)
 {
-	struct ct_tuple r;
-	bpf_map_update_elem(&flows, k, &fi, BPF_ANY);
-	reverse(&r, k);
+	/* Keys from the stack: before 5.13 (or so) the map helpers take no ring buffer
+	 * memory, where src may live ("R2 type=mem expected=fp, ..." on 5.10). */
+	struct ct_tuple k, r;
+	__builtin_memcpy(&k, src, sizeof(k));
+	bpf_map_update_elem(&flows, &k, &fi, BPF_ANY);
+	reverse(&r, &k);
 	bpf_map_update_elem(&flows, &r, &fi, BPF_ANY);
 }
 

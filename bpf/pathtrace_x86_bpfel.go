@@ -97,6 +97,21 @@ type PathTraceLatVal struct {
 	Key   uint32
 }
 
+type PathTraceTuple struct {
+	_      structs.HostLayout
+	Saddr  [16]uint8
+	Daddr  [16]uint8
+	Sport  uint16
+	Dport  uint16
+	Family uint8
+	Proto  uint8
+	Encap  uint8
+	Pad    uint8
+	Osaddr [16]uint8
+	Odaddr [16]uint8
+	Key    uint32
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -117,6 +132,7 @@ const (
 	PathTraceMapParseBuf             = "parse_buf"
 	PathTraceMapPktCount             = "pkt_count"
 	PathTraceMapState                = "state"
+	PathTraceMapTcTuple              = "tc_tuple"
 	PathTraceProgKfreeSkbBtf         = "kfree_skb_btf"
 	PathTraceProgKfreeSkbRaw         = "kfree_skb_raw"
 	PathTraceProgKfreeSkbRawNoreason = "kfree_skb_raw_noreason"
@@ -225,6 +241,7 @@ type PathTraceMapSpecs struct {
 	ParseBuf    *ebpf.MapSpec `ebpf:"parse_buf"`
 	PktCount    *ebpf.MapSpec `ebpf:"pkt_count"`
 	State       *ebpf.MapSpec `ebpf:"state"`
+	TcTuple     *ebpf.MapSpec `ebpf:"tc_tuple"`
 }
 
 // PathTraceVariableSpecs contains global variables before they are loaded into the kernel.
@@ -289,6 +306,7 @@ type PathTraceMaps struct {
 	ParseBuf    *ebpf.Map `ebpf:"parse_buf"`
 	PktCount    *ebpf.Map `ebpf:"pkt_count"`
 	State       *ebpf.Map `ebpf:"state"`
+	TcTuple     *ebpf.Map `ebpf:"tc_tuple"`
 }
 
 func (m *PathTraceMaps) Close() error {
@@ -309,6 +327,7 @@ func (m *PathTraceMaps) Close() error {
 		m.ParseBuf,
 		m.PktCount,
 		m.State,
+		m.TcTuple,
 	)
 }
 

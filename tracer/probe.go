@@ -49,6 +49,8 @@ type Part struct {
 type Report struct {
 	Features Features `json:"features"`
 	Parts    []Part   `json:"parts"`
+	// Programs: each BPF program loaded as the tracer would (doctor --programs).
+	Programs []ProgramCheck `json:"programs,omitempty"`
 	// Fatal, when not empty, is why pathtrace cannot run at all, and what to do.
 	Fatal string `json:"fatal,omitempty"`
 }
@@ -339,6 +341,9 @@ func (r Report) Text() string {
 		if p.Fix != "" {
 			fmt.Fprintf(&b, "%-16s   fix:  %s\n", "", p.Fix)
 		}
+	}
+	if len(r.Programs) > 0 {
+		b.WriteString("\n" + ChecksText(r.Programs))
 	}
 	if r.Fatal != "" {
 		fmt.Fprintf(&b, "\npathtrace cannot run: %s\n", r.Fatal)

@@ -31,7 +31,7 @@ const usage = `pathtrace: follow packets hop by hop through a node, and name whe
 Usage:
   pathtrace follow [flags] SELECTOR...   trace packets matching SELECTOR
   pathtrace agent [flags]                the always-on node agent: metrics, and follow through its API
-  pathtrace doctor [--json]              what this kernel offers, and the mode each part will run in
+  pathtrace doctor [--json] [--programs] what this kernel offers, and the mode each part will run in
   pathtrace version                      print the version
   pathtrace help [follow]                this text, or a command's flags
 
@@ -98,8 +98,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 0
 		}
 		if len(args) > 1 && args[1] == "doctor" {
-			fs, _, _ := doctorFlags()
-			fmt.Fprintf(stdout, "Usage: pathtrace doctor [--json] [--kernel-btf FILE]\n\n%s", fs.FlagUsages())
+			fs, _ := doctorFlags()
+			fmt.Fprintf(stdout, "Usage: %s\n\n%s", doctorUsage, fs.FlagUsages())
 			return 0
 		}
 		if len(args) > 1 && args[1] == "agent" {
