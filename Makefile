@@ -51,7 +51,7 @@ lab-down: ## tear the lab down
 	scripts/lab.sh down
 
 .PHONY: test-kernels
-test-kernels: deps build ## boot Debian's 5.10, 6.1 and 6.12 kernels under qemu and run pathtrace doctor in each (SUITES=...)
+test-kernels: deps ## the kernel matrix: boot Debian's 5.10, 6.1 and 6.12 under qemu, run doctor --programs and the privileged tests of each capability there and here, print the matrix (SUITES=...)
 	scripts/test-kernels.sh
 
 .PHONY: image

@@ -1007,15 +1007,45 @@ int nf_first(struct bpf_nf_ctx *ctx) { return handle_nf(ctx->skb, ctx->state, NF
 SEC("netfilter")
 int nf_last(struct bpf_nf_ctx *ctx) { return handle_nf(ctx->skb, ctx->state, NF_LAST); }
 
+/* br_sabotaged: whether br_netfilter's ip_sabotage_in, first at PREROUTING, will stop
+ * this packet before any rule sees it: a bridged packet that already went through
+ * PREROUTING on its way over the bridge (its bridge netfilter state says it is no longer
+ * in it) meets the hook again when the bridge hands it up to IP. The links never see
+ * that pass; a kprobe on nf_hook_slow's entry does, and leaves it out for the same
+ * journey as the links give. */
+static __always_inline int br_sabotaged(struct sk_buff *skb, __u8 hook)
+{
+	if (hook != 0 /* NF_INET_PRE_ROUTING */ || !bpf_core_field_exists(skb->active_extensions) ||
+	    !bpf_core_enum_value_exists(enum skb_ext_id, SKB_EXT_BRIDGE_NF))
+		return 0;
+	__u32 id = bpf_core_enum_value(enum skb_ext_id, SKB_EXT_BRIDGE_NF) & 7;
+	__u8 active = BPF_CORE_READ(skb, active_extensions);
+	if (!(active & (1 << id)))
+		return 0;
+	struct skb_ext *ext = BPF_CORE_READ(skb, extensions);
+	__u8 off = 0;
+	if (!ext || bpf_probe_read_kernel(&off, 1, &ext->offset[id]) || !off)
+		return 0;
+	struct nf_bridge_info *nb = (void *)((char *)ext + ((__u32)off << 3 /* SKB_EXT_ALIGN_SHIFT */));
+	return !BPF_CORE_READ_BITFIELD_PROBED(nb, in_prerouting);
+}
+
 /* Older kernels: nf_hook_slow runs the hooks of one hook point; a kprobe on it sees the
  * packet on entry to each (not after: NAT shows on the next hop instead). Netfilter
  * links are per namespace, a kprobe is not: drop packets of other namespaces. */
 SEC("kprobe/nf_hook_slow")
 int BPF_KPROBE(kp_nf_hook_slow, struct sk_buff *skb, const struct nf_hook_state *st)
 {
+	/* What the links see: the IPv4 and IPv6 hooks of the traced namespace only, not
+	 * its pods' namespaces nor the bridge family's hooks (br_netfilter). */
 	struct net *net = BPF_CORE_READ(st, net);
 	__u32 ns = net ? BPF_CORE_READ(net, ns.inum) : 0;
-	if (!bpf_map_lookup_elem(&netns_allow, &ns))
+	if (ns != cfg_node_netns)
+		return 0;
+	__u8 pf = BPF_CORE_READ(st, pf);
+	if (pf != 2 /* NFPROTO_IPV4 */ && pf != 10 /* NFPROTO_IPV6 */)
+		return 0;
+	if (br_sabotaged(skb, BPF_CORE_READ(st, hook)))
 		return 0;
 	handle_nf(skb, st, NF_ENTRY);
 	return 0;

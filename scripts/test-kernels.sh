@@ -1,23 +1,44 @@
 #!/usr/bin/env bash
-# test-kernels.sh: boots each Debian kernel of the matrix under qemu (scripts/vm.sh) and runs
-# `pathtrace doctor --json` there, then prints one line per kernel: what it offers and the
-# mode pathtrace picks. SUITES overrides the list (default: bullseye bookworm
-# bookworm-backports, i.e. 5.10, 6.1, 6.12). First step of issue 12: the privileged suite
-# does not run in the VMs yet.
+# test-kernels.sh: the kernel matrix. Boots each Debian kernel under qemu (scripts/vm.sh)
+# and runs there, with this machine's root filesystem, pathtrace doctor --programs (the
+# modes and every program's verifier count) and the privileged tests that prove each
+# capability (scripts/kmatrix/matrix: Columns), in the VM's own root namespace, where
+# the conntrack-full test may lower nf_conntrack_max. Then the same on this host (unless
+# TEST_KERNELS_HOST=0), and prints one matrix. Exit 1 when any test of any kernel failed.
+#
+# SUITES overrides the kernels (default: bullseye bookworm bookworm-backports, i.e.
+# 5.10, 6.1, 6.12). Results stay in bin/test-kernels/SUITE/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 suites=${SUITES:-bullseye bookworm bookworm-backports}
-[[ -x bin/pathtrace ]] || { echo "test-kernels.sh: bin/pathtrace missing: make build" >&2; exit 1; }
 out=$PWD/bin/test-kernels # not /tmp: the VM has a /tmp of its own
-rm -rf "$out"; mkdir -p "$out"
-fail=0
-for s in $suites; do
-	start=$(date +%s)
-	if VM_SHARE=$out scripts/vm.sh run "$s" -- sh -c "bin/pathtrace doctor --json >$out/$s.json 2>$out/$s.err; echo \$? >$out/$s.rc" >"$out/$s.console" 2>&1 && [[ -f $out/$s.rc ]]; then :; fi
-	rc=$(cat "$out/$s.rc" 2>/dev/null || echo boot-failed)
-	echo "== $s: doctor exit $rc in $(($(date +%s) - start)) s"
-	if [[ -s $out/$s.json ]]; then jq -c . "$out/$s.json" | cut -c1-2000; else tr -d "\r" <"$out/$s.console" | grep -v "^\[" | tail -8 || true; fi
-	[[ $rc == 0 ]] || fail=1
-done
+rm -rf "$out"; mkdir -p "$out" bin/vm
 
-exit $fail
+echo "test-kernels: building the binaries the VMs run"
+CGO_ENABLED=0 go build -o bin/vm/pathtrace ./cmd/pathtrace
+CGO_ENABLED=0 go build -o bin/vm/labpod ./cmd/labpod
+go test -c -o bin/vm/cmd.test ./cmd/pathtrace 2>&1 | grep -v "statically linked\|in function\|^#" || true
+[[ -x bin/vm/cmd.test ]] || { echo "test-kernels.sh: building the test binary failed" >&2; exit 1; }
+regex=$(go run ./scripts/kmatrix -list)
+
+dirs=()
+for s in $suites; do
+	scripts/vm.sh fetch "$s" >/dev/null
+	mkdir -p "$out/$s"; touch "$out/$s/vm"
+	start=$(date +%s)
+	echo "test-kernels: $s ($(cat /var/cache/pathtrace-vm/kernels/"$s"/release 2>/dev/null || echo ?))"
+	VM_SHARE=$out/$s VM_TIMEOUT=${VM_TIMEOUT:-3000} PATHTRACE_VM=1 scripts/vm.sh run "$s" -- \
+		env PATHTRACE_VM=1 sh scripts/vm-suite.sh "$out/$s" "$regex" >"$out/$s/console.txt" 2>&1 || true
+	echo $(($(date +%s) - start)) >"$out/$s/secs"
+	grep -E '^--- (PASS|FAIL|SKIP)' "$out/$s/tests.txt" 2>/dev/null | sed 's/^/  /' || echo "  no test ran: see $out/$s/console.txt"
+	dirs+=("$out/$s")
+done
+if [[ ${TEST_KERNELS_HOST:-1} == 1 ]]; then
+	start=$(date +%s)
+	echo "test-kernels: this host ($(uname -r))"
+	sh scripts/vm-suite.sh "$out/host" "$regex" || true
+	echo $(($(date +%s) - start)) >"$out/host/secs"
+	dirs+=("$out/host")
+fi
+echo
+go run ./scripts/kmatrix "${dirs[@]}"

@@ -278,8 +278,11 @@ func Decide(f Features) Report {
 	case f.Conntrack != "":
 		nat = Part{Name: "NAT following", Mode: "off", Lost: "a Service VIP's DNATed packets are not followed; conntrack state not shown",
 			Fix: "load nf_conntrack before starting pathtrace (" + f.Conntrack + ")"}
+	case nf.Mode == NFKprobe:
+		nat = Part{Name: "NAT following", Mode: "conntrack entries read on entry to each hook",
+			Lost: "a translation shows at the hop after the hook that made it (DNAT at PREROUTING shows at the next hop)", Fix: nf.Fix}
 	case nf.Mode != NFLink:
-		nat = Part{Name: "NAT following", Mode: "off", Lost: "a Service VIP's DNATed packets are not followed (needs the netfilter links)", Fix: nf.Fix}
+		nat = Part{Name: "NAT following", Mode: "off", Lost: "a Service VIP's DNATed packets are not followed (needs the netfilter links, or the kprobe fallback)", Fix: nf.Fix}
 	}
 	if !f.BrNetfilter {
 		nat.Lost = strings.TrimPrefix(nat.Lost+"; ", "; ") + "br_netfilter not loaded: bridged pod traffic skips iptables"

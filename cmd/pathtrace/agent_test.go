@@ -349,8 +349,10 @@ func TestAgentMetricsExact(t *testing.T) {
 		for st, v := range lostBefore {
 			lost[st] = sum(ss, "pathtrace_events_lost_total", "stage", st) - v
 		}
-		if rules["udp dpt:9999"] < 100000 || took > 10*time.Second {
-			t.Errorf("%s flood: the rule dropped %d datagrams in %v, want at least 100000 in at most 10s", label, rules["udp dpt:9999"], took)
+		// No bound on the time: under emulation (the kernel matrix's VMs) the flood is
+		// slower; the budget's check below needs only that it outran the budget.
+		if rules["udp dpt:9999"] < 100000 {
+			t.Errorf("%s flood: the rule dropped %d datagrams in %v, want at least 100000", label, rules["udp dpt:9999"], took)
 		}
 		if counted != float64(total(rules)) {
 			t.Errorf("%s flood: the agent counted %v NETFILTER_DROP, the DROP rules %v (%d)", label, counted, rules, total(rules))

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -49,11 +50,13 @@ func TestDoctorUsage(t *testing.T) {
 	}
 }
 
-// The real doctor on this host (6.18, root): it can run, with tcx, netfilter links and
-// drop reasons; as nobody it cannot, and says so in one line.
+// The real doctor on this kernel, as root: it can run, in the modes the kernel's version
+// gives (tcx from 6.6, netfilter links from 6.4, drop reasons from 5.17; the kprobe
+// fallback before 6.4), and every program of pathtrace loads with room under the
+// verifier's limit; as nobody it cannot, and says so in one line.
 func TestDoctorHost(t *testing.T) {
 	needRoot(t)
-	code, stdout, stderr := runBinOut(t, nil, "doctor", "--json")
+	code, stdout, stderr := runBinOut(t, nil, "doctor", "--json", "--programs")
 	if code != 0 {
 		t.Fatalf("doctor --json: exit %d\n%s\n%s", code, stdout, stderr)
 	}
@@ -65,17 +68,62 @@ func TestDoctorHost(t *testing.T) {
 	for _, p := range r.Parts {
 		modes[p.Name] = p
 	}
-	if p := modes["tc hooks"]; p.Mode != tracer.AttachTCX {
-		t.Errorf("tc hooks: %+v, want tcx", p)
+	since := func(maj, min int) bool {
+		var u syscall.Utsname
+		syscall.Uname(&u)
+		rel := ""
+		for _, c := range u.Release {
+			if c == 0 {
+				break
+			}
+			rel += string(rune(c))
+		}
+		var a, b int
+		fmt.Sscanf(rel, "%d.%d", &a, &b)
+		return a > maj || a == maj && b >= min
 	}
-	if p := modes["netfilter hooks"]; p.Mode != tracer.NFLink {
-		t.Errorf("netfilter hooks: %+v, want link", p)
+	wantTC, wantNF := tracer.AttachClsact, tracer.NFKprobe
+	if since(6, 6) {
+		wantTC = tracer.AttachTCX
 	}
-	if p := modes["drop reasons"]; !p.OK || !r.Features.KfreeSkbReason || r.Features.DropReasons == 0 {
+	if since(6, 4) {
+		wantNF = tracer.NFLink
+	}
+	if p := modes["tc hooks"]; p.Mode != wantTC {
+		t.Errorf("tc hooks: %+v, want %s", p, wantTC)
+	}
+	if p := modes["netfilter hooks"]; p.Mode != wantNF {
+		t.Errorf("netfilter hooks: %+v, want %s", p, wantNF)
+	}
+	if p := modes["drop reasons"]; since(5, 17) && (!p.OK || !r.Features.KfreeSkbReason || r.Features.DropReasons == 0) {
 		t.Errorf("drop reasons: %+v, features %+v", p, r.Features)
 	}
+	// Every program the modes use loads, at most half the verifier's budget.
+	used := map[string]bool{"tc_ingress": true, "tc_egress": true, "tc_ingress_l3": true, "tc_egress_l3": true,
+		"kfree_skb_raw_noreason": true, "tcp_retransmit": true}
+	if wantNF == tracer.NFLink {
+		used["nf_first"], used["nf_last"] = true, true
+	} else {
+		used["kp_nf_hook_slow"] = true
+	}
+	if since(5, 17) {
+		used["kfree_skb_btf"], used["kfree_skb_raw"] = true, true
+	}
+	seen := map[string]bool{}
+	for _, c := range r.Programs {
+		if !used[c.Program] {
+			continue
+		}
+		seen[c.Program] = true
+		if !c.Loaded || c.Insns > tracer.VerifierLimit/2 {
+			t.Errorf("program %s (%s): loaded %v, %d instructions (limit %d): %s", c.Program, c.Setup, c.Loaded, c.Insns, tracer.VerifierLimit, c.Error)
+		}
+	}
+	if len(seen) != len(used) {
+		t.Errorf("programs checked %v, want %v", seen, used)
+	}
 	code, stdout, _ = runBinOut(t, nil, "doctor")
-	if code != 0 || !strings.Contains(stdout, "tcx links        yes") || !strings.Contains(stdout, "pathtrace can run here") {
+	if code != 0 || !strings.Contains(stdout, "tcx links        ") || !strings.Contains(stdout, "pathtrace can run here") {
 		t.Errorf("doctor: exit %d\n%s", code, stdout)
 	}
 	code, _, stderr = runBinOut(t, &syscall.Credential{Uid: 65534, Gid: 65534}, "doctor")
@@ -129,6 +177,29 @@ func TestKernelBTF(t *testing.T) {
 	}
 	if code, stderr := follow(good); code != 0 || !strings.Contains(stderr, "tc via") {
 		t.Errorf("--kernel-btf copy of %s: exit %d, stderr %q", tracer.KernelBTF, code, stderr)
+	}
+	// The kernel's BTF hidden (a tmpfs over /sys/kernel/btf, in a mount namespace of
+	// this test's own), as on a kernel built without it: doctor and follow say what is
+	// missing and what to do; --kernel-btf with the file brings follow back.
+	hidden := func(args ...string) (int, string) {
+		cmd := exec.Command("unshare", append([]string{"-m", "--propagation", "private", "sh", "-c",
+			`mount -t tmpfs none /sys/kernel/btf && exec "$0" "$@"`, filepath.Join(binDir, "pathtrace")}, args...)...)
+		out, err := cmd.CombinedOutput()
+		return exitCode(err), string(out)
+	}
+	if code, out := hidden("doctor"); code != 1 || !strings.Contains(out, "CONFIG_DEBUG_INFO_BTF") || !strings.Contains(out, "--kernel-btf") {
+		t.Errorf("doctor without the kernel's BTF: exit %d, want 1 naming CONFIG_DEBUG_INFO_BTF and --kernel-btf:\n%s", code, out)
+	}
+	if code, out := hidden("follow", "--netns", ns, "--ifaces", "kb*", "--duration", "500ms", "10.9.9.9"); code != 1 || !strings.Contains(out, "--kernel-btf") || strings.Contains(out, "tc via") {
+		t.Errorf("follow without the kernel's BTF: exit %d, want 1 naming --kernel-btf:\n%s", code, out)
+	}
+	if code, out := hidden("follow", "--netns", ns, "--ifaces", "kb*", "--duration", "500ms", "--kernel-btf", good, "10.9.9.9"); code != 0 || !strings.Contains(out, "tc via") {
+		t.Errorf("follow --kernel-btf without the kernel's BTF: exit %d\n%s", code, out)
+	}
+	for _, dev := range []string{"kb0", "kb1"} {
+		if q, _ := exec.Command("ip", "-n", ns, "tc", "qdisc", "show", "dev", dev).Output(); strings.Contains(string(q), "clsact") {
+			t.Errorf("%s still has a clsact qdisc after follow exited: %s", dev, q)
+		}
 	}
 	for _, tc := range []struct{ file, want string }{
 		{filepath.Join(dir, "missing"), "no such file"},

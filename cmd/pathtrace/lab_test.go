@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -16,6 +17,7 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/pathtrace/pathtrace/exporter"
+	"github.com/pathtrace/pathtrace/tracer"
 )
 
 // The privileged tests build the lab (scripts/lab.sh) under its own prefix, run the
@@ -31,6 +33,55 @@ var (
 	labUp    bool
 	repoRoot string
 )
+
+// kern is what the running kernel offers, as pathtrace doctor finds it: the tests
+// expect each part in the mode it runs in here (tcx or clsact, netfilter links or the
+// kprobe, the kernel's drop reasons or inferred ones), so the same tests judge every
+// kernel of the matrix (scripts/test-kernels.sh).
+var kern tracer.Report
+
+func kernTCX() bool { return kern.Features.TCX == "" }
+
+// kernNF is the netfilter hooks' mode: link, kprobe or unavailable.
+func kernNF() string {
+	for _, p := range kern.Parts {
+		if p.Name == "netfilter hooks" {
+			return p.Mode
+		}
+	}
+	return ""
+}
+
+// kernReasons: the kfree_skb tracepoint passes drop reasons (5.17+).
+func kernReasons() bool { return kern.Features.KfreeSkbReason && kern.Features.DropReasons > 0 }
+
+// nfHop names a netfilter hop as the mode in use shows it: the links see a hook at its
+// first and last priority, the kprobe on entry only ("FORWARD first" → "FORWARD entry",
+// "FORWARD last" → "").
+func nfHop(name string) string {
+	if kernNF() != tracer.NFKprobe {
+		return name
+	}
+	hook, prio, _ := strings.Cut(name, " ")
+	switch prio {
+	case "first":
+		return hook + " entry"
+	case "last":
+		return ""
+	}
+	return name
+}
+
+// nfHops maps nfHop over a list of hops, leaving out those the mode does not show.
+func nfHops(names ...string) []string {
+	var out []string
+	for _, n := range names {
+		if m := nfHop(n); m != "" {
+			out = append(out, m)
+		}
+	}
+	return out
+}
 
 func mustRun() bool {
 	return os.Getenv("CI") == "true" || os.Getenv("PATHTRACE_REQUIRE_PRIVILEGED") == "1"
@@ -96,6 +147,7 @@ func testMain(m *testing.M) int {
 		} else {
 			labUp = true
 		}
+		kern = tracer.Probe(tracer.Config{})
 	}
 	code := m.Run()
 	if labUp {
@@ -374,4 +426,17 @@ func assertNoClsact(t *testing.T) {
 			}
 		}
 	}
+}
+
+// exitCode is a command's exit status: 0 without error, -1 when a signal ended it or it
+// did not start.
+func exitCode(err error) int {
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &ee) && ee.Exited():
+		return ee.ExitCode()
+	}
+	return -1
 }
