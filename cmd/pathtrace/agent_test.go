@@ -73,7 +73,7 @@ func startAgent(t *testing.T, node string, extra ...string) *agentProc {
 	dir := t.TempDir()
 	for try := 0; ; try++ {
 		a := launchAgent(t, node, freeAddr(t), filepath.Join(dir, node+".sock"), extra...)
-		if err := a.waitReady(t, 20*time.Second); err != nil {
+		if err := a.waitReady(t, readyWait); err != nil {
 			if try < 3 && strings.Contains(a.stderr.String(), "address already in use") {
 				continue
 			}
@@ -781,7 +781,7 @@ func TestAgentBadInput(t *testing.T) {
 	}
 	os.Remove(killed.ready)
 	next := launchAgent(t, "node-b", freeAddr(t), killed.api, "--attach-mode", "clsact")
-	if err := next.waitReady(t, 20*time.Second); err != nil {
+	if err := next.waitReady(t, readyWait); err != nil {
 		t.Fatalf("agent after a killed one: %v\n%s", err, next.stderr.String())
 	}
 	if !strings.Contains(next.stderr.String(), "removed tc filters left by pathtrace processes that are gone: "+stale) {
