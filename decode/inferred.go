@@ -14,7 +14,7 @@ const (
 // tracepoint passes only the location, and NOT_SPECIFIED drops on later ones. Keys are
 // function names, which stay stable across kernels, never reason numbers.
 //
-//	nf_hook_slow                  a netfilter rule or policy returned NF_DROP
+//	nf_hook_slow, nft_do_chain    a netfilter rule or policy returned NF_DROP (6.18 frees in nft_do_chain)
 //	ip_rcv_finish, ip_rcv_finish_core, ip_route_input_noref, ip_route_input_slow,
 //	fib_validate_source           5.10: ip_rcv_finish frees the packet when
 //	                              ip_route_input_noref fails: rp_filter (-EXDEV)
@@ -33,6 +33,7 @@ const (
 //	neigh_resolve_output, __neigh_event_send  no neighbour entry
 var dropSites = map[string]string{
 	"nf_hook_slow":           "NETFILTER_DROP",
+	"nft_do_chain":           "NETFILTER_DROP",
 	"ip_rcv_finish":          "IP_RPFILTER",
 	"ip_rcv_finish_core":     "IP_RPFILTER",
 	"ip_route_input_noref":   "IP_RPFILTER",
