@@ -15,7 +15,7 @@ func TestInferReason(t *testing.T) {
 		"__dev_queue_xmit+0x5a1":     "QDISC_DROP",
 		"tcp_v4_rcv+0x120":           "NO_SOCKET",
 		"udp_queue_rcv_one_skb+0x2f": "SOCKET_RCVBUFF",
-		"skb_made_up_site+0x2c8":         "",
+		"skb_made_up_site+0x2c8":     "",
 		"0xffffffffc0a412c8":         "",
 		"":                           "",
 	} {
