@@ -85,15 +85,15 @@ func CheckPrograms(cfg Config) ([]ProgramCheck, error) {
 	if err != nil {
 		return nil, err
 	}
+	ct := conntrackLayout(kspec)
 	var out []ProgramCheck
 	for _, s := range checkSetups {
 		c := s.cfg
 		c.BTFPath = cfg.BTFPath
-		c.Selectors = nil
 		if err := validateCheck(&c); err != nil {
 			return nil, err
 		}
-		t := &Tracer{cfg: c, ns: ns, reasons: reasons, ct: conntrackLayout(kspec)}
+		t := &Tracer{cfg: c, ns: ns, reasons: reasons, ct: ct}
 		checks, err := t.checkSetup(s.name, kspec)
 		if err != nil {
 			return nil, err
