@@ -6,15 +6,14 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
 
+	"github.com/pathtrace/pathtrace/cmd/pathtrace/internal/earlysig"
 	"github.com/pathtrace/pathtrace/decode"
 	"github.com/pathtrace/pathtrace/exporter"
 	"github.com/pathtrace/pathtrace/tracer"
@@ -42,18 +41,12 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-// signals is caught from the start, so that an interrupt at any moment, even while
-// programs are being attached, ends in a clean detach.
-var signals = make(chan os.Signal, 1)
-
-func init() { signal.Notify(signals, os.Interrupt, syscall.SIGTERM) }
-
 // signalContext is cancelled by the first interrupt or SIGTERM, or by its cancel.
 func signalContext() (context.Context, context.CancelFunc) {
 	ctx, stop := context.WithCancel(context.Background())
 	go func() {
 		select {
-		case <-signals:
+		case <-earlysig.Signals():
 			stop()
 		case <-ctx.Done():
 		}
