@@ -1,7 +1,7 @@
 // Package bpf holds pathtrace's kernel side: the CO-RE C programs (pathtrace.c), the
 // headers they share (pathtrace.h for the structs that Go also reads, parse.h for header
-// parsing), the vmlinux.h they compile against, and the Go loader that bpf2go generates
-// from them.
+// parsing, arch.h for what the x86 vmlinux.h lacks on arm64), the vmlinux.h they compile
+// against, and the Go loaders that bpf2go generates from them for amd64 and arm64.
 //
 // The tc programs (tc_ingress, tc_egress and their _l3 twins for devices without a
 // link-layer header) run on ingress and egress of each traced interface; they parse the

@@ -5,6 +5,7 @@
  * programs that see them die. Every program hands packets on unchanged; each one only
  * copies the first bytes of packets that match a user-space selector into a ring buffer. */
 #include "vmlinux.h"
+#include "arch.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_tracing.h>
