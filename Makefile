@@ -5,6 +5,12 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 # The clang that made the committed BPF objects; check-generate needs the same one.
 CLANG ?= clang-14
 BIN := bin
+# make build GOARCH=arm64 cross-builds (pure Go, CGO_ENABLED=0; the BPF objects of every
+# architecture are committed). This machine's architecture builds into bin/, as before;
+# any other into bin/linux_$(GOARCH)/, so that one never overwrites the other.
+GOHOSTARCH := $(shell $(GO) env GOHOSTARCH)
+GOARCH ?= $(GOHOSTARCH)
+OUT := $(if $(filter $(GOHOSTARCH),$(GOARCH)),$(BIN),$(BIN)/linux_$(GOARCH))
 
 .PHONY: help generate check-generate build test test-unit lint demo bench lab-up lab-down clean deps
 
@@ -21,9 +27,9 @@ generate: ## rebuild the BPF objects and their Go bindings with $(CLANG) (bpf2go
 check-generate: generate ## fail when the committed BPF objects differ from a fresh generate
 	@git diff --exit-code --stat -- bpf/ || { echo "bpf/: generated files differ from the committed ones: run 'make generate' and commit" >&2; exit 1; }
 
-build: ## build static binaries into bin/
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o $(BIN)/pathtrace ./cmd/pathtrace
-	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/labpod ./cmd/labpod
+build: ## build static binaries into bin/ (GOARCH=arm64: into bin/linux_arm64/)
+	CGO_ENABLED=0 GOOS=linux GOARCH=$(GOARCH) $(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o $(OUT)/pathtrace ./cmd/pathtrace
+	CGO_ENABLED=0 GOOS=linux GOARCH=$(GOARCH) $(GO) build -trimpath -o $(OUT)/labpod ./cmd/labpod
 
 lint: ## gofmt, go vet and staticcheck (pinned in go.mod as a tool)
 	@bad=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$bad" ]; then echo "gofmt would change: $$bad" >&2; exit 1; fi
