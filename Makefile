@@ -26,6 +26,7 @@ generate: ## rebuild the BPF objects and their Go bindings with $(CLANG) (bpf2go
 
 check-generate: generate ## fail when the committed BPF objects differ from a fresh generate
 	@git diff --exit-code --stat -- bpf/ || { echo "bpf/: generated files differ from the committed ones: run 'make generate' and commit" >&2; exit 1; }
+	@new=$$(git ls-files --others --exclude-standard -- bpf/); [ -z "$$new" ] || { echo "bpf/: generated files not committed: $$new" >&2; exit 1; }
 
 build: ## build static binaries into bin/ (GOARCH=arm64: into bin/linux_arm64/)
 	CGO_ENABLED=0 GOOS=linux GOARCH=$(GOARCH) $(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o $(OUT)/pathtrace ./cmd/pathtrace
