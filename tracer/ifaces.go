@@ -310,7 +310,7 @@ func (t *Tracer) vethByPeerAddr(a netip.Addr) (string, bool) {
 		if !isPeer {
 			return true
 		}
-		h, err := netlink.NewHandleAt(netns.NsHandle(f.Fd()))
+		h, err := netlink.NewHandleAt(netns.NsHandle(f.Fd()), unix.NETLINK_ROUTE)
 		if err != nil {
 			return true
 		}

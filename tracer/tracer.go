@@ -165,10 +165,14 @@ func New(cfg Config) (t *Tracer, err error) {
 	if t.ns, err = openNetns(cfg.Netns); err != nil {
 		return t, err
 	}
+	// rtnetlink only (links, addresses, routes, neighbours, qdiscs, filters): by default a
+	// handle also opens XFRM and NETFILTER sockets, and where xfrm_user or nfnetlink is a
+	// module not loaded that nothing can autoload (no modprobe, modules_disabled), that
+	// failed the whole start with "protocol not supported".
 	if cfg.Netns == "" {
-		t.nl, err = netlink.NewHandle()
+		t.nl, err = netlink.NewHandle(unix.NETLINK_ROUTE)
 	} else {
-		t.nl, err = netlink.NewHandleAt(t.ns.handle)
+		t.nl, err = netlink.NewHandleAt(t.ns.handle, unix.NETLINK_ROUTE)
 	}
 	if err != nil {
 		return t, fmt.Errorf("netlink in %s: %w", t.ns, err)
