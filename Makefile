@@ -61,6 +61,11 @@ lab-down: ## tear the lab down
 test-kernels: deps ## the kernel matrix: boot Debian's 5.10, 6.1 and 6.12 under qemu, run doctor --programs and the privileged tests of each capability there and here, print the matrix (SUITES=...)
 	scripts/test-kernels.sh
 
+.PHONY: test-arm64
+test-arm64: deps ## build for arm64 and boot Debian bookworm's arm64 kernel under qemu-system-aarch64: doctor --programs, follow a ping over a veth pair
+	$(MAKE) build GOARCH=arm64
+	scripts/vm-arm64.sh run $(BIN)/linux_arm64/pathtrace
+
 .PHONY: image
 image: build ## container image of the agent from deploy/Containerfile (podman, else docker); IMAGE=name:tag
 	@engine=$$(command -v podman || command -v docker) || { echo "image: neither podman nor docker found" >&2; exit 1; }; \

@@ -11,6 +11,7 @@ pkgs=(
 	iperf3 jq bpftool curl      # make bench: throughput with and without the agent, BPF run time, capture cost
 	git make file
 	qemu-system-x86 busybox-static cpio kmod xz-utils zstd debian-archive-keyring # scripts/vm.sh: the kernel matrix in VMs
+	qemu-system-arm             # scripts/vm-arm64.sh: qemu-system-aarch64 for the arm64 build (its busybox comes from arm64's busybox-static)
 )
 missing=()
 for p in "${pkgs[@]}"; do
