@@ -15,7 +15,7 @@ OUT := $(if $(filter $(GOHOSTARCH),$(GOARCH)),$(BIN),$(BIN)/linux_$(GOARCH))
 .PHONY: help generate check-generate build test test-unit lint demo bench lab-up lab-down clean deps
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
 
 deps: ## install the Debian packages that generate, test and demo need (as root)
 	scripts/install-deps.sh
