@@ -47,6 +47,8 @@ var (
 		"/sys/fs/bpf":     {hostPath: "/sys/fs/bpf", hostType: corev1.HostPathDirectory, readOnly: true, propagation: corev1.MountPropagationHostToContainer},
 		"/run/netns":      {hostPath: "/var/run/netns", hostType: corev1.HostPathDirectoryOrCreate, readOnly: true, propagation: corev1.MountPropagationHostToContainer},
 		"/run/pathtrace":  {hostPath: "/run/pathtrace", hostType: corev1.HostPathDirectoryOrCreate, readOnly: false},
+		// The TLS API's Secret (not a host path).
+		"/etc/pathtrace/tls": {secret: "pathtrace-agent-tls", readOnly: true},
 	}
 
 	// "group/resource" the agent's informers read; each with exactly these verbs.
@@ -62,6 +64,7 @@ var (
 )
 
 type wantMount struct {
+	secret      string // a Secret's volume, required and not world-readable, instead of a host path
 	hostPath    string
 	hostType    corev1.HostPathType
 	readOnly    bool
@@ -479,6 +482,18 @@ func TestDaemonSetMounts(t *testing.T) {
 			t.Errorf("%s: no volume named %q", mountPath, vm.Name)
 			continue
 		}
+		if want.secret != "" {
+			sv := v.Secret
+			switch {
+			case sv == nil || sv.SecretName != want.secret:
+				t.Errorf("%s: volume %+v, want the Secret %s", mountPath, v.VolumeSource, want.secret)
+			case sv.Optional != nil && *sv.Optional:
+				t.Errorf("%s: the Secret is optional: the agent would start without it", mountPath)
+			case sv.DefaultMode == nil || *sv.DefaultMode&0o077 != 0:
+				t.Errorf("%s: defaultMode %v lets others than the agent read the key", mountPath, sv.DefaultMode)
+			}
+			continue
+		}
 		if v.HostPath == nil {
 			t.Errorf("%s: volume %q is not a hostPath", mountPath, vm.Name)
 			continue
@@ -604,10 +619,33 @@ func TestDaemonSetArgs(t *testing.T) {
 	for _, a := range flagValues(args, "api") {
 		if p, ok := strings.CutPrefix(a, "unix:"); ok {
 			unixSock = p
-		} else if p, ok := strings.CutPrefix(a, "tcp:"); ok {
+		} else if p, ok := strings.CutPrefix(a, "tls:"); ok {
 			tcpAddr = p
 		} else {
-			t.Errorf("--api %q: want unix:PATH or tcp:HOST:PORT", a)
+			t.Errorf("--api %q: want unix:PATH or tls:HOST:PORT (no plaintext listener beyond the node)", a)
+		}
+	}
+	// The TLS listener's files come from the Secret, mounted read-only, required.
+	for _, f := range []string{"tls-cert", "tls-key", "tls-client-ca"} {
+		v := flagValues(args, f)
+		if len(v) != 1 {
+			t.Errorf("--%s given %d times, want once", f, len(v))
+			continue
+		}
+		var mount *corev1.VolumeMount
+		for i := range c.VolumeMounts {
+			if strings.HasPrefix(v[0], c.VolumeMounts[i].MountPath+"/") {
+				mount = &c.VolumeMounts[i]
+			}
+		}
+		if mount == nil || !mount.ReadOnly {
+			t.Errorf("--%s %s: not on a read-only mount", f, v[0])
+			continue
+		}
+		for _, vol := range m.ds.Spec.Template.Spec.Volumes {
+			if vol.Name == mount.Name && (vol.Secret == nil || vol.Secret.Optional != nil && *vol.Secret.Optional) {
+				t.Errorf("--%s %s: from %+v, want a required Secret", f, v[0], vol.VolumeSource)
+			}
 		}
 	}
 	if unixSock != defaultAgentSocket {
@@ -636,7 +674,7 @@ func TestDaemonSetArgs(t *testing.T) {
 		}
 	}
 	if host, port, err := net.SplitHostPort(tcpAddr); err != nil || host != "$(POD_IP)" || port != strconv.Itoa(int(namedPort(t, c, "api"))) {
-		t.Errorf("--api tcp:%s (%v): want tcp:$(POD_IP):%d, the node's address and the api port", tcpAddr, err, namedPort(t, c, "api"))
+		t.Errorf("--api tls:%s (%v): want tls:$(POD_IP):%d, the node's address and the api port", tcpAddr, err, namedPort(t, c, "api"))
 	}
 }
 
@@ -731,29 +769,13 @@ func execForm(args string) (argv []string, ok bool) {
 // the recipe line that does it.
 func makeBuildOutput(t *testing.T) (string, string) {
 	t.Helper()
-	data, err := os.ReadFile("../Makefile")
+	// make itself expands the recipe (its variables and functions), for this
+	// machine's architecture, as the image is built.
+	out, err := exec.Command("make", "-s", "-n", "-C", "..", "build").Output()
 	if err != nil {
-		t.Fatalf("read the Makefile: %v", err)
+		t.Fatalf("make -n build: %v", err)
 	}
-	vars := map[string]string{}
-	def := regexp.MustCompile(`^([A-Za-z_][A-Za-z0-9_]*)\s*(?::=|\?=|=)\s*(.*)$`)
-	var recipe []string
-	inBuild := false
-	for _, line := range strings.Split(string(data), "\n") {
-		if d := def.FindStringSubmatch(line); d != nil {
-			vars[d[1]] = strings.TrimSpace(d[2])
-		}
-		switch {
-		case strings.HasPrefix(line, "build:"):
-			inBuild = true
-		case inBuild && strings.HasPrefix(line, "\t"):
-			recipe = append(recipe, line)
-		default:
-			inBuild = false
-		}
-	}
-	ref := regexp.MustCompile(`\$\(([A-Za-z_][A-Za-z0-9_]*)\)`)
-	for _, line := range recipe {
+	for _, line := range strings.Split(string(out), "\n") {
 		fields := strings.Fields(line)
 		if len(fields) == 0 || fields[len(fields)-1] != "./cmd/pathtrace" {
 			continue
@@ -762,10 +784,9 @@ func makeBuildOutput(t *testing.T) (string, string) {
 		if i < 0 || i+1 >= len(fields) {
 			t.Fatalf("Makefile: the build of ./cmd/pathtrace names no -o file: %q", line)
 		}
-		out := ref.ReplaceAllStringFunc(fields[i+1], func(s string) string { return vars[ref.FindStringSubmatch(s)[1]] })
-		return path.Clean(out), line
+		return path.Clean(fields[i+1]), line
 	}
-	t.Fatalf("Makefile: no recipe line of build ends with ./cmd/pathtrace")
+	t.Fatalf("Makefile: no recipe line of build ends with ./cmd/pathtrace:\n%s", out)
 	return "", ""
 }
 
