@@ -847,14 +847,17 @@ static __always_inline void drop_header(struct event *ev, struct sk_buff *skb, _
 		bpf_probe_read_kernel_str(ev->ifname, sizeof(ev->ifname), dev->name);
 }
 
-static __always_inline int handle_drop(struct sk_buff *skb, __u64 location, __u32 reason)
+/* handle_drop counts a drop, and reports it if it is followed or within the budget.
+ * by_loc: the kernel gives no reason; the count is kept per call site instead. */
+static __always_inline int handle_drop(struct sk_buff *skb, __u64 location, __u32 reason, int by_loc)
 {
 	__u32 ns = skb_netns(skb);
 	if (!bpf_map_lookup_elem(&netns_allow, &ns))
 		return 0;
 	if (cfg_agent) {
 		struct drop_key dk = {.reason = reason, .class = drop_class(skb, ns, reason),
-				      .dir = BPF_CORE_READ(skb, skb_iif) ? DIR_INGRESS : DIR_EGRESS};
+				      .dir = BPF_CORE_READ(skb, skb_iif) ? DIR_INGRESS : DIR_EGRESS,
+				      .loc = by_loc ? location : 0};
 		__u32 len = BPF_CORE_READ(skb, len);
 		struct counter *c = bpf_map_lookup_elem(&drop_count, &dk);
 		if (!c) {
@@ -914,14 +917,14 @@ static __always_inline int handle_drop(struct sk_buff *skb, __u64 location, __u3
 SEC("tp_btf/kfree_skb")
 int BPF_PROG(kfree_skb_btf, struct sk_buff *skb, void *location, enum skb_drop_reason reason)
 {
-	return handle_drop(skb, (__u64)location, (__u32)reason);
+	return handle_drop(skb, (__u64)location, (__u32)reason, 0);
 }
 
 /* The same tracepoint, raw: needs no BTF trampoline support. */
 SEC("raw_tp/kfree_skb")
 int kfree_skb_raw(struct bpf_raw_tracepoint_args *ctx)
 {
-	return handle_drop((struct sk_buff *)ctx->args[0], ctx->args[1], (__u32)ctx->args[2]);
+	return handle_drop((struct sk_buff *)ctx->args[0], ctx->args[1], (__u32)ctx->args[2], 0);
 }
 
 /* Kernels before 5.17: the tracepoint has no reason argument, and reading one would
@@ -929,7 +932,7 @@ int kfree_skb_raw(struct bpf_raw_tracepoint_args *ctx)
 SEC("raw_tp/kfree_skb")
 int kfree_skb_raw_noreason(struct bpf_raw_tracepoint_args *ctx)
 {
-	return handle_drop((struct sk_buff *)ctx->args[0], ctx->args[1], 0);
+	return handle_drop((struct sk_buff *)ctx->args[0], ctx->args[1], 0, 1);
 }
 
 static __always_inline void dev_name(char *dst, struct net_device *dev)

@@ -63,6 +63,10 @@ struct drop_key {
 	__u32 reason;
 	__u16 class;
 	__u16 dir; /* DIR_INGRESS: the packet came in on an interface; DIR_EGRESS: made here */
+	/* Kernels whose tracepoint has no reason: where kfree_skb was called, from which
+	 * user space infers the reason (a few dozen call sites drop in practice); 0 when
+	 * the kernel gives the reason. */
+	__u64 loc;
 };
 
 /* A conntrack tuple, or a packet's 5-tuple. Addresses in network order (IPv4 in the

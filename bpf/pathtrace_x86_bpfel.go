@@ -35,6 +35,7 @@ type PathTraceDropKey struct {
 	Reason uint32
 	Class  uint16
 	Dir    uint16
+	Loc    uint64
 }
 
 type PathTraceEvent struct {

@@ -132,6 +132,14 @@ func (t *Tracer) Counters() (Counters, error) {
 		if int(key.Class) < len(HopClasses) {
 			class = HopClasses[key.Class]
 		}
+		if key.Loc != 0 {
+			// No reason from the kernel: inferred from the call site, as for events,
+			// with the same names; a policy drop is counted at the netfilter hop.
+			reason = t.inferLoc(key.Loc)
+			if reason == "NETFILTER_DROP" {
+				class = "netfilter"
+			}
+		}
 		k := DropKey{reason, class, dirs[key.Dir&1]}
 		old := c.Drops[k]
 		c.Drops[k] = Count{old.Packets + sum.Packets, old.Bytes + sum.Bytes}
@@ -333,4 +341,26 @@ func flowOf(c bpf.PathTraceCtTuple) (decode.Flow, bool) {
 		return decode.Flow{}, false
 	}
 	return decode.Flow{Proto: c.Proto, Src: netip.AddrPortFrom(s, c.Sport), Dst: netip.AddrPortFrom(d, c.Dport)}, true
+}
+
+// inferLoc is the drop reason inferred from a kfree_skb call site: the name the
+// kernel's own reasons would give (decode.InferReason), or NOT_SPECIFIED for a site
+// not in its table or when the kernel's symbols cannot be read. A site keeps its first
+// answer.
+func (t *Tracer) inferLoc(loc uint64) string {
+	t.locMu.Lock()
+	defer t.locMu.Unlock()
+	if r, ok := t.locReason[loc]; ok {
+		return r
+	}
+	r := "NOT_SPECIFIED"
+	if syms, err := t.cfg.Symbols.Get(); err == nil && syms != nil {
+		if inferred, _, ok := decode.InferReason(syms.Symbolize(loc)); ok {
+			r = inferred
+		}
+	}
+	if len(t.locReason) < 4096 {
+		t.locReason[loc] = r
+	}
+	return r
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
 
 	"github.com/cilium/ebpf/btf"
 
@@ -75,6 +76,20 @@ func kfreeSkbHasReason(spec *btf.Spec) bool {
 		return false
 	}
 	return len(fp.Params) >= 4
+}
+
+// SymbolCache reads /proc/kallsyms once, when first asked, and keeps the table
+// (about 9 MiB for 120,000 symbols) for everyone who shares the cache.
+type SymbolCache struct {
+	once sync.Once
+	syms *decode.Symbols
+	err  error
+}
+
+// Get returns the kernel's symbols, read on the first call.
+func (c *SymbolCache) Get() (*decode.Symbols, error) {
+	c.once.Do(func() { c.syms, c.err = LoadSymbols() })
+	return c.syms, c.err
 }
 
 // LoadSymbols reads /proc/kallsyms.

@@ -52,6 +52,10 @@ type Config struct {
 	Agent    bool
 	Sample   uint32
 	DropRate uint32
+	// Symbols names kernel addresses; the agent's drop counters need it on kernels
+	// whose kfree_skb has no reason, to infer one from the call site. nil: read
+	// /proc/kallsyms when first needed.
+	Symbols *SymbolCache
 }
 
 // MaxSelectors is how many selectors the kernel side checks (MAX_FILTERS).
@@ -123,11 +127,15 @@ type Tracer struct {
 	local    []netip.Addr
 	pods     []netip.Prefix
 	reasons  decode.DropReasons
-	mode     Mode
-	ct       ctLayout
-	rd       *ringbuf.Reader
-	queue    chan decode.Event
-	wg       sync.WaitGroup
+	// locReason: the reason inferred for each drop call site counted (kernels without
+	// drop reasons), so that a site's counts stay under one label.
+	locReason map[uint64]string
+	locMu     sync.Mutex
+	mode      Mode
+	ct        ctLayout
+	rd        *ringbuf.Reader
+	queue     chan decode.Event
+	wg        sync.WaitGroup
 
 	counters  counters
 	closeOnce sync.Once
@@ -152,7 +160,10 @@ func New(cfg Config) (t *Tracer, err error) {
 			return nil, errors.New("not permitted: run as root or grant CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN (and CAP_SYS_ADMIN on kernels before 5.8)")
 		}
 	}
-	t = &Tracer{cfg: cfg, ifAttach: map[int][]detacher{}}
+	if cfg.Symbols == nil {
+		cfg.Symbols = &SymbolCache{}
+	}
+	t = &Tracer{cfg: cfg, ifAttach: map[int][]detacher{}, locReason: map[uint64]string{}}
 	defer func() {
 		if err != nil {
 			t.Close()
