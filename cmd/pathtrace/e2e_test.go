@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"os/exec"
 	"regexp"
 	"slices"
@@ -216,7 +217,19 @@ func TestSignalCleanup(t *testing.T) {
 			}
 			time.Sleep(delay)
 			cmd.Process.Signal(syscall.SIGTERM)
-			if err := cmd.Wait(); err != nil {
+			err := cmd.Wait()
+			// A signal before the Go runtime has run the package initialisers finds no
+			// handler (no Go program can have one yet) and ends the process with the
+			// default action, before main, so before anything was attached. Under
+			// emulation (the kernel matrix) that window is longer than 20 ms; at a
+			// second the handler must be in place everywhere.
+			var ee *exec.ExitError
+			early := errors.As(err, &ee) && ee.ProcessState.Sys().(syscall.WaitStatus).Signal() == syscall.SIGTERM && out.Len() == 0
+			switch {
+			case err == nil:
+			case early && delay < time.Second:
+				t.Logf("%s, SIGTERM after %v: ended before its handler was installed (nothing printed, nothing attached)", mode, delay)
+			default:
 				t.Errorf("%s, SIGTERM after %v: %v\n%s", mode, delay, err, out)
 			}
 			assertNothingLeft(t)
