@@ -1,17 +1,16 @@
 package main
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime/debug"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -24,6 +23,8 @@ import (
 
 	"github.com/pathtrace/pathtrace/decode"
 	"github.com/pathtrace/pathtrace/exporter"
+	"github.com/pathtrace/pathtrace/exporter/followapi"
+	"github.com/pathtrace/pathtrace/exporter/followsrv"
 	"github.com/pathtrace/pathtrace/tracer"
 )
 
@@ -45,6 +46,8 @@ type agentOpts struct {
 	queue       int
 	kernelBTF   string
 	capture     captureOpts
+	tls         followapi.TLSFiles
+	limits      followapi.Limits
 	kube        kubeOpts
 	namer       decode.Namer // from the resolver; nil: names off
 	podNames    int          // --metrics-pod-names: series budget of pathtrace_pod_drops_total; 0: off
@@ -57,7 +60,16 @@ func agentFlags() (*pflag.FlagSet, *agentOpts) {
 	fs := pflag.NewFlagSet("agent", pflag.ContinueOnError)
 	fs.SortFlags = false
 	fs.StringVar(&o.metricsAddr, "metrics-addr", "127.0.0.1:9965", "serve /metrics, /healthz and /readyz here (host:port; \"\" for none)")
-	fs.StringSliceVar(&o.api, "api", []string{"unix:" + DefaultAgentSocket}, "serve follow clients here: unix:PATH, or tcp:HOST:PORT (no authentication: packet data for anyone who can connect); repeat for several; \"\" for none")
+	fs.StringSliceVar(&o.api, "api", []string{"unix:" + DefaultAgentSocket}, "serve followers here: unix:PATH (root only), tls:HOST:PORT (mutual TLS: --tls-*), or tcp:127.0.0.1:PORT (loopback only, no authentication); repeat for several; \"\" for none")
+	fs.StringVar(&o.tls.Cert, "tls-cert", "", "tls: listeners: this agent's certificate (PEM; read again when it changes)")
+	fs.StringVar(&o.tls.Key, "tls-key", "", "tls: listeners: its private key (PEM)")
+	fs.StringVar(&o.tls.CA, "tls-client-ca", "", "tls: listeners: followers must present a certificate signed by this CA (PEM)")
+	o.limits = followapi.DefaultLimits()
+	fs.IntVar(&o.limits.MaxConns, "max-followers", o.limits.MaxConns, "follower connections served at once (the rest are closed and counted)")
+	fs.IntVar(&o.limits.MaxPerClient, "max-follows-per-client", o.limits.MaxPerClient, "follows at once per authenticated follower")
+	fs.IntVar(&o.limits.MaxSelectors, "max-selectors-per-client", o.limits.MaxSelectors, "selectors per authenticated follower, of the kernel's 8 slots")
+	fs.Float64Var(&o.limits.FollowRate, "follow-rate", o.limits.FollowRate, "new follows per second, all followers together (a burst of 8 first)")
+	fs.DurationVar(&o.limits.WriteTimeout, "follower-write-timeout", o.limits.WriteTimeout, "a follower that takes nothing for this long is evicted, and told why")
 	fs.Uint32Var(&o.sample, "sample", 64, "measure hop latency on 1 packet in N (1: every packet, 0: off); the default is what make bench shows costs little over none")
 	fs.Uint32Var(&o.dropRate, "drop-rate", 1000, "drop events per second per CPU sent to user space beyond followed flows (the excess is counted, every drop is in the metrics)")
 	fs.StringVar(&o.node, "node", host, "name of this node")
@@ -79,17 +91,17 @@ func agentFlags() (*pflag.FlagSet, *agentOpts) {
 // agent is the always-on node agent: in-kernel counters exposed to Prometheus, and
 // follow clients served through its API.
 type agent struct {
-	o       *agentOpts
-	tr      *tracer.Tracer
-	mu      sync.Mutex                           // tracer changes, slots
-	closed  bool                                 // the tracer is closed
-	slots   [tracer.MaxSelectors]*client         // the follower owning each selector slot (one may own several)
-	slotSel [tracer.MaxSelectors]decode.Selector // each slot's selector
-	ready   atomic.Bool
-	stderr  io.Writer
-	flagged flagCounter
-	qdrops  atomic.Uint64 // events a follower's queue could not take
-	capture *capture      // nil without --pcap-dir
+	o        *agentOpts
+	tr       *tracer.Tracer
+	srv      *followsrv.Server
+	mu       sync.Mutex // tracer changes (Refresh), the notes shown
+	closed   bool       // the tracer is closed
+	ready    atomic.Bool
+	stderr   io.Writer
+	flagged  flagCounter
+	reasons  decode.DropReasons // the kernel's drop reason names, by number
+	capDrops atomic.Uint64      // retransmit events the capture's queue could not take
+	capture  *capture           // nil without --pcap-dir
 	// notesShown: the tracer's notes printed so far (more come as interfaces do).
 	notesShown int
 }
@@ -130,12 +142,12 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 		}
 		defer mln.Close()
 	}
-	var alns []net.Listener
+	var alns []apiListener
 	for _, api := range o.api {
 		if api == "" {
 			continue
 		}
-		l, err := listenAPI(api)
+		l, err := listenAPI(api, o.tls)
 		if err != nil {
 			return err
 		}
@@ -186,16 +198,41 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 		defer srv.Close()
 	}
 
+	symCache := &tracer.SymbolCache{}
 	tr, err := tracer.New(tracer.Config{
 		Netns: o.netns, Ifaces: o.ifaces, AttachMode: o.attachMode, DropHook: o.dropHook, NFHook: o.nfHook,
 		QueueLen: o.queue, Agent: true, Sample: o.sample, DropRate: o.dropRate, SnapLen: snapLen(o),
-		BTFPath: o.kernelBTF,
+		BTFPath: o.kernelBTF, Symbols: symCache,
 	})
 	if err != nil {
 		return err
 	}
-	a.tr = tr
+	a.tr, a.reasons = tr, tr.Reasons()
 	defer tr.Close()
+	// Kernel symbols are read once, when first needed, and shared by the drop
+	// counters (kernels without drop reasons), the capture and every follow.
+	symbols := func() *decode.Symbols {
+		syms, err := symCache.Get()
+		if err != nil {
+			return nil
+		}
+		return syms
+	}
+	a.srv = followsrv.New(tracerSource{a}, followsrv.Config{
+		Node: o.node, BootID: bootID(), Namer: o.namer, Symbols: symbols, Limits: o.limits, Slots: tracer.MaxSelectors,
+		NewExplainer: func() followsrv.Explainer {
+			if nf := tr.Mode().NF; nf == tracer.NFLink || nf == tracer.NFKprobe {
+				// As standalone: the rule behind a netfilter drop, from the node's ruleset.
+				return newExplainer(o.netns, tr, stderr)
+			}
+			return nil
+		},
+		OnJourney:  func(j *decode.Journey) { flagJourney(&a.flagged, j) },
+		OnOther:    a.other,
+		Log:        stderr,
+		Now:        monoNow,
+		WallOffset: time.Now().UnixNano() - int64(monoNow()),
+	})
 	if mln != nil {
 		metrics := exporter.NewMetrics(a, exporter.BuildInfo{Version: version, Kernel: kernelRelease(), AttachMode: tr.Mode().TC})
 		if o.podDrops != nil {
@@ -226,13 +263,12 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 	a.mu.Unlock()
 	var capDone chan struct{}
 	if a.capture != nil {
-		if err := a.startCapture(); err != nil {
+		if err := a.srv.AddLocal(captureSlot, decode.Selector{}, a.capture.events); err != nil {
 			return err
 		}
 		capDone = make(chan struct{})
-		syms, _ := tracer.LoadSymbols()
 		asm := decode.NewAssembler(decode.Config{Node: o.node, Timeout: o.capture.timeout, Stall: o.capture.stall,
-			Ifaces: tr.Ifaces(), LocalAddrs: tr.LocalAddrs(), Reasons: tr.Reasons(), Symbols: syms, KeepBytes: true})
+			Ifaces: tr.Ifaces(), LocalAddrs: tr.LocalAddrs(), Reasons: tr.Reasons(), Symbols: symbols(), KeepBytes: true})
 		go func() {
 			defer close(capDone)
 			a.capture.run(ctx, asm, &a.flagged, a.ifaces)
@@ -241,7 +277,7 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 			o.capture.dir, o.capture.pre, o.capture.preAge, o.capture.historyBytes)
 	}
 	for _, aln := range alns {
-		go a.serveAPI(ctx, aln)
+		go a.srv.Serve(ctx, aln.Listener, aln.auth)
 	}
 	go a.watchLinks(ctx)
 	if o.readyFile != "" {
@@ -250,20 +286,12 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 		}
 		defer os.Remove(o.readyFile)
 	}
-	a.route(ctx)
-	// Detach first; the followers then see their queues close.
+	a.srv.Route(ctx)
+	// Detach first; the followers then see their connections close.
 	a.mu.Lock()
 	a.closed = true
-	cerr := tr.Close()
-	for i, f := range a.slots {
-		if f != nil {
-			if f.conn != nil {
-				f.conn.Close()
-			}
-			a.slots[i] = nil
-		}
-	}
 	a.mu.Unlock()
+	cerr := a.srv.Shutdown(tr.Close)
 	if capDone != nil {
 		<-capDone // the open capture files are complete
 	}
@@ -278,24 +306,6 @@ func snapLen(o *agentOpts) int {
 		return o.capture.snaplen
 	}
 	return decode.SnapMax
-}
-
-// listenAPI listens where --api says: unix:PATH or tcp:HOST:PORT.
-func listenAPI(api string) (net.Listener, error) {
-	if path, ok := strings.CutPrefix(api, "unix:"); ok && path != "" {
-		return listenUnix(path)
-	}
-	if addr, ok := strings.CutPrefix(api, "tcp:"); ok && addr != "" {
-		if _, _, err := net.SplitHostPort(addr); err != nil {
-			return nil, usageError{fmt.Errorf("--api %q: want tcp:HOST:PORT: %v", api, err)}
-		}
-		l, err := net.Listen("tcp", addr)
-		if err != nil {
-			return nil, fmt.Errorf("--api %s: %w", api, err)
-		}
-		return l, nil
-	}
-	return nil, usageError{fmt.Errorf("--api %q: want unix:PATH or tcp:HOST:PORT", api)}
 }
 
 // listenUnix listens on a unix socket, taking over a stale one a crashed agent left.
@@ -426,86 +436,12 @@ func (a *agent) refresh() {
 	}
 }
 
-// route hands each event to the follower whose selector caught it; drops nobody
-// follows flag their flow.
-func (a *agent) route(ctx context.Context) {
-	var p decode.Packet
-	reasons := a.tr.Reasons()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case ev, ok := <-a.tr.Events():
-			if !ok {
-				return
-			}
-			if ev.Kind == decode.KindRetrans {
-				if f, ok := ev.CTOrig.Flow(); ok {
-					a.flagged.flag("retransmit", f)
-				}
-				if a.capture != nil {
-					select {
-					case a.capture.events <- ev:
-					default:
-						a.qdrops.Add(1)
-					}
-				}
-				continue
-			}
-			if ev.Filter == decode.FilterUnfollowed {
-				if decode.ParsePacket(ev.Packet(), ev.L2, decode.DefaultVXLANPorts, &p) == nil {
-					a.flagged.flag("drop", p.Flow)
-					if a.o.podDrops != nil {
-						a.o.podDrops.Add(decode.NameFlow(a.o.namer, p.Flow), reasons[ev.Reason])
-					}
-				}
-				continue
-			}
-			a.mu.Lock()
-			slots, slotSel := a.slots, a.slotSel
-			a.mu.Unlock()
-			if int(ev.Filter) >= len(slots) {
-				continue
-			}
-			// The kernel names the first selector that matches; its follower, and
-			// followers with the same selector, get all it gets (NAT included), those
-			// whose selectors overlap it the packets that match them. A follower of
-			// several slots gets each packet once.
-			parsed := false
-			owner, ownerSel := slots[ev.Filter], slotSel[ev.Filter]
-			var seen [tracer.MaxSelectors]*client
-			for i, f := range slots {
-				if f == nil || slices.Contains(seen[:], f) {
-					continue
-				}
-				seen[i] = f
-				if f != owner && (owner == nil || !slices.Contains(f.sels, ownerSel)) {
-					if !parsed {
-						parsed = true
-						if decode.ParsePacket(ev.Packet(), ev.L2, decode.DefaultVXLANPorts, &p) != nil {
-							p = decode.Packet{}
-						}
-					}
-					if !f.wants(&p) {
-						continue
-					}
-				}
-				select {
-				case f.events <- ev:
-				default:
-					a.qdrops.Add(1)
-				}
-			}
-		}
-	}
-}
-
 // Counters, Lost and Flagged make the agent a metrics source.
 func (a *agent) Counters() (tracer.Counters, error) { return a.tr.Counters() }
 
 func (a *agent) Lost() map[string]uint64 {
 	s := a.tr.Stats()
-	out := map[string]uint64{"ringbuf": 0, "ratelimit": 0, "map": 0, "queue": s.QueueDrops + a.qdrops.Load()}
+	out := map[string]uint64{"ringbuf": 0, "ratelimit": 0, "map": 0, "queue": s.QueueDrops + a.srv.Stats().QueueDrops + a.capDrops.Load()}
 	for slot, per := range s.KernelLost {
 		var n uint64
 		for _, v := range per {
@@ -570,217 +506,17 @@ func (c *flagCounter) counts() map[string]uint64 {
 	return out
 }
 
-// followRequest is what a follow client asks the agent for, as one JSON line.
-type followRequest struct {
-	Selectors []string `json:"selectors"`
-	Proto     string   `json:"proto"`
-	JSON      bool     `json:"json"`
-	Timeout   string   `json:"timeout"`
-	Stall     string   `json:"stall"`
-	Oneway    string   `json:"oneway"`
-	Count     int      `json:"count"`
-	// Pcap: send the journeys' packets as pcapng too, in frames between the journeys
-	// ("#pcapng N\n" and N bytes: whole blocks of one pcapng section).
-	Pcap    bool `json:"pcap,omitempty"`
-	SnapLen int  `json:"snaplen,omitempty"`
-}
-
-// followReply is the agent's first line back: ok, or why not.
-type followReply struct {
-	OK    bool   `json:"ok"`
-	Error string `json:"error,omitempty"`
-	Node  string `json:"node,omitempty"`
-	Mode  string `json:"mode,omitempty"`
-	// What a client joining several nodes' journeys needs to know of this one: its
-	// kernel's boot ID (equal boot IDs share a clock), its addresses and its pods'
-	// prefixes (where a packet it forwards goes to).
-	BootID string   `json:"boot_id,omitempty"`
-	Addrs  []string `json:"addrs,omitempty"`
-	Pods   []string `json:"pods,omitempty"`
-	// Where the selector's pod is on this node: "10.244.1.23 is the pod behind veth1a23".
-	Where []string `json:"where,omitempty"`
-}
-
-type client struct {
-	conn   net.Conn
-	events chan decode.Event
-	sels   []decode.Selector
-}
-
-// wants reports whether one of the follower's selectors matches the packet as the
-// kernel's do: the flow either way round, or the underlay addresses of a VXLAN packet.
-func (c *client) wants(p *decode.Packet) bool {
-	if !p.Flow.Src.IsValid() {
-		return false
+// flagJourney counts the journey's flow if it was dropped, lost or stalled.
+func flagJourney(c *flagCounter, j *decode.Journey) {
+	switch {
+	case j.Verdict == decode.Dropped:
+		c.flag("drop", j.Flow)
+	case j.Verdict == decode.Lost:
+		c.flag("lost", j.Flow)
 	}
-	for _, s := range c.sels {
-		if s.Matches(p.Flow) {
-			return true
-		}
-		if p.Outer != nil && s.Addr.IsValid() && s.Port == 0 && (s.Proto == 0 || s.Proto == decode.ProtoUDP) &&
-			(p.Outer.Src == s.Addr || p.Outer.Dst == s.Addr) {
-			return true
-		}
+	if j.Stall != nil {
+		c.flag("stall", j.Flow)
 	}
-	return false
-}
-
-func (a *agent) serveAPI(ctx context.Context, l net.Listener) {
-	for {
-		c, err := l.Accept()
-		if err != nil {
-			return
-		}
-		go a.serveFollower(ctx, c)
-	}
-}
-
-func (a *agent) serveFollower(ctx context.Context, c net.Conn) {
-	defer c.Close()
-	c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	line, err := bufio.NewReader(c).ReadBytes('\n')
-	if err != nil {
-		return
-	}
-	c.SetReadDeadline(time.Time{})
-	reply := func(r followReply) { json.NewEncoder(c).Encode(r) }
-	var req followRequest
-	if err := json.Unmarshal(line, &req); err != nil {
-		reply(followReply{Error: "bad request: " + err.Error()})
-		return
-	}
-	sels, timeout, stall, oneway, err := parseFollowRequest(req)
-	if err != nil {
-		reply(followReply{Error: err.Error()})
-		return
-	}
-	if len(sels) == 0 {
-		reply(followReply{Error: "no selector"})
-		return
-	}
-	f := &client{conn: c, events: make(chan decode.Event, 4096), sels: sels}
-	a.mu.Lock()
-	// One selector slot of the kernel's per selector.
-	var mine []int
-	for i, s := range a.slots {
-		if s == nil && len(mine) < len(sels) {
-			mine = append(mine, i)
-		}
-	}
-	if len(mine) < len(sels) {
-		a.mu.Unlock()
-		reply(followReply{Error: fmt.Sprintf("the agent has %d selector slots free (of %d, shared by its followers), this follow needs %d; try again later", len(mine), tracer.MaxSelectors, len(sels))})
-		return
-	}
-	for k, slot := range mine {
-		a.slots[slot], a.slotSel[slot] = f, sels[k]
-		if err == nil {
-			err = a.tr.SetSelector(slot, &sels[k], a.usedSlots())
-		}
-	}
-	if err == nil {
-		err = a.tr.SetNetfilter(true) // the hooks serve followers only
-	}
-	ifaces, local, reasons := a.tr.Ifaces(), a.tr.LocalAddrs(), a.tr.Reasons()
-	a.mu.Unlock()
-	defer func() {
-		a.mu.Lock()
-		for _, slot := range mine {
-			a.slots[slot], a.slotSel[slot] = nil, decode.Selector{}
-		}
-		if !a.closed {
-			for _, slot := range mine {
-				a.tr.SetSelector(slot, nil, a.usedSlots())
-			}
-			if a.followers() == 0 {
-				a.tr.SetNetfilter(false)
-			}
-		}
-		a.mu.Unlock()
-	}()
-	if err != nil {
-		reply(followReply{Error: err.Error()})
-		return
-	}
-
-	syms, _ := tracer.LoadSymbols()
-	asm := decode.NewAssembler(decode.Config{Node: a.o.node, Timeout: timeout, Stall: stall,
-		Ifaces: ifaces, LocalAddrs: local, Reasons: reasons, Symbols: syms, KeepBytes: req.Pcap})
-	clock := exporter.Clock{OffsetNs: time.Now().UnixNano() - int64(monoNow())}
-	text := exporter.NewText(c)
-	text.SetNamer(a.o.namer)
-	var out exporter.Writer = text
-	if req.JSON {
-		js := exporter.NewJSON(c, clock)
-		js.SetNamer(a.o.namer)
-		out = js
-	}
-	if req.Pcap {
-		out = &framedPcap{out: out, pcap: exporter.NewPcap(pcapFrames{c}, exporter.PcapConfig{Clock: clock,
-			SnapLen: req.SnapLen, Comment: "pathtrace follow " + strings.Join(req.Selectors, " ") + " through the agent of node " + a.o.node})}
-	}
-	r := &runner{asm: asm, out: &flagWriter{Writer: out, flagged: &a.flagged}, limit: req.Count}
-	if nf := a.tr.Mode().NF; nf == tracer.NFLink || nf == tracer.NFKprobe {
-		// As standalone: the rule behind a netfilter drop, from the node's ruleset.
-		r.expl = newExplainer(a.o.netns, a.tr, a.stderr)
-		defer r.expl.close()
-	}
-	// Ready only now: the rule counters are read before the follower's first packet.
-	ok := followReply{OK: true, Node: a.o.node, Mode: a.tr.Mode().String(), BootID: bootID()}
-	for _, ad := range local {
-		ok.Addrs = append(ok.Addrs, ad.String())
-	}
-	for _, p := range a.tr.PodPrefixes() {
-		ok.Pods = append(ok.Pods, p.String())
-	}
-	ok.Where = podsBehind(a.tr, sels)
-	reply(ok)
-	if oneway > 0 {
-		r.watch = decode.NewFlowWatch(oneway)
-	}
-	// The client going away ends the follow: a read returns when it closes.
-	gone := make(chan struct{})
-	go func() { io.Copy(io.Discard, c); close(gone) }()
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		var err error
-		select {
-		case <-ctx.Done():
-			return
-		case <-gone:
-			return
-		case ev := <-f.events:
-			err = r.emit(asm.Add(&ev))
-		case <-tick.C:
-			now := monoNow()
-			if err = r.emit(asm.Expire(now)); err == nil {
-				err = r.emitOneWay(now)
-			}
-		}
-		if err != nil {
-			return // the limit was reached, or the client cannot take more
-		}
-	}
-}
-
-// followers counts the follow clients (the capture is not one).
-func (a *agent) followers() int {
-	n := 0
-	for _, s := range a.slots {
-		if s != nil && s.conn != nil {
-			n++
-		}
-	}
-	return n
-}
-
-// startCapture installs the capture's selector: every flow.
-func (a *agent) startCapture() error {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.slots[captureSlot] = &client{events: a.capture.events, sels: []decode.Selector{{}}}
-	return a.tr.SetSelector(captureSlot, &decode.Selector{}, a.usedSlots())
 }
 
 // ifaces returns the traced interfaces as they are now.
@@ -801,96 +537,100 @@ func (a *agent) CaptureStats() (exporter.RecorderStats, bool) {
 	return a.capture.rec.Stats(), true
 }
 
-func (a *agent) usedSlots() int {
-	n := 0
-	for i, s := range a.slots {
-		if s != nil {
-			n = i + 1
+// other takes the events no follower asked for: a retransmission flags its flow (and
+// goes to the capture), a drop of a flow nobody follows flags it and counts against
+// its pod.
+func (a *agent) other(ev *decode.Event) {
+	if ev.Kind == decode.KindRetrans {
+		if f, ok := ev.CTOrig.Flow(); ok {
+			a.flagged.flag("retransmit", f)
+		}
+		if a.capture != nil {
+			select {
+			case a.capture.events <- *ev:
+			default:
+				a.capDrops.Add(1)
+			}
+		}
+		return
+	}
+	var p decode.Packet
+	if decode.ParsePacket(ev.Packet(), ev.L2, decode.DefaultVXLANPorts, &p) == nil {
+		a.flagged.flag("drop", p.Flow)
+		if a.o.podDrops != nil {
+			a.o.podDrops.Add(decode.NameFlow(a.o.namer, p.Flow), a.reasons[ev.Reason])
 		}
 	}
-	return n
 }
 
-func parseFollowRequest(req followRequest) (sels []decode.Selector, timeout, stall, oneway time.Duration, err error) {
-	proto, err := decode.ParseProto(req.Proto)
+// tracerSource is the tracer as the follow server sees it; interface changes (Refresh)
+// and what the server reads of them take the agent's lock.
+type tracerSource struct{ a *agent }
+
+func (s tracerSource) Events() <-chan decode.Event { return s.a.tr.Events() }
+
+func (s tracerSource) SetSelector(slot int, sel *decode.Selector, used int) error {
+	s.a.mu.Lock()
+	defer s.a.mu.Unlock()
+	return s.a.tr.SetSelector(slot, sel, used)
+}
+
+func (s tracerSource) SetNetfilter(on bool) error {
+	s.a.mu.Lock()
+	defer s.a.mu.Unlock()
+	return s.a.tr.SetNetfilter(on)
+}
+
+func (s tracerSource) View() followsrv.View {
+	s.a.mu.Lock()
+	defer s.a.mu.Unlock()
+	tr := s.a.tr
+	return followsrv.View{Ifaces: tr.Ifaces(), Local: tr.LocalAddrs(), Reasons: tr.Reasons(), Pods: tr.PodPrefixes(), Mode: tr.Mode().String()}
+}
+
+func (s tracerSource) Where(sels []decode.Selector) []string {
+	s.a.mu.Lock()
+	defer s.a.mu.Unlock()
+	return podsBehind(s.a.tr, sels)
+}
+
+// apiListener is one --api listener and how it authenticates followers.
+type apiListener struct {
+	net.Listener
+	auth followsrv.Authenticator
+}
+
+// listenAPI listens where --api says: unix:PATH (root or the agent's user, by the
+// kernel's peer credentials), tls:HOST:PORT (mutual TLS), or tcp:HOST:PORT on a
+// loopback address only (no authentication: anyone on the node).
+func listenAPI(api string, files followapi.TLSFiles) (apiListener, error) {
+	if path, ok := strings.CutPrefix(api, "unix:"); ok && path != "" {
+		l, err := listenUnix(path)
+		return apiListener{l, followsrv.UnixPeer}, err
+	}
+	scheme, addr, _ := strings.Cut(api, ":")
+	if (scheme != "tcp" && scheme != "tls") || addr == "" {
+		return apiListener{}, usageError{fmt.Errorf("--api %q: want unix:PATH, tls:HOST:PORT or tcp:127.0.0.1:PORT", api)}
+	}
+	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
-		return nil, 0, 0, 0, err
+		return apiListener{}, usageError{fmt.Errorf("--api %q: want %s:HOST:PORT: %v", api, scheme, err)}
 	}
-	for _, s := range req.Selectors {
-		sel, err := decode.ParseSelector(s)
-		if err != nil {
-			return nil, 0, 0, 0, err
+	var cfg *tls.Config
+	if scheme == "tcp" {
+		ip, err := netip.ParseAddr(host)
+		if host != "localhost" && (err != nil || !ip.IsLoopback()) {
+			return apiListener{}, usageError{fmt.Errorf("--api %s: a plaintext listener on a non-loopback address would hand packets to anyone who can reach it; use tls:%s with --tls-cert, --tls-key and --tls-client-ca (pathtrace certs makes them), or unix:PATH", api, addr)}
 		}
-		sel.Proto = proto
-		sels = append(sels, sel)
+	} else if cfg, err = followapi.ServerTLS(files); err != nil {
+		return apiListener{}, usageError{fmt.Errorf("--api %s: %v", api, err)}
 	}
-	dur := func(s string, def time.Duration) (time.Duration, error) {
-		if s == "" {
-			return def, nil
-		}
-		return time.ParseDuration(s)
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return apiListener{}, fmt.Errorf("--api %s: %w", api, err)
 	}
-	if timeout, err = dur(req.Timeout, 500*time.Millisecond); err != nil || timeout <= 0 {
-		return nil, 0, 0, 0, fmt.Errorf("timeout %q", req.Timeout)
+	if cfg != nil {
+		return apiListener{tls.NewListener(l, cfg), followsrv.TLSClientCert}, nil
 	}
-	if stall, err = dur(req.Stall, 10*time.Millisecond); err != nil {
-		return nil, 0, 0, 0, fmt.Errorf("stall %q", req.Stall)
-	}
-	if oneway, err = dur(req.Oneway, 3*time.Second); err != nil {
-		return nil, 0, 0, 0, fmt.Errorf("oneway %q", req.Oneway)
-	}
-	return sels, timeout, stall, oneway, nil
-}
-
-// pcapFramePrefix starts a frame of pcapng bytes in the agent's stream to a follower.
-const pcapFramePrefix = "#pcapng "
-
-// pcapFrames sends each write (the blocks of one journey) as one frame.
-type pcapFrames struct{ w io.Writer }
-
-func (f pcapFrames) Write(b []byte) (int, error) {
-	if _, err := fmt.Fprintf(f.w, "%s%d\n", pcapFramePrefix, len(b)); err != nil {
-		return 0, err
-	}
-	return f.w.Write(b)
-}
-
-// framedPcap writes each journey, then its packets.
-type framedPcap struct {
-	out  exporter.Writer
-	pcap *exporter.Pcap
-}
-
-func (w *framedPcap) Write(j *decode.Journey) error {
-	if err := w.out.Write(j); err != nil {
-		return err
-	}
-	return w.pcap.Write(j)
-}
-
-func (w *framedPcap) WriteOneWay(o *decode.OneWay) error { return w.out.WriteOneWay(o) }
-
-// flagWriter counts the flows of the journeys it writes that were dropped, stalled
-// or lost.
-type flagWriter struct {
-	exporter.Writer
-	flagged *flagCounter
-}
-
-func (w *flagWriter) Write(j *decode.Journey) error {
-	flagJourney(w.flagged, j)
-	return w.Writer.Write(j)
-}
-
-// flagJourney counts the journey's flow if it was dropped, lost or stalled.
-func flagJourney(c *flagCounter, j *decode.Journey) {
-	switch {
-	case j.Verdict == decode.Dropped:
-		c.flag("drop", j.Flow)
-	case j.Verdict == decode.Lost:
-		c.flag("lost", j.Flow)
-	}
-	if j.Stall != nil {
-		c.flag("stall", j.Flow)
-	}
+	return apiListener{l, followsrv.Loopback}, nil
 }

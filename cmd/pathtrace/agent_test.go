@@ -682,6 +682,7 @@ func TestAgentFollowers(t *testing.T) {
 		{[]string{"--agents", "unix:" + na.api, "1.2.3"}, 2, `selector "1.2.3": not an IP address`},
 		{[]string{"--agents", "unix:" + na.api, "--proto", "sctp", "10.244.2.57"}, 2, `protocol "sctp"`},
 		{[]string{"--agents", na.api, "10.244.2.57"}, 2, "want unix:PATH"},
+		{[]string{"--agents", "tls:127.0.0.1:1", "10.244.2.57"}, 2, "needs --tls-ca, --tls-cert and --tls-key"},
 		{[]string{"--agents", "unix:" + na.api, "1.1.1.1", "1.1.1.2", "1.1.1.3", "1.1.1.4", "1.1.1.5", "1.1.1.6", "1.1.1.7", "1.1.1.8", "1.1.1.9"}, 2, "at most 8"},
 		{[]string{"--agents", "unix:" + filepath.Join(t.TempDir(), "none.sock"), "10.244.2.57"}, 1, "is `pathtrace agent --api unix:"},
 	} {
@@ -711,8 +712,14 @@ func TestAgentBadInput(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"agent", "--api", "udp:127.0.0.1:1"}, `--api "udp:127.0.0.1:1": want unix:PATH or tcp:HOST:PORT`},
+		{[]string{"agent", "--api", "udp:127.0.0.1:1"}, `--api "udp:127.0.0.1:1": want unix:PATH, tls:HOST:PORT or tcp:127.0.0.1:PORT`},
 		{[]string{"agent", "--api", "tcp:9436"}, `--api "tcp:9436": want tcp:HOST:PORT`},
+		// Packets are never served in plaintext beyond the node, nor over TLS without a
+		// client CA.
+		{[]string{"agent", "--api", "tcp:0.0.0.0:9436"}, `--api tcp:0.0.0.0:9436: a plaintext listener on a non-loopback address would hand packets to anyone`},
+		{[]string{"agent", "--api", "tcp:10.0.0.1:9436"}, `use tls:10.0.0.1:9436 with --tls-cert, --tls-key and --tls-client-ca`},
+		{[]string{"agent", "--api", "tls:127.0.0.1:9436", "--tls-cert", "a.crt", "--tls-key", "a.key"}, `needs --tls-cert, --tls-key and --tls-client-ca`},
+		{[]string{"agent", "--api", "tls:127.0.0.1:9436", "--tls-cert", "/nonexistent/a.crt", "--tls-key", "/nonexistent/a.key", "--tls-client-ca", "/nonexistent/ca.crt"}, `/nonexistent/a.crt`},
 		{[]string{"agent", "extra"}, "agent takes no arguments"},
 		{[]string{"agent", "--bogus"}, "unknown flag: --bogus"},
 	} {

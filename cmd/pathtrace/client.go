@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,17 +11,17 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/pathtrace/pathtrace/decode"
 	"github.com/pathtrace/pathtrace/exporter"
+	"github.com/pathtrace/pathtrace/exporter/followapi"
 	"github.com/pathtrace/pathtrace/tracer/kube"
 )
 
-// agentAddr is an agent's API address: unix:PATH or tcp:HOST:PORT.
+// agentAddr is an agent's API address: unix:PATH, tls:HOST:PORT or tcp:HOST:PORT.
 type agentAddr struct{ network, addr string }
 
 func (a agentAddr) String() string { return a.network + ":" + a.addr }
@@ -42,19 +43,20 @@ func agentAddrs(flag []string) ([]agentAddr, error) {
 			out = append(out, agentAddr{"unix", path})
 			continue
 		}
-		if hp, ok := strings.CutPrefix(a, "tcp:"); ok {
+		if scheme, hp, ok := strings.Cut(a, ":"); ok && (scheme == "tcp" || scheme == "tls") {
 			if _, _, err := net.SplitHostPort(hp); err == nil {
-				out = append(out, agentAddr{"tcp", hp})
+				out = append(out, agentAddr{scheme, hp})
 				continue
 			}
 		}
-		return nil, usageError{fmt.Errorf("--agents %q: want unix:PATH or tcp:HOST:PORT", a)}
+		return nil, usageError{fmt.Errorf("--agents %q: want unix:PATH, tls:HOST:PORT or tcp:HOST:PORT", a)}
 	}
 	return out, nil
 }
 
 // kubeAgents finds every node's agent through the API server: the DaemonSet's running
 // pods, at their address and the port named "api".
+// They serve TLS (deploy/daemonset.yaml).
 func kubeAgents(ctx context.Context, r *kube.Resolver, namespace string) ([]agentAddr, error) {
 	if r == nil {
 		return nil, errors.New("--agents k8s finds the agents through the API server: it needs a kubeconfig or in-cluster config (--kubeconfig)")
@@ -65,7 +67,7 @@ func kubeAgents(ctx context.Context, r *kube.Resolver, namespace string) ([]agen
 	}
 	var out []agentAddr
 	for _, a := range found {
-		out = append(out, agentAddr{"tcp", a.Addr})
+		out = append(out, agentAddr{"tls", a.Addr})
 	}
 	return out, nil
 }
@@ -75,33 +77,56 @@ type agentConn struct {
 	addr  agentAddr
 	conn  net.Conn
 	r     *bufio.Reader
-	reply followReply
+	reply followapi.Reply
 }
 
+// maxReply bounds the agent's reply line.
+const maxReply = 1 << 20
+
 // dialAgent connects to an agent and asks it to follow; the agent answers once it
-// follows.
-func dialAgent(a agentAddr, req followRequest) (*agentConn, error) {
-	c, err := net.DialTimeout(a.network, a.addr, 2*time.Second)
+// follows. tlsCfg is for tls: addresses (nil when no --tls-* flag was given).
+func dialAgent(a agentAddr, req followapi.Request, tlsCfg *tls.Config) (*agentConn, error) {
+	network := a.network
+	if network == "tls" {
+		if tlsCfg == nil {
+			return nil, usageError{fmt.Errorf("agent %s: a TLS agent needs --tls-ca, --tls-cert and --tls-key (pathtrace certs makes them)", a)}
+		}
+		network = "tcp"
+	}
+	c, err := net.DialTimeout(network, a.addr, 2*time.Second)
 	if err != nil {
 		if a.network == "unix" {
 			return nil, fmt.Errorf("agent %s: %w (is `pathtrace agent --api %s` running?)", a, err, a)
 		}
 		return nil, fmt.Errorf("agent %s: %w", a, err)
 	}
+	if a.network == "tls" {
+		tc := tls.Client(c, tlsCfg)
+		tc.SetDeadline(time.Now().Add(10 * time.Second))
+		if err := tc.Handshake(); err != nil {
+			c.Close()
+			return nil, fmt.Errorf("agent %s: TLS: %w", a, err)
+		}
+		tc.SetDeadline(time.Time{})
+		c = tc
+	}
+	req.Version = followapi.Version
 	b, _ := json.Marshal(req)
+	c.SetWriteDeadline(time.Now().Add(10 * time.Second))
 	if _, err := c.Write(append(b, '\n')); err != nil {
 		c.Close()
 		return nil, fmt.Errorf("agent %s: %w", a, err)
 	}
-	r := bufio.NewReader(c)
+	c.SetWriteDeadline(time.Time{})
+	r := bufio.NewReaderSize(c, 64<<10)
 	c.SetReadDeadline(time.Now().Add(30 * time.Second))
-	line, err := r.ReadBytes('\n')
+	line, err := readReply(r)
 	if err != nil {
 		c.Close()
 		return nil, fmt.Errorf("agent %s: no answer: %w", a, err)
 	}
 	c.SetReadDeadline(time.Time{})
-	var rep followReply
+	var rep followapi.Reply
 	if err := json.Unmarshal(line, &rep); err != nil || !rep.OK {
 		if rep.Error == "" && err != nil {
 			rep.Error = err.Error()
@@ -110,6 +135,24 @@ func dialAgent(a agentAddr, req followRequest) (*agentConn, error) {
 		return nil, fmt.Errorf("agent %s refused: %s", a, rep.Error)
 	}
 	return &agentConn{addr: a, conn: c, r: r, reply: rep}, nil
+}
+
+// readReply reads the reply line, at most maxReply bytes.
+func readReply(r *bufio.Reader) ([]byte, error) {
+	var line []byte
+	for {
+		part, err := r.ReadSlice('\n')
+		line = append(line, part...)
+		if len(line) > maxReply {
+			return nil, fmt.Errorf("a reply longer than %d bytes", maxReply)
+		}
+		if err == nil {
+			return line, nil
+		}
+		if !errors.Is(err, bufio.ErrBufferFull) {
+			return nil, err
+		}
+	}
 }
 
 // nodeInfo is what the agent told of its node, for the Joiner.
@@ -140,6 +183,13 @@ func (ac *agentConn) nodeInfo() decode.NodeInfo {
 // the journeys. One agent's stream is written to the file as it comes; several are
 // merged into one pcapng section.
 func followViaAgents(addrs []agentAddr, o *followOpts, sels []string, stdout, stderr io.Writer, pc *pcapOut, namer decode.Namer) error {
+	var tlsCfg *tls.Config
+	if o.tls.Set() {
+		var err error
+		if tlsCfg, err = followapi.ClientTLS(o.tls, o.tlsName); err != nil {
+			return usageError{err}
+		}
+	}
 	ctx, stop := signalContext()
 	defer stop()
 	if o.duration > 0 {
@@ -148,7 +198,7 @@ func followViaAgents(addrs []agentAddr, o *followOpts, sels []string, stdout, st
 		defer cancel()
 	}
 	join := len(addrs) > 1
-	req := followRequest{Selectors: sels, Proto: o.proto, JSON: o.json || join, Timeout: o.timeout.String(),
+	req := followapi.Request{Selectors: sels, Proto: o.proto, JSON: o.json || join, Timeout: o.timeout.String(),
 		Stall: o.stall.String(), Oneway: o.oneway.String(), Count: o.count, Pcap: pc != nil, SnapLen: o.snaplen}
 	if join {
 		req.Count = 0 // the client counts paths; a node sees only some of them
@@ -161,9 +211,10 @@ func followViaAgents(addrs []agentAddr, o *followOpts, sels []string, stdout, st
 	}()
 	down := map[string]string{} // agents that did not answer: address → why
 	for _, a := range addrs {
-		ac, err := dialAgent(a, req)
+		ac, err := dialAgent(a, req, tlsCfg)
 		if err != nil {
-			if !join {
+			var ue usageError
+			if !join || errors.As(err, &ue) {
 				return err
 			}
 			fmt.Fprintf(stderr, "pathtrace: warning: %v: paths through its node will say so\n", err)
@@ -173,6 +224,9 @@ func followViaAgents(addrs []agentAddr, o *followOpts, sels []string, stdout, st
 		fmt.Fprintf(stderr, "pathtrace: following %s through the agent of node %s (%s): %s\n", strings.Join(sels, ", "), ac.reply.Node, a, ac.reply.Mode)
 		for _, w := range ac.reply.Where {
 			fmt.Fprintf(stderr, "pathtrace: node %s: %s\n", ac.reply.Node, w)
+		}
+		for _, cl := range ac.reply.Clamped {
+			fmt.Fprintf(stderr, "pathtrace: node %s: the agent's limit: %s\n", ac.reply.Node, cl)
 		}
 		conns = append(conns, ac)
 	}
@@ -217,28 +271,33 @@ func copyAgent(ctx context.Context, stop func(), ac *agentConn, o *followOpts, s
 	go func() {
 		defer close(done)
 		defer stop()
-		r := ac.r
 		for {
-			if n, ok := pcapFrame(r); ok {
-				if err := pc.frame(0, r, n, stderr); err != nil {
-					return
+			f, err := followapi.ReadFrame(ac.r, maxFrame)
+			if err != nil {
+				if !errors.Is(err, io.EOF) && ctx.Err() == nil {
+					fmt.Fprintf(stderr, "pathtrace: warning: agent %s: %v\n", ac.addr, err)
 				}
+				return
+			}
+			switch f.Kind {
+			case followapi.KindPcap:
+				pc.frame(0, f.Data, stderr)
+				continue
+			case followapi.KindLost, followapi.KindEnd:
+				agentNotice(stderr, ac, f)
 				continue
 			}
-			item, err := readItem(r, o.json)
-			if len(item) > 0 && (o.count == 0 || written < o.count) {
-				if _, e := stdout.Write(item); e != nil {
-					werr = fmt.Errorf("write output: %w", e)
-					return
-				}
-				if isJourney(item, o.json) {
-					written++
-				}
-				if o.count > 0 && written >= o.count {
-					return
-				}
+			if o.count > 0 && written >= o.count {
+				continue
 			}
-			if err != nil {
+			if _, e := stdout.Write(f.Data); e != nil {
+				werr = fmt.Errorf("write output: %w", e)
+				return
+			}
+			if f.Kind == followapi.KindJourney {
+				written++
+			}
+			if o.count > 0 && written >= o.count {
 				return
 			}
 		}
@@ -252,6 +311,7 @@ func copyAgent(ctx context.Context, stop func(), ac *agentConn, o *followOpts, s
 // agentLine is one line an agent sent, or the end of its stream.
 type agentLine struct {
 	i    int
+	kind string // followapi.KindJourney or KindOneWay
 	line []byte
 	err  error
 }
@@ -273,20 +333,18 @@ func joinAgents(ctx context.Context, stop func(), conns []*agentConn, down map[s
 		go func() {
 			defer wg.Done()
 			for {
-				if n, ok := pcapFrame(c.r); ok {
-					if err := pc.frame(i, c.r, n, stderr); err != nil {
-						lines <- agentLine{i: i, err: err}
-						return
-					}
-					continue
-				}
-				line, err := c.r.ReadBytes('\n')
-				if len(line) > 0 {
-					lines <- agentLine{i: i, line: line}
-				}
+				f, err := followapi.ReadFrame(c.r, maxFrame)
 				if err != nil {
 					lines <- agentLine{i: i, err: err}
 					return
+				}
+				switch f.Kind {
+				case followapi.KindPcap:
+					pc.frame(i, f.Data, stderr)
+				case followapi.KindLost, followapi.KindEnd:
+					agentNotice(stderr, c, f)
+				default:
+					lines <- agentLine{i: i, kind: f.Kind, line: f.Data}
 				}
 			}
 		}()
@@ -347,14 +405,8 @@ loop:
 				}
 				continue
 			}
-			var head struct {
-				Kind string `json:"kind"`
-			}
-			if json.Unmarshal(l.line, &head) != nil {
-				continue
-			}
-			switch head.Kind {
-			case "journey":
+			switch l.kind {
+			case followapi.KindJourney:
 				var x exporter.JourneyJSON
 				if err := json.Unmarshal(l.line, &x); err != nil {
 					fmt.Fprintf(stderr, "pathtrace: warning: agent of node %s sent a journey that does not parse: %v\n", c.reply.Node, err)
@@ -366,7 +418,7 @@ loop:
 					continue
 				}
 				emit(j.Add(leg, time.Now()))
-			case "oneway":
+			case followapi.KindOneWay:
 				if o.json {
 					stdout.Write(l.line)
 					continue
@@ -375,8 +427,6 @@ loop:
 				if json.Unmarshal(l.line, &x) == nil {
 					fmt.Fprintf(stdout, "%s → %s TCP one-way\n  %s  %s\n\n", x.Flow.Src, x.Flow.Dst, x.Node, x.Summary)
 				}
-			default:
-				stdout.Write(l.line)
 			}
 		}
 	}
@@ -400,45 +450,19 @@ loop:
 	return written, werr
 }
 
-// pcapFrame reads the header of a frame of pcapng bytes, if one comes next.
-func pcapFrame(r *bufio.Reader) (int, bool) {
-	b, err := r.Peek(len(pcapFramePrefix))
-	if err != nil || string(b) != pcapFramePrefix {
-		return 0, false
-	}
-	line, err := r.ReadString('\n')
-	if err != nil {
-		return 0, false
-	}
-	n, err := strconv.Atoi(strings.TrimSpace(strings.TrimPrefix(line, pcapFramePrefix)))
-	if err != nil || n < 0 || n > 64<<20 {
-		return 0, false
-	}
-	return n, true
-}
+// maxFrame bounds one frame from an agent: a journey, or one journey's pcapng blocks.
+const maxFrame = 16 << 20
 
-// readItem reads one journey or report: a line of JSON, or a text block ending in an
-// empty line.
-func readItem(r *bufio.Reader, jsonLines bool) ([]byte, error) {
-	if jsonLines {
-		return r.ReadBytes('\n')
-	}
-	var item []byte
-	for {
-		line, err := r.ReadBytes('\n')
-		item = append(item, line...)
-		if err != nil || len(line) == 1 {
-			if err != nil && !errors.Is(err, io.EOF) {
-				return item, err
-			}
-			return item, err
+// agentNotice says on stderr what an agent told of the follow: events it lost for this
+// follower, or why it ended the follow.
+func agentNotice(stderr io.Writer, ac *agentConn, f followapi.Frame) {
+	switch f.Kind {
+	case followapi.KindLost:
+		var l followapi.Lost
+		if json.Unmarshal(f.Data, &l) == nil {
+			fmt.Fprintf(stderr, "pathtrace: WARNING: agent of node %s lost %d events for this follow (%d in all; %s): journeys they belonged to may be incomplete\n", ac.reply.Node, l.Events, l.Total, l.Where)
 		}
+	case followapi.KindEnd:
+		fmt.Fprintf(stderr, "pathtrace: agent of node %s ended the follow: %.200s\n", ac.reply.Node, f.Data)
 	}
-}
-
-func isJourney(item []byte, jsonLines bool) bool {
-	if jsonLines {
-		return strings.Contains(string(item), `"kind":"journey"`)
-	}
-	return !strings.Contains(string(item), " one-way\n")
 }

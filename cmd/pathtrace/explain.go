@@ -68,7 +68,7 @@ func newExplainer(netns string, tr *tracer.Tracer, stderr io.Writer) *explainer 
 
 // explain fills Drop.Rule and Drop.Cause of the netfilter drops among js, with one look
 // at the counters for all of them.
-func (e *explainer) explain(js []*decode.Journey) {
+func (e *explainer) Explain(js []*decode.Journey) {
 	var drops []*decode.Drop
 	for _, j := range js {
 		if d := j.Drop; d != nil && d.ByNetfilter() {
@@ -115,7 +115,7 @@ func (e *explainer) explain(js []*decode.Journey) {
 	e.before = after
 }
 
-func (e *explainer) close() {
+func (e *explainer) Close() {
 	if e.done != nil {
 		close(e.done)
 	}

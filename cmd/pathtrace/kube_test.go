@@ -254,7 +254,7 @@ func TestKubeNamesFaults(t *testing.T) {
 
 // In a cluster the follower finds every node's agent through the API server (their
 // pods' address and "api" port) and joins their journeys; the agents here serve
-// --api tcp: as the DaemonSet's do.
+// --api tls: with certificates from pathtrace certs, as the DaemonSet's do.
 func TestKubeAgents(t *testing.T) {
 	needLab(t)
 	api := startFakeAPIServer(t)
@@ -263,16 +263,27 @@ func TestKubeAgents(t *testing.T) {
 	if code != 1 || !strings.Contains(stderr, "is the DaemonSet installed?") {
 		t.Errorf("no agent pods: exit %d\n%s", code, stderr)
 	}
+	certs := filepath.Join(t.TempDir(), "certs")
+	if code, stderr := runBin(t, nil, "certs", "--out", certs); code != 0 {
+		t.Fatalf("pathtrace certs: exit %d\n%s", code, stderr)
+	}
 	ports := map[string]string{}
 	var agents []*agentProc
 	for _, node := range []string{"node-a", "node-b"} {
 		addr := freeAddr(t)
 		_, port, _ := strings.Cut(addr, ":")
 		ports[node] = port
-		agents = append(agents, startAgent(t, node, "--api", "tcp:"+addr))
+		agents = append(agents, startAgent(t, node, "--api", "tls:"+addr, "--tls-cert", certs+"/agent.crt",
+			"--tls-key", certs+"/agent.key", "--tls-client-ca", certs+"/ca.crt"))
 	}
 	api.setAgents(ports)
-	f := runFollow(t, "k8s", []string{"--agents", "k8s", "--kubeconfig", kc, "--proto", "tcp", "svc/default/api"})
+	tlsFlags := []string{"--tls-ca", certs + "/ca.crt", "--tls-cert", certs + "/follower.crt", "--tls-key", certs + "/follower.key"}
+	// Without certificates the follower is told what to pass, before any agent is asked.
+	if code, stderr := runBin(t, nil, "follow", "--agents", "k8s", "--kubeconfig", kc, "--duration", "1s", "10.244.2.57"); code != 2 ||
+		!strings.Contains(stderr, "needs --tls-ca, --tls-cert and --tls-key") {
+		t.Errorf("TLS agents without --tls-*: exit %d\n%s", code, stderr)
+	}
+	f := runFollow(t, "k8s", append([]string{"--agents", "k8s", "--kubeconfig", kc, "--proto", "tcp"}, append(tlsFlags, "svc/default/api")...))
 	if out, err := pod(t, "a-api", "tcp", "10.244.2.57:8080"); err != nil {
 		t.Fatalf("a-api → api-b: %v %s", err, out)
 	}
@@ -285,8 +296,11 @@ func TestKubeAgents(t *testing.T) {
 		t.Errorf("path legs not named: src_pod %q dst_pod %q", l.SrcPod, l.DstPod)
 	}
 	for _, a := range agents {
-		if !strings.Contains(f.stderr.String(), "through the agent of node "+a.node+" (tcp:127.0.0.1:"+ports[a.node]+")") {
-			t.Errorf("agent of %s not used over tcp:\n%s", a.node, f.stderr.String())
+		if !strings.Contains(f.stderr.String(), "through the agent of node "+a.node+" (tls:127.0.0.1:"+ports[a.node]+")") {
+			t.Errorf("agent of %s not used over tls:\n%s", a.node, f.stderr.String())
+		}
+		if !strings.Contains(a.stderr.String(), "CN=oncall (tls) follows") {
+			t.Errorf("agent of %s did not log the follower's identity:\n%s", a.node, a.stderr.String())
 		}
 	}
 }

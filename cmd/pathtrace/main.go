@@ -16,6 +16,7 @@ import (
 	"github.com/pathtrace/pathtrace/cmd/pathtrace/internal/earlysig"
 	"github.com/pathtrace/pathtrace/decode"
 	"github.com/pathtrace/pathtrace/exporter"
+	"github.com/pathtrace/pathtrace/exporter/followapi"
 	"github.com/pathtrace/pathtrace/tracer"
 )
 
@@ -31,6 +32,7 @@ Usage:
   pathtrace follow [flags] SELECTOR...   trace packets matching SELECTOR
   pathtrace agent [flags]                the always-on node agent: metrics, and follow through its API
   pathtrace doctor [--json] [--programs] what this kernel offers, and the mode each part will run in
+  pathtrace certs --out DIR              make the CA and certificates of the agents' TLS API
   pathtrace version                      print the version
   pathtrace help [follow]                this text, or a command's flags
 
@@ -81,6 +83,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = runAgent(args[1:], stdout, stderr)
 	case "doctor":
 		err = doctor(args[1:], stdout)
+	case "certs":
+		err = runCerts(args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintf(stdout, "pathtrace %s\n", version)
 		return 0
@@ -143,6 +147,8 @@ type followOpts struct {
 	agents     []string
 	joinWait   time.Duration
 	agentNS    string
+	tls        followapi.TLSFiles // for tls: agents
+	tlsName    string
 	kube       kubeOpts
 	kubeSels   []decode.KubeSelector // pod/ and svc/ selectors, resolved once names are up
 	protoNum   uint8
@@ -178,8 +184,12 @@ func followFlags() (*pflag.FlagSet, *followOpts) {
 	fs.UintSliceVar(&o.vxlanPorts, "vxlan-ports", []uint{8472, 4789}, "UDP ports that carry VXLAN (at most 4)")
 	fs.IntVar(&o.snaplen, "snaplen", decode.SnapMax, fmt.Sprintf("packet bytes copied per event, 64..%d; above %d the kernel sends events as long as their packets (whole packets up to %d bytes; raise --ring-size)", decode.SnapFull, decode.SnapMax, decode.SnapFull))
 	fs.IntVar(&o.queue, "queue", 16384, "events buffered between the kernel and the decoder (dropped and counted beyond)")
-	fs.StringSliceVar(&o.agents, "agents", nil, "follow through these agents (unix:PATH or tcp:HOST:PORT, comma-separated; several nodes' journeys of a packet are joined into one path; k8s: every node's agent, found through the API server); default: the agent at unix:"+DefaultAgentSocket+" if one answers, else trace standalone")
+	fs.StringSliceVar(&o.agents, "agents", nil, "follow through these agents (unix:PATH, tls:HOST:PORT or tcp:HOST:PORT, comma-separated; several nodes' journeys of a packet are joined into one path; k8s: every node's agent, found through the API server); default: the agent at unix:"+DefaultAgentSocket+" if one answers, else trace standalone")
 	fs.StringVar(&o.agentNS, "agent-namespace", "pathtrace", "with --agents k8s: the namespace of the agents' DaemonSet (pods labelled app.kubernetes.io/name=pathtrace-agent)")
+	fs.StringVar(&o.tls.CA, "tls-ca", "", "tls: agents: the CA that signs the agents' certificates (PEM)")
+	fs.StringVar(&o.tls.Cert, "tls-cert", "", "tls: agents: this follower's certificate (PEM), signed by the agents' --tls-client-ca")
+	fs.StringVar(&o.tls.Key, "tls-key", "", "tls: agents: its private key (PEM)")
+	fs.StringVar(&o.tlsName, "tls-server-name", followapi.DefaultServerName, "tls: agents: the name their certificates must carry")
 	addKubeFlags(fs, &o.kube)
 	fs.DurationVar(&o.joinWait, "join-wait", time.Second, "with several agents: how long a packet's journey on one node waits for its journeys on the others (at least --timeout)")
 	fs.StringVar(&o.pcap, "pcap", "", "also write the followed packets, as seen at every hop, to this pcapng file (\"-\": standard output, and the journeys go to standard error)")
@@ -306,7 +316,7 @@ func follow(args []string, stdout, stderr io.Writer) (err error) {
 	}
 	if tr.Mode().NF != tracer.NFNone && !o.noRules {
 		r.expl = newExplainer(o.netns, tr, stderr)
-		defer r.expl.close()
+		defer r.expl.Close()
 	}
 	return r.loop(ctx, o.duration)
 }

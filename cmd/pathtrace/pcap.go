@@ -114,29 +114,31 @@ func (p *pcapOut) startAgents(n int, stderr io.Writer) {
 	}
 }
 
-// frame copies one frame of n bytes from agent i's stream to where it goes. A write
-// error stops the capture (one warning), not the follow; a read error ends the stream.
-func (p *pcapOut) frame(i int, r io.Reader, n int, stderr io.Writer) error {
-	buf := make([]byte, n)
-	if _, err := io.ReadFull(r, buf); err != nil {
-		return err
+// frame copies one frame of pcapng bytes from agent i's stream to where it goes. A
+// write error stops the capture (one warning), not the follow.
+func (p *pcapOut) frame(i int, buf []byte, stderr io.Writer) {
+	if p == nil || i < 0 {
+		return // not asked for: an agent that sends packets anyway is not written down
 	}
+	n := len(buf)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.err != nil {
-		return nil
+		return
 	}
 	p.frames++
 	p.bytes += int64(n)
 	if p.merge != nil {
+		if i >= len(p.merge.in) {
+			return
+		}
 		p.merge.in[i].Write(buf) // an error is the merge's own, reported by it
-		return nil
+		return
 	}
 	if _, err := p.w.Write(buf); err != nil {
 		p.err = err
 		fmt.Fprintf(stderr, "pathtrace: WARNING: capture to %s stopped (write failed: %v); tracing goes on\n", p.name, err)
 	}
-	return nil
 }
 
 // endAgents waits for the merge, if any, to write what the agents sent.

@@ -31,7 +31,7 @@ var errLimit = fmt.Errorf("journey limit reached")
 
 func (r *runner) emit(js []*decode.Journey) error {
 	if r.expl != nil {
-		r.expl.explain(js)
+		r.expl.Explain(js)
 	}
 	for _, j := range js {
 		if r.limit > 0 && r.written >= r.limit {
