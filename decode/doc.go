@@ -35,10 +35,18 @@
 //
 // A TCP retransmission is not confused with the original: Linux gives it a new IPv4
 // identification (the per-socket counter advances with every packet sent) and, with
-// TCP timestamps on (the default), a new TSval. Where both are absent (IPv6 with
-// timestamps turned off), a retransmission sent before the original's journey closed
-// joins that journey; the retransmission timer (200 ms or more) and the journey
-// timeout bound how often that can happen.
+// TCP timestamps on (the default), a new TSval.
+//
+// Where the bytes cannot tell two packets apart, they share an ID: identical UDP
+// datagrams over IPv6 (no identification field; the same payload, length and flow),
+// a TCP retransmission over IPv6 with timestamps off. Nothing in the packet separates
+// them, so the path does: a packet does not come back to the place of its first hop
+// (same interface and direction, or same hook, priority and devices, encapsulated or
+// not) with the TTL it had there; only a route that takes some of its TTL brings it
+// back. Such an event starts a new journey and closes the open one, cut
+// (Journey.Cut, Stats.Collisions). A journey also holds at most Config.MaxHops hops
+// (DefaultMaxHops): the events of an ID beyond that (a routing loop, identical packets
+// interleaved) start a new one (Stats.HopCapped).
 //
 // Events of one ID are one journey until no event arrives for the timeout; then the
 // journey is closed and judged. Hops are ordered by their kernel timestamps.

@@ -227,12 +227,30 @@ type Journey struct {
 	CopyDrop *Drop
 	// Names are the Kubernetes names of its ends, when a Namer gave them.
 	Names *Names
+	// Cut says why the assembler closed the journey while events of its packet ID still
+	// came: CutHopCap (it reached Config.MaxHops) or CutCollision (an event started the
+	// path over: another packet with the same ID); "" when it was not cut.
+	Cut string
 
 	lastNs     uint64
 	prev, next *Journey // the assembler's open journeys, by lastNs
 	outers     []Outer  // storage for the hops' Outer, reused with the journey
 	data       []byte   // storage for the packet bytes (Config.KeepBytes), reused too
 }
+
+// Why a journey was cut (Journey.Cut).
+const (
+	CutHopCap    = "hop_cap"
+	CutCollision = "collision"
+)
+
+// DefaultMaxHops is Config.MaxHops when it is 0. A packet's path through a node takes
+// about 4 interface hops, up to 15 or so with the netfilter hooks (the lab's forwarded
+// SYN: 4 interfaces, 10 hooks on the way to the tunnel and the uplink); two nodes'
+// paths together stay under 40. What goes beyond is not one packet: identical
+// datagrams that share an ID, a routing loop, a bridge flooding one packet to many
+// pods.
+const DefaultMaxHops = 64
 
 // Config is what the assembler needs to know about the node.
 type Config struct {
@@ -245,6 +263,7 @@ type Config struct {
 	Reasons    DropReasons  // nil: the kernel reports no drop reasons
 	Symbols    *Symbols     // nil: locations in hex
 	MaxOpen    int          // bound on journeys in flight; 0 means 65536
+	MaxHops    int          // bound on the hops of one journey; 0 means DefaultMaxHops
 	// KeepBytes keeps each hop's captured bytes (Hop.Data, Drop.Data) for a packet
 	// capture. Off, journeys carry no packet bytes and cost nothing more.
 	KeepBytes bool
@@ -257,6 +276,11 @@ type Stats struct {
 	NotDrops   uint64 // kfree_skb events whose reason says consumed
 	Evicted    uint64 // journeys closed early because MaxOpen was reached
 	Journeys   uint64 // journeys closed
+	// Journeys cut (and closed) because their packet ID kept coming: HopCapped at
+	// MaxHops hops, Collisions when an event repeated the journey's first hop, which
+	// the same packet cannot do (see the package documentation).
+	HopCapped  uint64
+	Collisions uint64
 }
 
 // Assembler groups events into journeys by packet identity. It is not safe for
@@ -271,6 +295,7 @@ type Assembler struct {
 	stats   Stats
 	timeNs  uint64
 	maxOpen int
+	maxHops int
 	pkt     Packet // Add's scratch: a Packet points into itself, so a local one escapes
 	free    []*Journey
 }
@@ -289,6 +314,9 @@ func NewAssembler(cfg Config) *Assembler {
 	}
 	if a.maxOpen <= 0 {
 		a.maxOpen = 65536
+	}
+	if a.maxHops = cfg.MaxHops; a.maxHops <= 0 {
+		a.maxHops = DefaultMaxHops
 	}
 	for _, i := range cfg.Ifaces {
 		a.ifaces[uint32(i.Index)] = i
@@ -313,8 +341,9 @@ func (a *Assembler) Stats() Stats { return a.stats }
 // Open returns the number of journeys in flight.
 func (a *Assembler) Open() int { return len(a.open) }
 
-// Add files one event into its journey. Journeys evicted to stay within MaxOpen are
-// returned closed.
+// Add files one event into its journey. Journeys it closed are returned: those evicted
+// to stay within MaxOpen, and one cut because this event could not be part of it
+// (Journey.Cut).
 func (a *Assembler) Add(ev *Event) []*Journey {
 	a.stats.Events++
 	p := &a.pkt
@@ -328,9 +357,15 @@ func (a *Assembler) Add(ev *Event) []*Journey {
 	}
 	var evicted []*Journey
 	j := a.open[p.ID]
+	if j != nil && ev.Kind != KindDrop {
+		if cut := a.cutFor(j, ev, p); cut != "" {
+			evicted = a.cut(j, cut, ev.TimeNs)
+			j = nil
+		}
+	}
 	if j == nil {
 		if len(a.open) >= a.maxOpen {
-			evicted = a.evictOldest(max(a.timeNs, ev.TimeNs))
+			evicted = append(evicted, a.evictOldest(max(a.timeNs, ev.TimeNs))...)
 		}
 		j = a.newJourney()
 		j.ID, j.Node, j.Flow, j.TCPFlags, j.IPLen, j.lastNs = p.ID, a.cfg.Node, p.Flow, p.TCPFlags, p.IPLen, ev.TimeNs
@@ -397,6 +432,53 @@ func (a *Assembler) Add(ev *Event) []*Journey {
 		a.timeNs = ev.TimeNs
 	}
 	return evicted
+}
+
+// cutFor says whether the hop ev must not join j, its packet ID's open journey: j has
+// MaxHops hops already, or ev repeats j's first hop, which a packet revisits only by a
+// route that takes a TTL from it (a routing loop). Another packet with the same ID
+// (identical datagrams, a TCP retransmission without new identification or timestamp)
+// starts its path over instead.
+func (a *Assembler) cutFor(j *Journey, ev *Event, p *Packet) string {
+	if len(j.Hops) >= a.maxHops {
+		return CutHopCap
+	}
+	if len(j.Hops) == 0 {
+		return ""
+	}
+	f := &j.Hops[0] // the first in arrival order: the hops are sorted when the journey closes
+	if ev.TimeNs <= f.TimeNs || p.TTL < f.TTL || ev.Ifindex != f.Ifindex || (p.Outer != nil) != (f.Outer != nil) {
+		return ""
+	}
+	switch ev.Kind {
+	case KindHop:
+		if f.Kind != KindNetfilter && ev.Dir == f.Dir {
+			return CutCollision
+		}
+	case KindNF:
+		if f.Kind == KindNetfilter && HookName(ev.Hook) == f.Hook && int(ev.NFPos) < len(nfPosNames) &&
+			nfPosNames[ev.NFPos] == f.Prio && ev.OutIfnameString() == f.OutIfname {
+			return CutCollision
+		}
+	}
+	return ""
+}
+
+// cut closes j before an event that cannot join it. Had its timeout run out by then,
+// that is an expiry Expire had not come to yet, not a cut.
+func (a *Assembler) cut(j *Journey, why string, nowNs uint64) []*Journey {
+	if nowNs >= j.lastNs && nowNs-j.lastNs >= uint64(a.cfg.Timeout) {
+		a.close(j, true)
+		return []*Journey{j}
+	}
+	if why == CutHopCap {
+		a.stats.HopCapped++
+	} else {
+		a.stats.Collisions++
+	}
+	j.Cut = why
+	a.close(j, false)
+	return []*Journey{j}
 }
 
 // link inserts j into the list of open journeys by its lastNs, after those with the
@@ -749,6 +831,12 @@ func (j *Journey) Summary() string {
 		return s
 	case Lost:
 		return "lost after " + j.Where + ": no further hop and no drop within the timeout"
+	}
+	switch j.Cut {
+	case CutHopCap:
+		return "unfinished: cut at " + strconv.Itoa(len(j.Hops)) + " hops, the most a journey holds, as its packet ID kept coming (a routing loop, or identical packets)"
+	case CutCollision:
+		return "unfinished: another packet with the same ID started over at " + j.Hops[0].Name() + " before this one's fate was known"
 	}
 	return "unfinished: tracing stopped before the packet's fate was known"
 }

@@ -1,0 +1,176 @@
+package decode_test
+
+import (
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/pathtrace/pathtrace/decode"
+)
+
+// The assembler's bounds against packets that share an ID: identical datagrams, loops.
+
+// addAll adds the events and returns the journeys Add closed on the way.
+func addAll(a *decode.Assembler, evs []decode.Event) []*decode.Journey {
+	var closed []*decode.Journey
+	for i := range evs {
+		closed = append(closed, a.Add(&evs[i])...)
+	}
+	return closed
+}
+
+// v6Datagram is pod A's health check to pod B over IPv6, as it leaves the pod (hop
+// limit 64) or after the node routed it (63): the same bytes every time it is sent.
+func v6Datagram(hlim uint8) []byte {
+	return v6{src: "fd00:10:244::5", dst: "fd00:10:244:1::7", hlim: hlim}.packet(decode.ProtoUDP,
+		udpDgram(41000, 8125, []byte("health:1|c|#pod:a")))
+}
+
+// forwardV6 is node-a forwarding one such datagram to node-b, as forwardA does the SYN.
+func forwardV6(t testing.TB, start uint64) []decode.Event {
+	pod, routed := ether(etIPv6, v6Datagram(64)), ether(etIPv6, v6Datagram(63))
+	return []decode.Event{
+		hop(t, start, idxVethA, vethA, decode.Ingress, pod),
+		hop(t, start+9_000, idxCni0, "cni0", decode.Ingress, pod),
+		hop(t, start+30_000, idxFlannel, "flannel.1", decode.Egress, routed),
+		hop(t, start+44_000, idxEth0, "eth0", decode.Egress, encap(routed)),
+	}
+}
+
+// Identical UDP datagrams over IPv6 share one ID. Each one's path starts over at the
+// pod's veth with the same hop limit, which the same packet cannot do: one journey
+// each, the earlier ones cut and counted, instead of one journey growing with every
+// datagram.
+func TestIdenticalDatagramsOneJourneyEach(t *testing.T) {
+	if a, b := parse(t, ether(etIPv6, v6Datagram(64)), true), parse(t, encap(ether(etIPv6, v6Datagram(63))), true); a.ID != b.ID {
+		t.Fatalf("the fixture's datagrams differ in ID: %016x %016x", a.ID, b.ID)
+	}
+	a := decode.NewAssembler(nodeConfig(t, "node-a"))
+	var evs []decode.Event
+	const sent = 3
+	for i := range sent {
+		evs = append(evs, forwardV6(t, t0+uint64(i)*1_000_000)...)
+	}
+	js := addAll(a, evs)
+	if len(js) != sent-1 {
+		t.Fatalf("Add closed %d journeys, want %d: %s", len(js), sent-1, describe(js))
+	}
+	js = append(js, expireAll(t, a, t0+(sent-1)*1_000_000+44_000, 1)...)
+	want := []string{vethA + " ingress", "cni0 ingress", "flannel.1 egress", "eth0 egress"}
+	for i, j := range js {
+		if !slices.Equal(hopNames(j), want) || j.Verdict != decode.Forwarded || j.FirstNs() != t0+uint64(i)*1_000_000 {
+			t.Errorf("datagram %d: %s", i, describe([]*decode.Journey{j}))
+		}
+		if wantCut := decode.CutCollision; i == sent-1 && j.Cut != "" || i < sent-1 && j.Cut != wantCut {
+			t.Errorf("datagram %d: cut %q", i, j.Cut)
+		}
+	}
+	if s := a.Stats(); s.Collisions != sent-1 || s.HopCapped != 0 || s.Journeys != sent {
+		t.Errorf("stats %+v", s)
+	}
+
+	// The second datagram leaves before the first got past cni0: the first is cut
+	// there, its fate unknown, and the rest of both paths goes to the second.
+	a = decode.NewAssembler(nodeConfig(t, "node-a"))
+	first, second := forwardV6(t, t0), forwardV6(t, t0+5_000)
+	js = addAll(a, []decode.Event{first[0], second[0], first[1], second[1]})
+	if len(js) != 1 || len(js[0].Hops) != 1 || js[0].Verdict != decode.Unfinished || js[0].Cut != decode.CutCollision {
+		t.Fatalf("interleaved: closed %s", describe(js))
+	}
+	if got, want := js[0].Summary(), "unfinished: another packet with the same ID started over at "+vethA+" ingress before this one's fate was known"; got != want {
+		t.Errorf("summary %q, want %q", got, want)
+	}
+}
+
+// A routing loop brings the packet back to its first hop, each time with less TTL: the
+// same packet, so no collision, but its journey stops at MaxHops hops and the loop
+// goes on in the next one.
+func TestHopCapRoutingLoop(t *testing.T) {
+	syn := func(ttl uint8) []byte { return ether(etIPv4, podSyn(ttl, "10.244.1.7", 8080)) }
+	var evs []decode.Event
+	for ttl := 200; ttl > 0; ttl -= 2 { // out eth0, back in from the next router, out again
+		tNs := t0 + uint64(200-ttl)*10_000
+		evs = append(evs, hop(t, tNs, idxEth0, "eth0", decode.Egress, syn(uint8(ttl))),
+			hop(t, tNs+5_000, idxEth0, "eth0", decode.Ingress, syn(uint8(ttl-1))))
+	}
+	for _, maxHops := range []int{0, 10} {
+		cfg := nodeConfig(t, "node-a")
+		cfg.MaxHops = maxHops
+		want := maxHops
+		if maxHops == 0 {
+			want = decode.DefaultMaxHops
+		}
+		a := decode.NewAssembler(cfg)
+		js := addAll(a, evs)
+		cuts := (len(evs) - 1) / want // the last journey, full or not, is cut by nothing
+		if len(js) != cuts {
+			t.Fatalf("MaxHops %d: Add closed %d journeys, want %d", maxHops, len(js), cuts)
+		}
+		js = append(js, a.Flush(evs[len(evs)-1].TimeNs+1)...)
+		n := 0
+		for i, j := range js {
+			n += len(j.Hops)
+			if i < len(js)-1 && (len(j.Hops) != want || j.Cut != decode.CutHopCap || j.Verdict != decode.Unfinished) {
+				t.Errorf("MaxHops %d: journey %d: %d hops, cut %q, verdict %v", maxHops, i, len(j.Hops), j.Cut, j.Verdict)
+			}
+		}
+		if n != len(evs) {
+			t.Errorf("MaxHops %d: %d hops in all, want %d", maxHops, n, len(evs))
+		}
+		if s := a.Stats(); s.HopCapped != uint64(cuts) || s.Collisions != 0 {
+			t.Errorf("MaxHops %d: stats %+v", maxHops, s)
+		}
+		if s := js[0].Summary(); !strings.HasPrefix(s, "unfinished: cut at "+strconv.Itoa(want)+" hops, the most a journey holds") {
+			t.Errorf("summary %q", s)
+		}
+	}
+}
+
+// nfEvent is a netfilter hook's event: the snapshot starts at the IP header.
+func nfEvent(t testing.TB, tNs uint64, hook, pos uint8, in string, inIdx uint32, out string, ip []byte) decode.Event {
+	ev := event(decode.KindNF, tNs, inIdx, in, decode.NoDir, false, ip)
+	ev.Hook, ev.NFPos, ev.PF, ev.CTInfo = hook, pos, 2, decode.CTNone
+	ev.OutIfname = ifname(out)
+	return wire(t, ev)
+}
+
+// Places a packet legitimately passes twice are not collisions: the node's own packet
+// meets OUTPUT once on its way to the tunnel and again encapsulated, on its way to the
+// uplink; a pod's packet to its own Service comes back out of its veth.
+func TestNoCollisionOnOnePath(t *testing.T) {
+	inner := v4{src: "10.244.0.0", dst: "10.244.1.7", id: 0x4d2, frag: 0x4000}.packet(decode.ProtoUDP,
+		udpDgram(50000, 53, []byte{0x12, 0x34, 1, 0, 0, 1}))
+	outer := encap(ether(etIPv4, inner))[14:]
+	const output, postrouting = 3, 4
+	evs := []decode.Event{
+		nfEvent(t, t0, output, decode.NFFirst, "", 0, "flannel.1", inner),
+		nfEvent(t, t0+1_000, postrouting, decode.NFFirst, "", 0, "flannel.1", inner),
+		hop(t, t0+2_000, idxFlannel, "flannel.1", decode.Egress, ether(etIPv4, inner)),
+		nfEvent(t, t0+3_000, output, decode.NFFirst, "", 0, "eth0", outer),
+		nfEvent(t, t0+4_000, postrouting, decode.NFFirst, "", 0, "eth0", outer),
+		hop(t, t0+5_000, idxEth0, "eth0", decode.Egress, ether(etIPv4, outer)),
+	}
+	a := decode.NewAssembler(nodeConfig(t, "node-a"))
+	add(t, a, evs...)
+	j := expireAll(t, a, t0+5_000, 1)[0]
+	if len(j.Hops) != 6 || j.Verdict != decode.Forwarded || j.Cut != "" {
+		t.Errorf("node's packet to the tunnel: %s", describe([]*decode.Journey{j}))
+	}
+	// The same query again: it starts over at OUTPUT towards flannel.1.
+	again := nfEvent(t, t0+50_000, output, decode.NFFirst, "", 0, "flannel.1", inner)
+	add(t, a, evs...)
+	if js := a.Add(&again); len(js) != 1 || len(js[0].Hops) != 6 || js[0].Cut != decode.CutCollision {
+		t.Errorf("the same query again: closed %s", describe(js))
+	}
+
+	a = decode.NewAssembler(nodeConfig(t, "node-a"))
+	hairpin := ether(etIPv4, podSyn(64, "10.244.0.5", 8080))
+	add(t, a, hop(t, t0, idxVethA, vethA, decode.Ingress, hairpin), hop(t, t0+8_000, idxVethA, vethA, decode.Egress, hairpin))
+	if j := expireAll(t, a, t0+8_000, 1)[0]; j.Verdict != decode.Delivered || j.Cut != "" {
+		t.Errorf("hairpin: %s", describe([]*decode.Journey{j}))
+	}
+	if s := a.Stats(); s.Collisions != 0 {
+		t.Errorf("stats %+v", s)
+	}
+}
