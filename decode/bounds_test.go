@@ -1,6 +1,9 @@
 package decode_test
 
 import (
+	"bytes"
+	"encoding/binary"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -172,5 +175,139 @@ func TestNoCollisionOnOnePath(t *testing.T) {
 	}
 	if s := a.Stats(); s.Collisions != 0 {
 		t.Errorf("stats %+v", s)
+	}
+}
+
+// KeepBytes keeps at most MaxBytes for a journey's hops: the hop that reaches it keeps
+// what is left, the later ones nothing; the drop keeps its bytes all the same. No
+// event keeps more than SnapFull.
+func TestKeepBytesBounded(t *testing.T) {
+	cfg := nodeConfig(t, "node-a")
+	cfg.KeepBytes, cfg.MaxBytes = true, 200
+	a := decode.NewAssembler(cfg)
+	evs := dropAtCni0(t, 12) // veth ingress, cni0 ingress, the drop
+	frame := ether(etIPv4, podSyn(64, "10.244.1.7", 8080))
+	extra := []decode.Event{
+		hop(t, t0+10_000, 21, "", decode.Ingress, frame),
+		hop(t, t0+11_000, 22, "", decode.Ingress, frame),
+	}
+	add(t, a, append(evs, extra...)...)
+	j := expireAll(t, a, t0+38_000, 1)[0]
+	if len(j.Hops) != 4 || j.Drop == nil {
+		t.Fatalf("%s", describe([]*decode.Journey{j}))
+	}
+	n := len(frame) // 74: two hops whole, the third cut to 52 bytes, the fourth none
+	for i, want := range []int{n, n, 200 - 2*n, 0} {
+		if h := j.Hops[i]; len(h.Data) != want || !bytes.Equal(h.Data, frame[:want]) || h.Len != uint32(n) {
+			t.Errorf("hop %d (%s): %d bytes of %d, want %d", i, h.Name(), len(h.Data), h.Len, want)
+		}
+	}
+	if ip := podSyn(63, "10.244.1.7", 8080); !bytes.Equal(j.Drop.Data, ip) {
+		t.Errorf("drop data %d bytes, want the %d of the packet", len(j.Drop.Data), len(ip))
+	}
+	if s := a.Stats(); s.DataCut != 2 {
+		t.Errorf("stats %+v, want 2 hops cut", s)
+	}
+
+	// Whole packets: the event's bytes beyond SnapFull are not kept (the tracer never
+	// sends more; an event built in Go can hold any).
+	a = decode.NewAssembler(decode.Config{Node: "n", Timeout: timeout, KeepBytes: true})
+	big := ether(etIPv4, v4{src: "10.244.0.5", dst: "10.244.1.7", id: 1}.packet(decode.ProtoUDP,
+		udpDgram(1, 2, make([]byte, 2*decode.SnapFull))))
+	ev := event(decode.KindHop, t0, 1, "eth0", decode.Ingress, true, big)
+	ev.Full, ev.SnapLen, ev.Len = big, uint16(len(big)), uint32(len(big))
+	a.Add(&ev)
+	if j := a.Flush(t0 + 1)[0]; len(j.Hops[0].Data) != decode.SnapFull {
+		t.Errorf("whole packet of %d bytes: kept %d, want %d", len(big), len(j.Hops[0].Data), decode.SnapFull)
+	}
+}
+
+// 200,000 events of one packet ID, fed as the runner does (every journey written and
+// released): the assembler stays at one open journey of at most MaxHops hops, and the
+// live heap stays small, where one journey used to take every hop (295 MiB at 200,000).
+// The figures are logged (go test -v -run TestOneIDMemory ./decode/).
+func TestOneIDMemory(t *testing.T) {
+	const events = 200_000
+	pod, routed := ether(etIPv6, v6Datagram(64)), ether(etIPv6, v6Datagram(63))
+	path := []decode.Event{ // forwardV6's hops, made once: the loop only moves their times
+		event(decode.KindHop, 0, idxVethA, vethA, decode.Ingress, true, pod),
+		event(decode.KindHop, 0, idxCni0, "cni0", decode.Ingress, true, pod),
+		event(decode.KindHop, 0, idxFlannel, "flannel.1", decode.Egress, true, routed),
+		event(decode.KindHop, 0, idxEth0, "eth0", decode.Egress, true, encap(routed)),
+	}
+	roam := path[0]
+	for _, tc := range []struct {
+		name string
+		next func(i int) *decode.Event // the i-th event
+	}{
+		// Identical datagrams, one after another: each starts its path over.
+		{"identical datagrams", func(i int) *decode.Event { return &path[i%len(path)] }},
+		// One ID on ever new interfaces (as many as a flooding bridge has ports): no
+		// first hop repeats before MaxHops.
+		{"no repeat", func(i int) *decode.Event {
+			roam.Ifindex = 100 + uint32(i%1000)
+			return &roam
+		}},
+	} {
+		for _, keep := range []bool{false, true} {
+			cfg := nodeConfig(t, "node-a")
+			cfg.KeepBytes = keep
+			a := decode.NewAssembler(cfg)
+			var m0, m1 runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&m0)
+			maxHops, maxData, journeys := 0, 0, 0
+			done := func(js []*decode.Journey) {
+				for _, j := range js {
+					maxHops = max(maxHops, len(j.Hops))
+					data := 0
+					for _, h := range j.Hops {
+						data += len(h.Data)
+					}
+					maxData = max(maxData, data)
+					journeys++
+					a.Release(j)
+				}
+			}
+			for i := range events {
+				ev := tc.next(i)
+				ev.TimeNs = t0 + uint64(i)*1_000
+				done(a.Add(ev))
+				if a.Open() > 1 {
+					t.Fatalf("%s: %d journeys open for one ID", tc.name, a.Open())
+				}
+			}
+			runtime.GC()
+			runtime.ReadMemStats(&m1)
+			live := int64(m1.HeapAlloc) - int64(m0.HeapAlloc)
+			done(a.Flush(t0 + events*1_000 + 1))
+			s := a.Stats()
+			t.Logf("%s, keep bytes %v: %d events → %d journeys (%d collisions, %d capped), at most %d hops and %d bytes kept each; live heap %+.1f KiB, allocated %.1f B/event",
+				tc.name, keep, events, journeys, s.Collisions, s.HopCapped, maxHops, maxData,
+				float64(live)/1024, float64(m1.TotalAlloc-m0.TotalAlloc)/events)
+			if maxHops > decode.DefaultMaxHops || s.Collisions+s.HopCapped == 0 || maxData > decode.DefaultMaxBytes {
+				t.Errorf("%s: journeys of up to %d hops, %d bytes; stats %+v", tc.name, maxHops, maxData, s)
+			}
+			if live > 16<<20 {
+				t.Errorf("%s, keep bytes %v: the live heap grew by %d MiB", tc.name, keep, live>>20)
+			}
+		}
+	}
+}
+
+// The bound on open journeys holds: at the default, the 65,537th packet in flight
+// evicts the oldest.
+func TestDefaultMaxOpen(t *testing.T) {
+	a := decode.NewAssembler(decode.Config{Node: "n", Timeout: timeout})
+	ev := event(decode.KindHop, 0, 1, "eth0", decode.Ingress, false, v4{src: "10.0.0.1", dst: "10.0.0.2"}.packet(decode.ProtoTCP, tcpSeg{sport: 1, dport: 2}.bytes()))
+	evicted := 0
+	for i := range 65536 + 100 {
+		// Another packet each time: the TCP sequence number (bytes 24..27 of the packet).
+		binary.BigEndian.PutUint32(ev.Data[24:], uint32(i))
+		ev.TimeNs = t0 + uint64(i)
+		evicted += len(a.Add(&ev))
+	}
+	if a.Open() != 65536 || evicted != 100 || a.Stats().Evicted != 100 {
+		t.Errorf("open %d, evicted %d, stats %+v", a.Open(), evicted, a.Stats())
 	}
 }

@@ -147,9 +147,10 @@ type Hop struct {
 	NAT       *NAT // the translation the packet got since the previous hop
 	// L2 says what Data starts at: the Ethernet header, else the IP header.
 	L2 bool
-	// Data is the packet as captured at this hop (at most SnapMax bytes; Len has its
-	// full length), with Config.KeepBytes only. It lives in the journey's storage:
-	// copy it to keep it after Release.
+	// Data is the packet as captured at this hop (at most SnapFull bytes, SnapMax unless
+	// the tracer sends whole packets; Len has its full length), with Config.KeepBytes
+	// only, cut short or left out once the journey's hops kept Config.MaxBytes. It
+	// lives in the journey's storage: copy it to keep it after Release.
 	Data []byte
 }
 
@@ -236,6 +237,7 @@ type Journey struct {
 	prev, next *Journey // the assembler's open journeys, by lastNs
 	outers     []Outer  // storage for the hops' Outer, reused with the journey
 	data       []byte   // storage for the packet bytes (Config.KeepBytes), reused too
+	kept       int      // bytes its hops keep, against Config.MaxBytes
 }
 
 // Why a journey was cut (Journey.Cut).
@@ -252,6 +254,12 @@ const (
 // pods.
 const DefaultMaxHops = 64
 
+// DefaultMaxBytes is Config.MaxBytes when it is 0: at the default snapshot (SnapMax)
+// no journey reaches it, as MaxHops comes first; with whole packets it holds 28 hops
+// of 9,000-byte jumbo frames (a node's path with its netfilter hooks is about 15), or
+// DefaultMaxHops of 1,500-byte ones.
+const DefaultMaxBytes = 256 << 10
+
 // Config is what the assembler needs to know about the node.
 type Config struct {
 	Node       string
@@ -267,6 +275,10 @@ type Config struct {
 	// KeepBytes keeps each hop's captured bytes (Hop.Data, Drop.Data) for a packet
 	// capture. Off, journeys carry no packet bytes and cost nothing more.
 	KeepBytes bool
+	// MaxBytes bounds the bytes one journey's hops keep with KeepBytes; 0 means
+	// DefaultMaxBytes. The hop that reaches it keeps what is left, those after it
+	// none (Stats.DataCut). The drop keeps its bytes whatever the hops took.
+	MaxBytes int
 }
 
 // Stats counts what the assembler did, including what it could not use.
@@ -281,6 +293,7 @@ type Stats struct {
 	// the same packet cannot do (see the package documentation).
 	HopCapped  uint64
 	Collisions uint64
+	DataCut    uint64 // hops whose bytes (KeepBytes) were cut short or left out at MaxBytes
 }
 
 // Assembler groups events into journeys by packet identity. It is not safe for
@@ -296,6 +309,7 @@ type Assembler struct {
 	timeNs  uint64
 	maxOpen int
 	maxHops int
+	maxData int
 	pkt     Packet // Add's scratch: a Packet points into itself, so a local one escapes
 	free    []*Journey
 }
@@ -317,6 +331,9 @@ func NewAssembler(cfg Config) *Assembler {
 	}
 	if a.maxHops = cfg.MaxHops; a.maxHops <= 0 {
 		a.maxHops = DefaultMaxHops
+	}
+	if a.maxData = cfg.MaxBytes; a.maxData <= 0 {
+		a.maxData = DefaultMaxBytes
 	}
 	for _, i := range cfg.Ifaces {
 		a.ifaces[uint32(i.Index)] = i
@@ -384,7 +401,7 @@ func (a *Assembler) Add(ev *Event) []*Journey {
 		h := Hop{Node: a.cfg.Node, Ifindex: ev.Ifindex, Dir: ev.Dir, TimeNs: ev.TimeNs,
 			Len: ev.Len, Flow: p.Flow, TTL: p.TTL, L2: ev.L2}
 		if a.cfg.KeepBytes {
-			h.Data = j.keepData(ev.Packet())
+			h.Data = a.keepData(j, ev.Packet(), false)
 		}
 		if p.Outer != nil {
 			h.Outer = j.keepOuter(*p.Outer)
@@ -403,7 +420,7 @@ func (a *Assembler) Add(ev *Event) []*Journey {
 			Len: ev.Len, Flow: p.Flow, TTL: p.TTL, Hook: HookName(ev.Hook),
 			Ifname: ev.IfnameString(), OutIfname: ev.OutIfnameString(), CT: ctOf(ev), L2: ev.L2}
 		if a.cfg.KeepBytes {
-			h.Data = j.keepData(ev.Packet())
+			h.Data = a.keepData(j, ev.Packet(), false)
 		}
 		if int(ev.NFPos) < len(nfPosNames) {
 			h.Prio = nfPosNames[ev.NFPos]
@@ -423,7 +440,7 @@ func (a *Assembler) Add(ev *Event) []*Journey {
 		if j.Drop == nil {
 			d.Len, d.L2 = ev.Len, ev.L2
 			if a.cfg.KeepBytes {
-				d.Data = j.keepData(ev.Packet())
+				d.Data = a.keepData(j, ev.Packet(), true)
 			}
 			j.Drop = d
 		}
@@ -538,9 +555,27 @@ func (a *Assembler) newJourney() *Journey {
 	return j
 }
 
-// keepData copies b into the journey's own storage. When that grows, the hops keep
-// pointing into the old array, which stays valid; the new one is what Release keeps.
-func (j *Journey) keepData(b []byte) []byte {
+// keepData copies b, at most SnapFull bytes of it, into j's own storage, within
+// MaxBytes for a hop's. When the storage is full a new array takes over, as large as
+// what is kept so far and no larger than what is left; the hops keep pointing into the
+// old one, which stays valid. The newest is what Release keeps.
+func (a *Assembler) keepData(j *Journey, b []byte, drop bool) []byte {
+	room := SnapFull
+	if !drop {
+		room = max(a.maxData-j.kept, 0)
+		if len(b) > room {
+			a.stats.DataCut++
+		}
+	}
+	if b = b[:min(len(b), room, SnapFull)]; len(b) == 0 {
+		return nil
+	}
+	if !drop {
+		j.kept += len(b)
+	}
+	if len(j.data)+len(b) > cap(j.data) {
+		j.data = make([]byte, 0, max(len(b), min(max(2*cap(j.data), 4*SnapMax), room)))
+	}
 	n := len(j.data)
 	j.data = append(j.data, b...)
 	return j.data[n:len(j.data):len(j.data)]
@@ -564,8 +599,15 @@ func (j *Journey) keepOuter(o Outer) *Outer {
 	return &j.outers[len(j.outers)-1]
 }
 
-// maxFree bounds the journeys kept for reuse.
-const maxFree = 4096
+// maxFree bounds the journeys kept for reuse, and the others their storage kept with
+// them: a journey that grew beyond them (a long path, whole packets) leaves its arrays
+// to the garbage collector, so that the free list holds at most about 4096 × 20 KiB.
+const (
+	maxFree       = 4096
+	maxFreeHops   = 32
+	maxFreeOuters = 8
+	maxFreeData   = 16 * SnapMax
+)
 
 // Release hands a closed journey back once its consumer is done with it (written out,
 // nothing keeps a pointer into it): its storage serves the next journeys, so a steady
@@ -576,6 +618,15 @@ func (a *Assembler) Release(j *Journey) {
 	}
 	hops, outers, data := j.Hops[:0], j.outers[:0], j.data[:0]
 	clear(j.Hops[:cap(j.Hops)])
+	if cap(hops) > maxFreeHops {
+		hops = make([]Hop, 0, 8)
+	}
+	if cap(outers) > maxFreeOuters {
+		outers = make([]Outer, 0, 2)
+	}
+	if cap(data) > maxFreeData {
+		data = nil
+	}
 	*j = Journey{Hops: hops, outers: outers, data: data}
 	a.free = append(a.free, j)
 }
