@@ -311,3 +311,115 @@ func TestDefaultMaxOpen(t *testing.T) {
 		t.Errorf("open %d, evicted %d, stats %+v", a.Open(), evicted, a.Stats())
 	}
 }
+
+// Events lost while a packet was in flight may have been its next hop or its drop: a
+// journey that would be judged lost is incomplete instead, with the count; one whose
+// end was seen keeps its verdict; one that began after the loss is judged as ever.
+func TestEventsLostIncomplete(t *testing.T) {
+	evs, last := lostAtCni0(t) // veth ingress at t0, cni0 ingress at last, then nothing
+	tmo := uint64(timeout)
+	for _, tc := range []struct {
+		name    string
+		run     func(a *decode.Assembler) // adds evs and reports losses
+		verdict decode.Verdict
+		lost    uint64
+	}{
+		{"no loss", func(a *decode.Assembler) { add(t, a, evs...) }, decode.Lost, 0},
+		{"loss after its last hop", func(a *decode.Assembler) {
+			add(t, a, evs...)
+			a.EventsLost(3, last+20_000)
+		}, decode.Incomplete, 3},
+		{"two reports", func(a *decode.Assembler) {
+			add(t, a, evs...)
+			a.EventsLost(2, last+20_000)
+			a.EventsLost(1, last+40_000)
+		}, decode.Incomplete, 3},
+		// The report comes before the events queued ahead of the lost ones.
+		{"reported before its events", func(a *decode.Assembler) {
+			a.EventsLost(4, last+20_000)
+			add(t, a, evs...)
+		}, decode.Incomplete, 4},
+		{"reported between its events", func(a *decode.Assembler) {
+			add(t, a, evs[0])
+			a.EventsLost(4, last+20_000)
+			add(t, a, evs[1])
+		}, decode.Incomplete, 4},
+		{"loss before it began", func(a *decode.Assembler) {
+			a.EventsLost(4, t0-1)
+			add(t, a, evs...)
+		}, decode.Lost, 0},
+		{"loss before it began, reported later", func(a *decode.Assembler) {
+			add(t, a, evs...)
+			a.EventsLost(4, t0-1)
+		}, decode.Lost, 0},
+	} {
+		a := decode.NewAssembler(nodeConfig(t, "node-a"))
+		tc.run(a)
+		js := a.Expire(last + tmo)
+		if len(js) != 1 {
+			t.Fatalf("%s: %d journeys", tc.name, len(js))
+		}
+		j := js[0]
+		if j.Verdict != tc.verdict || j.EventsLost != tc.lost || j.Where != "cni0 ingress" {
+			t.Errorf("%s: verdict %v, %d events lost, where %q; want %v, %d", tc.name, j.Verdict, j.EventsLost, j.Where, tc.verdict, tc.lost)
+		}
+		wantInc := uint64(0)
+		if tc.verdict == decode.Incomplete {
+			wantInc = 1
+		}
+		if s := a.Stats(); s.Incomplete != wantInc {
+			t.Errorf("%s: stats %+v, want %d incomplete", tc.name, s, wantInc)
+		}
+		if tc.verdict == decode.Incomplete {
+			want := "incomplete: " + strconv.FormatUint(tc.lost, 10) + " events lost while it was in flight; last seen at cni0 ingress, no further hop or drop within the timeout"
+			if j.Summary() != want {
+				t.Errorf("%s: summary %q, want %q", tc.name, j.Summary(), want)
+			}
+		}
+	}
+
+	// A journey whose end was seen keeps its verdict and carries the count; one the
+	// tracing stopped before its timeout is unfinished, as without a loss.
+	a := decode.NewAssembler(nodeConfig(t, "node-a"))
+	add(t, a, forwardA(t, forwardTimes)...)
+	a.EventsLost(1, forwardTimes[1])
+	if j := expireAll(t, a, forwardTimes[3], 1)[0]; j.Verdict != decode.Forwarded || j.EventsLost != 1 {
+		t.Errorf("forwarded: verdict %v, %d events lost", j.Verdict, j.EventsLost)
+	}
+	a = decode.NewAssembler(nodeConfig(t, "node-a"))
+	add(t, a, evs...)
+	a.EventsLost(1, last)
+	if j := a.Flush(last + 1)[0]; j.Verdict != decode.Unfinished || j.Summary() != "unfinished: tracing stopped before the packet's fate was known" {
+		t.Errorf("flushed: verdict %v %q", j.Verdict, j.Summary())
+	}
+	if s := a.Stats(); s.EventsLost != 1 || s.Incomplete != 0 {
+		t.Errorf("stats %+v", s)
+	}
+	if got := (&decode.Journey{Verdict: decode.Incomplete, EventsLost: 1, Where: "eth0 egress"}).Summary(); !strings.HasPrefix(got, "incomplete: 1 event lost while") {
+		t.Errorf("one event: %q", got)
+	}
+}
+
+// Reports of losses are kept for the journeys still to open, within a bound: reports
+// a timeout apart are kept apart, the oldest given up first.
+func TestEventsLostKept(t *testing.T) {
+	tmo := uint64(timeout)
+	a := decode.NewAssembler(nodeConfig(t, "node-a"))
+	for i := range 12 { // a report every two timeouts, i+1 events each
+		a.EventsLost(uint64(i+1), t0+uint64(i)*2*tmo)
+	}
+	// A journey that began before the last three reports.
+	ev := hop(t, t0+9*2*tmo-1, idxVethA, vethA, decode.Ingress, ether(etIPv4, podSyn(64, "10.244.1.7", 8080)))
+	a.Add(&ev)
+	j := a.Flush(t0 + 100*tmo)[0]
+	if j.Verdict != decode.Incomplete || j.EventsLost != 10+11+12 {
+		t.Errorf("verdict %v, %d events lost, want incomplete, 33", j.Verdict, j.EventsLost)
+	}
+	// One before them all: only what is kept, the last eight reports.
+	a.Release(j)
+	ev.TimeNs = t0
+	a.Add(&ev)
+	if j := a.Flush(t0 + 100*tmo)[0]; j.EventsLost != 5+6+7+8+9+10+11+12 || a.Stats().EventsLost != 78 {
+		t.Errorf("%d events lost, want 68; stats %+v", j.EventsLost, a.Stats())
+	}
+}

@@ -1,7 +1,8 @@
 // Package decode turns the kernel's events into packet journeys: it parses the bytes an
 // event carries (Ethernet, IPv4, IPv6, TCP, UDP, ICMP, ICMPv6, VXLAN), recognises the
 // same packet at every hop, and decides what became of it (delivered, forwarded,
-// dropped with the kernel's reason and location, or lost), with the stalls on the way.
+// dropped with the kernel's reason and location, lost, or incomplete when the events
+// that would tell were lost), with the stalls on the way.
 // A Joiner (path.go) puts one packet's journeys on several nodes into one Path, with
 // the underlay crossings between them, and judges the whole path (lost on the
 // underlay, a node whose agent did not answer); journeys carry the Kubernetes names of
@@ -50,4 +51,9 @@
 //
 // Events of one ID are one journey until no event arrives for the timeout; then the
 // journey is closed and judged. Hops are ordered by their kernel timestamps.
+//
+// A journey that ends without a delivery, a forward or a drop is lost, unless events
+// were lost on the way to the assembler while it was in flight (the kernel's ring
+// buffer or a queue was full, as the caller reports with Assembler.EventsLost): its
+// end may be among them, so it is incomplete, not lost.
 package decode

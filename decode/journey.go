@@ -109,6 +109,11 @@ const (
 	Forwarded                 // left the node through the uplink or a tunnel
 	Dropped                   // kfree_skb freed it
 	Lost                      // seen, then nothing within the timeout and no drop
+	// Incomplete: as Lost, but events were lost while the packet was in flight
+	// (Assembler.EventsLost), so its fate may be among them.
+	Incomplete
+	// New verdicts go here, at the end: the numbers are not a format, but
+	// exporter.FromJSON reads names back up to the last.
 )
 
 func (v Verdict) String() string {
@@ -121,6 +126,8 @@ func (v Verdict) String() string {
 		return "dropped"
 	case Lost:
 		return "lost"
+	case Incomplete:
+		return "incomplete"
 	}
 	return "unfinished"
 }
@@ -232,6 +239,10 @@ type Journey struct {
 	// came: CutHopCap (it reached Config.MaxHops) or CutCollision (an event started the
 	// path over: another packet with the same ID); "" when it was not cut.
 	Cut string
+	// EventsLost counts the events the assembler was told were lost while the journey
+	// was in flight (Assembler.EventsLost): the node's or its follower's, not
+	// necessarily its own.
+	EventsLost uint64
 
 	lastNs     uint64
 	prev, next *Journey // the assembler's open journeys, by lastNs
@@ -294,7 +305,12 @@ type Stats struct {
 	HopCapped  uint64
 	Collisions uint64
 	DataCut    uint64 // hops whose bytes (KeepBytes) were cut short or left out at MaxBytes
+	EventsLost uint64 // events it was told were lost (EventsLost)
+	Incomplete uint64 // journeys judged Incomplete rather than Lost
 }
+
+// lossMark is a report of lost events: n of them, the last at ns.
+type lossMark struct{ ns, n uint64 }
 
 // Assembler groups events into journeys by packet identity. It is not safe for
 // concurrent use; one goroutine feeds it.
@@ -312,6 +328,11 @@ type Assembler struct {
 	maxData int
 	pkt     Packet // Add's scratch: a Packet points into itself, so a local one escapes
 	free    []*Journey
+	// The latest reports of lost events, for the journeys that begin after a report
+	// with events from before it; lossNs is the latest of their times.
+	losses [8]lossMark
+	nLoss  int
+	lossNs uint64
 }
 
 // NewAssembler returns an assembler for one node.
@@ -389,6 +410,9 @@ func (a *Assembler) Add(ev *Event) []*Journey {
 		if p.Flow.Proto == ProtoTCP {
 			j.Seq, j.SegLen = p.Seq, uint32(p.Payload)+uint32(p.TCPFlags&TCPSyn)>>1+uint32(p.TCPFlags&TCPFin)
 		}
+		if a.nLoss > 0 && ev.TimeNs <= a.lossNs {
+			j.EventsLost = a.lostSince(ev.TimeNs)
+		}
 		a.open[p.ID] = j
 		a.link(j)
 	} else if ev.TimeNs > j.lastNs {
@@ -449,6 +473,49 @@ func (a *Assembler) Add(ev *Event) []*Journey {
 		a.timeNs = ev.TimeNs
 	}
 	return evicted
+}
+
+// EventsLost tells the assembler that n events it should have had were lost (the
+// kernel's ring buffer or a queue on the way was full), the last of them at nowNs
+// (CLOCK_MONOTONIC; the time of the report when the loss's own is not known). The
+// journeys in flight then (open and begun by nowNs, or begun by nowNs with events
+// still queued behind the loss, which it opens later) may have lost theirs: one that
+// would be judged Lost is judged Incomplete instead, Journey.EventsLost says how many
+// events were lost while it was in flight. Report the losses since the previous
+// report, before each Expire (and Flush), so that no journey they touched closes
+// first. Each report walks the open journeys: batch them, as on the runner's tick.
+func (a *Assembler) EventsLost(n, nowNs uint64) {
+	if n == 0 {
+		return
+	}
+	a.stats.EventsLost += n
+	for j := a.newest; j != nil; j = j.prev {
+		if j.firstNs() <= nowNs {
+			j.EventsLost += n
+		}
+	}
+	// Kept for the journeys still to open; reports within a timeout of each other
+	// make one, so that a few cover what a queue can hold back.
+	if k := a.nLoss - 1; k >= 0 && nowNs >= a.losses[k%len(a.losses)].ns &&
+		nowNs-a.losses[k%len(a.losses)].ns <= uint64(a.cfg.Timeout) {
+		m := &a.losses[k%len(a.losses)]
+		m.ns, m.n = nowNs, m.n+n
+	} else {
+		a.losses[a.nLoss%len(a.losses)] = lossMark{ns: nowNs, n: n}
+		a.nLoss++
+	}
+	a.lossNs = max(a.lossNs, nowNs)
+}
+
+// lostSince sums the reported losses at or after firstNs, as far as they are kept.
+func (a *Assembler) lostSince(firstNs uint64) uint64 {
+	var n uint64
+	for i := max(a.nLoss-len(a.losses), 0); i < a.nLoss; i++ {
+		if m := a.losses[i%len(a.losses)]; m.ns >= firstNs {
+			n += m.n
+		}
+	}
+	return n
 }
 
 // cutFor says whether the hop ev must not join j, its packet ID's open journey: j has
@@ -740,9 +807,13 @@ func (a *Assembler) finish(j *Journey, timedOut bool) {
 		j.Where = last.Name()
 	default:
 		j.Where = last.Name()
-		if timedOut {
+		switch {
+		case timedOut && j.EventsLost > 0:
+			j.Verdict = Incomplete
+			a.stats.Incomplete++
+		case timedOut:
 			j.Verdict = Lost
-		} else {
+		default:
 			j.Verdict = Unfinished
 		}
 	}
@@ -882,6 +953,12 @@ func (j *Journey) Summary() string {
 		return s
 	case Lost:
 		return "lost after " + j.Where + ": no further hop and no drop within the timeout"
+	case Incomplete:
+		n := strconv.FormatUint(j.EventsLost, 10) + " events"
+		if j.EventsLost == 1 {
+			n = "1 event"
+		}
+		return "incomplete: " + n + " lost while it was in flight; last seen at " + j.Where + ", no further hop or drop within the timeout"
 	}
 	switch j.Cut {
 	case CutHopCap:

@@ -635,6 +635,7 @@ func TestNamesOfEnums(t *testing.T) {
 		{decode.Forwarded.String(), "forwarded"},
 		{decode.Dropped.String(), "dropped"},
 		{decode.Lost.String(), "lost"},
+		{decode.Incomplete.String(), "incomplete"},
 	} {
 		if tc.got != tc.want {
 			t.Errorf("got %q, want %q", tc.got, tc.want)
