@@ -84,6 +84,10 @@ func TestIdenticalDatagramsOneJourneyEach(t *testing.T) {
 	if got, want := js[0].Summary(), "unfinished: another packet with the same ID started over at "+vethA+" ingress before this one's fate was known"; got != want {
 		t.Errorf("summary %q, want %q", got, want)
 	}
+	// Read back from an agent's JSON, a cut journey may come without hops.
+	if got := (&decode.Journey{Cut: decode.CutCollision}).Summary(); !strings.Contains(got, "started over at its first hop") {
+		t.Errorf("summary without hops %q", got)
+	}
 }
 
 // A routing loop brings the packet back to its first hop, each time with less TTL: the

@@ -475,15 +475,16 @@ func (a *Assembler) Add(ev *Event) []*Journey {
 	return evicted
 }
 
-// EventsLost tells the assembler that n events it should have had were lost (the
-// kernel's ring buffer or a queue on the way was full), the last of them at nowNs
-// (CLOCK_MONOTONIC; the time of the report when the loss's own is not known). The
-// journeys in flight then (open and begun by nowNs, or begun by nowNs with events
-// still queued behind the loss, which it opens later) may have lost theirs: one that
-// would be judged Lost is judged Incomplete instead, Journey.EventsLost says how many
-// events were lost while it was in flight. Report the losses since the previous
-// report, before each Expire (and Flush), so that no journey they touched closes
-// first. Each report walks the open journeys: batch them, as on the runner's tick.
+// EventsLost tells the assembler that n events meant for it were lost (the kernel's
+// ring buffer or a queue on the way was full), the last of them at nowNs
+// (CLOCK_MONOTONIC; the time of the report when the loss's own is not known). Any
+// journey in flight then may have lost its next hop or its drop among them: those open
+// that began by nowNs, and those that begin later with an event from before nowNs
+// (still queued when the loss was reported). Each adds n to its Journey.EventsLost,
+// and one that would be judged Lost is judged Incomplete instead. Report the losses
+// since the previous report before each Expire and Flush, so that no journey they
+// touched is judged first; each report walks the open journeys, so report once a
+// tick, not once an event.
 func (a *Assembler) EventsLost(n, nowNs uint64) {
 	if n == 0 {
 		return
@@ -964,7 +965,11 @@ func (j *Journey) Summary() string {
 	case CutHopCap:
 		return "unfinished: cut at " + strconv.Itoa(len(j.Hops)) + " hops, the most a journey holds, as its packet ID kept coming (a routing loop, or identical packets)"
 	case CutCollision:
-		return "unfinished: another packet with the same ID started over at " + j.Hops[0].Name() + " before this one's fate was known"
+		at := "its first hop" // a journey read back from JSON may have none
+		if len(j.Hops) > 0 {
+			at = j.Hops[0].Name()
+		}
+		return "unfinished: another packet with the same ID started over at " + at + " before this one's fate was known"
 	}
 	return "unfinished: tracing stopped before the packet's fate was known"
 }
