@@ -1,7 +1,8 @@
 // Package decode turns the kernel's events into packet journeys: it parses the bytes an
 // event carries (Ethernet, IPv4, IPv6, TCP, UDP, ICMP, ICMPv6, VXLAN), recognises the
 // same packet at every hop, and decides what became of it (delivered, forwarded,
-// dropped with the kernel's reason and location, or lost), with the stalls on the way.
+// dropped with the kernel's reason and location, lost, or incomplete when the events
+// that would tell were lost), with the stalls on the way.
 // A Joiner (path.go) puts one packet's journeys on several nodes into one Path, with
 // the underlay crossings between them, and judges the whole path (lost on the
 // underlay, a node whose agent did not answer); journeys carry the Kubernetes names of
@@ -35,11 +36,24 @@
 //
 // A TCP retransmission is not confused with the original: Linux gives it a new IPv4
 // identification (the per-socket counter advances with every packet sent) and, with
-// TCP timestamps on (the default), a new TSval. Where both are absent (IPv6 with
-// timestamps turned off), a retransmission sent before the original's journey closed
-// joins that journey; the retransmission timer (200 ms or more) and the journey
-// timeout bound how often that can happen.
+// TCP timestamps on (the default), a new TSval.
+//
+// Where the bytes cannot tell two packets apart, they share an ID: identical UDP
+// datagrams over IPv6 (no identification field; the same payload, length and flow),
+// a TCP retransmission over IPv6 with timestamps off. Nothing in the packet separates
+// them, so the path does: a packet does not come back to the place of its first hop
+// (same interface and direction, or same hook, priority and devices, encapsulated or
+// not) with the TTL it had there; only a route that takes some of its TTL brings it
+// back. Such an event starts a new journey and closes the open one, cut
+// (Journey.Cut, Stats.Collisions). A journey also holds at most Config.MaxHops hops
+// (DefaultMaxHops): the events of an ID beyond that (a routing loop, identical packets
+// interleaved) start a new one (Stats.HopCapped).
 //
 // Events of one ID are one journey until no event arrives for the timeout; then the
 // journey is closed and judged. Hops are ordered by their kernel timestamps.
+//
+// A journey that ends without a delivery, a forward or a drop is lost, unless events
+// were lost on the way to the assembler while it was in flight (the kernel's ring
+// buffer or a queue was full, as the caller reports with Assembler.EventsLost): its
+// end may be among them, so it is incomplete, not lost.
 package decode

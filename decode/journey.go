@@ -109,6 +109,11 @@ const (
 	Forwarded                 // left the node through the uplink or a tunnel
 	Dropped                   // kfree_skb freed it
 	Lost                      // seen, then nothing within the timeout and no drop
+	// Incomplete: as Lost, but events were lost while the packet was in flight
+	// (Assembler.EventsLost), so its fate may be among them.
+	Incomplete
+	// New verdicts go here, at the end: the numbers are not a format, but
+	// exporter.FromJSON reads names back up to the last.
 )
 
 func (v Verdict) String() string {
@@ -121,6 +126,8 @@ func (v Verdict) String() string {
 		return "dropped"
 	case Lost:
 		return "lost"
+	case Incomplete:
+		return "incomplete"
 	}
 	return "unfinished"
 }
@@ -147,9 +154,10 @@ type Hop struct {
 	NAT       *NAT // the translation the packet got since the previous hop
 	// L2 says what Data starts at: the Ethernet header, else the IP header.
 	L2 bool
-	// Data is the packet as captured at this hop (at most SnapMax bytes; Len has its
-	// full length), with Config.KeepBytes only. It lives in the journey's storage:
-	// copy it to keep it after Release.
+	// Data is the packet as captured at this hop (at most SnapFull bytes, SnapMax unless
+	// the tracer sends whole packets; Len has its full length), with Config.KeepBytes
+	// only, cut short or left out once the journey's hops kept Config.MaxBytes. It
+	// lives in the journey's storage: copy it to keep it after Release.
 	Data []byte
 }
 
@@ -227,12 +235,41 @@ type Journey struct {
 	CopyDrop *Drop
 	// Names are the Kubernetes names of its ends, when a Namer gave them.
 	Names *Names
+	// Cut says why the assembler closed the journey while events of its packet ID still
+	// came: CutHopCap (it reached Config.MaxHops) or CutCollision (an event started the
+	// path over: another packet with the same ID); "" when it was not cut.
+	Cut string
+	// EventsLost counts the events the assembler was told were lost while the journey
+	// was in flight (Assembler.EventsLost): the node's or its follower's, not
+	// necessarily its own.
+	EventsLost uint64
 
 	lastNs     uint64
 	prev, next *Journey // the assembler's open journeys, by lastNs
 	outers     []Outer  // storage for the hops' Outer, reused with the journey
 	data       []byte   // storage for the packet bytes (Config.KeepBytes), reused too
+	kept       int      // bytes its hops keep, against Config.MaxBytes
 }
+
+// Why a journey was cut (Journey.Cut).
+const (
+	CutHopCap    = "hop_cap"
+	CutCollision = "collision"
+)
+
+// DefaultMaxHops is Config.MaxHops when it is 0. A packet's path through a node takes
+// about 4 interface hops, up to 15 or so with the netfilter hooks (the lab's forwarded
+// SYN: 4 interfaces, 10 hooks on the way to the tunnel and the uplink); two nodes'
+// paths together stay under 40. What goes beyond is not one packet: identical
+// datagrams that share an ID, a routing loop, a bridge flooding one packet to many
+// pods.
+const DefaultMaxHops = 64
+
+// DefaultMaxBytes is Config.MaxBytes when it is 0: at the default snapshot (SnapMax)
+// no journey reaches it, as MaxHops comes first; with whole packets it holds 28 hops
+// of 9,000-byte jumbo frames (a node's path with its netfilter hooks is about 15), or
+// DefaultMaxHops of 1,500-byte ones.
+const DefaultMaxBytes = 256 << 10
 
 // Config is what the assembler needs to know about the node.
 type Config struct {
@@ -245,9 +282,14 @@ type Config struct {
 	Reasons    DropReasons  // nil: the kernel reports no drop reasons
 	Symbols    *Symbols     // nil: locations in hex
 	MaxOpen    int          // bound on journeys in flight; 0 means 65536
+	MaxHops    int          // bound on the hops of one journey; 0 means DefaultMaxHops
 	// KeepBytes keeps each hop's captured bytes (Hop.Data, Drop.Data) for a packet
 	// capture. Off, journeys carry no packet bytes and cost nothing more.
 	KeepBytes bool
+	// MaxBytes bounds the bytes one journey's hops keep with KeepBytes; 0 means
+	// DefaultMaxBytes. The hop that reaches it keeps what is left, those after it
+	// none (Stats.DataCut). The drop keeps its bytes whatever the hops took.
+	MaxBytes int
 }
 
 // Stats counts what the assembler did, including what it could not use.
@@ -257,7 +299,18 @@ type Stats struct {
 	NotDrops   uint64 // kfree_skb events whose reason says consumed
 	Evicted    uint64 // journeys closed early because MaxOpen was reached
 	Journeys   uint64 // journeys closed
+	// Journeys cut (and closed) because their packet ID kept coming: HopCapped at
+	// MaxHops hops, Collisions when an event repeated the journey's first hop, which
+	// the same packet cannot do (see the package documentation).
+	HopCapped  uint64
+	Collisions uint64
+	DataCut    uint64 // hops whose bytes (KeepBytes) were cut short or left out at MaxBytes
+	EventsLost uint64 // events it was told were lost (EventsLost)
+	Incomplete uint64 // journeys judged Incomplete rather than Lost
 }
+
+// lossMark is a report of lost events: n of them, the last at ns.
+type lossMark struct{ ns, n uint64 }
 
 // Assembler groups events into journeys by packet identity. It is not safe for
 // concurrent use; one goroutine feeds it.
@@ -271,8 +324,15 @@ type Assembler struct {
 	stats   Stats
 	timeNs  uint64
 	maxOpen int
+	maxHops int
+	maxData int
 	pkt     Packet // Add's scratch: a Packet points into itself, so a local one escapes
 	free    []*Journey
+	// The latest reports of lost events, for the journeys that begin after a report
+	// with events from before it; lossNs is the latest of their times.
+	losses [8]lossMark
+	nLoss  int
+	lossNs uint64
 }
 
 // NewAssembler returns an assembler for one node.
@@ -289,6 +349,12 @@ func NewAssembler(cfg Config) *Assembler {
 	}
 	if a.maxOpen <= 0 {
 		a.maxOpen = 65536
+	}
+	if a.maxHops = cfg.MaxHops; a.maxHops <= 0 {
+		a.maxHops = DefaultMaxHops
+	}
+	if a.maxData = cfg.MaxBytes; a.maxData <= 0 {
+		a.maxData = DefaultMaxBytes
 	}
 	for _, i := range cfg.Ifaces {
 		a.ifaces[uint32(i.Index)] = i
@@ -313,8 +379,9 @@ func (a *Assembler) Stats() Stats { return a.stats }
 // Open returns the number of journeys in flight.
 func (a *Assembler) Open() int { return len(a.open) }
 
-// Add files one event into its journey. Journeys evicted to stay within MaxOpen are
-// returned closed.
+// Add files one event into its journey. Journeys it closed are returned: those evicted
+// to stay within MaxOpen, and one cut because this event could not be part of it
+// (Journey.Cut).
 func (a *Assembler) Add(ev *Event) []*Journey {
 	a.stats.Events++
 	p := &a.pkt
@@ -328,14 +395,23 @@ func (a *Assembler) Add(ev *Event) []*Journey {
 	}
 	var evicted []*Journey
 	j := a.open[p.ID]
+	if j != nil && ev.Kind != KindDrop {
+		if cut := a.cutFor(j, ev, p); cut != "" {
+			evicted = a.cut(j, cut, ev.TimeNs)
+			j = nil
+		}
+	}
 	if j == nil {
 		if len(a.open) >= a.maxOpen {
-			evicted = a.evictOldest(max(a.timeNs, ev.TimeNs))
+			evicted = append(evicted, a.evictOldest(max(a.timeNs, ev.TimeNs))...)
 		}
 		j = a.newJourney()
 		j.ID, j.Node, j.Flow, j.TCPFlags, j.IPLen, j.lastNs = p.ID, a.cfg.Node, p.Flow, p.TCPFlags, p.IPLen, ev.TimeNs
 		if p.Flow.Proto == ProtoTCP {
 			j.Seq, j.SegLen = p.Seq, uint32(p.Payload)+uint32(p.TCPFlags&TCPSyn)>>1+uint32(p.TCPFlags&TCPFin)
+		}
+		if a.nLoss > 0 && ev.TimeNs <= a.lossNs {
+			j.EventsLost = a.lostSince(ev.TimeNs)
 		}
 		a.open[p.ID] = j
 		a.link(j)
@@ -349,7 +425,7 @@ func (a *Assembler) Add(ev *Event) []*Journey {
 		h := Hop{Node: a.cfg.Node, Ifindex: ev.Ifindex, Dir: ev.Dir, TimeNs: ev.TimeNs,
 			Len: ev.Len, Flow: p.Flow, TTL: p.TTL, L2: ev.L2}
 		if a.cfg.KeepBytes {
-			h.Data = j.keepData(ev.Packet())
+			h.Data = a.keepData(j, ev.Packet(), false)
 		}
 		if p.Outer != nil {
 			h.Outer = j.keepOuter(*p.Outer)
@@ -368,7 +444,7 @@ func (a *Assembler) Add(ev *Event) []*Journey {
 			Len: ev.Len, Flow: p.Flow, TTL: p.TTL, Hook: HookName(ev.Hook),
 			Ifname: ev.IfnameString(), OutIfname: ev.OutIfnameString(), CT: ctOf(ev), L2: ev.L2}
 		if a.cfg.KeepBytes {
-			h.Data = j.keepData(ev.Packet())
+			h.Data = a.keepData(j, ev.Packet(), false)
 		}
 		if int(ev.NFPos) < len(nfPosNames) {
 			h.Prio = nfPosNames[ev.NFPos]
@@ -388,7 +464,7 @@ func (a *Assembler) Add(ev *Event) []*Journey {
 		if j.Drop == nil {
 			d.Len, d.L2 = ev.Len, ev.L2
 			if a.cfg.KeepBytes {
-				d.Data = j.keepData(ev.Packet())
+				d.Data = a.keepData(j, ev.Packet(), true)
 			}
 			j.Drop = d
 		}
@@ -397,6 +473,97 @@ func (a *Assembler) Add(ev *Event) []*Journey {
 		a.timeNs = ev.TimeNs
 	}
 	return evicted
+}
+
+// EventsLost tells the assembler that n events meant for it were lost (the kernel's
+// ring buffer or a queue on the way was full), the last of them at nowNs
+// (CLOCK_MONOTONIC; the time of the report when the loss's own is not known). Any
+// journey in flight then may have lost its next hop or its drop among them: those open
+// that began by nowNs, and those that begin later with an event from before nowNs
+// (still queued when the loss was reported). Each adds n to its Journey.EventsLost,
+// and one that would be judged Lost is judged Incomplete instead. Report the losses
+// since the previous report before each Expire and Flush, so that no journey they
+// touched is judged first; each report walks the open journeys, so report once a
+// tick, not once an event.
+func (a *Assembler) EventsLost(n, nowNs uint64) {
+	if n == 0 {
+		return
+	}
+	a.stats.EventsLost += n
+	for j := a.newest; j != nil; j = j.prev {
+		if j.firstNs() <= nowNs {
+			j.EventsLost += n
+		}
+	}
+	// Kept for the journeys still to open; reports within a timeout of each other
+	// make one, so that a few cover what a queue can hold back.
+	if k := a.nLoss - 1; k >= 0 && nowNs >= a.losses[k%len(a.losses)].ns &&
+		nowNs-a.losses[k%len(a.losses)].ns <= uint64(a.cfg.Timeout) {
+		m := &a.losses[k%len(a.losses)]
+		m.ns, m.n = nowNs, m.n+n
+	} else {
+		a.losses[a.nLoss%len(a.losses)] = lossMark{ns: nowNs, n: n}
+		a.nLoss++
+	}
+	a.lossNs = max(a.lossNs, nowNs)
+}
+
+// lostSince sums the reported losses at or after firstNs, as far as they are kept.
+func (a *Assembler) lostSince(firstNs uint64) uint64 {
+	var n uint64
+	for i := max(a.nLoss-len(a.losses), 0); i < a.nLoss; i++ {
+		if m := a.losses[i%len(a.losses)]; m.ns >= firstNs {
+			n += m.n
+		}
+	}
+	return n
+}
+
+// cutFor says whether the hop ev must not join j, its packet ID's open journey: j has
+// MaxHops hops already, or ev repeats j's first hop, which a packet revisits only by a
+// route that takes a TTL from it (a routing loop). Another packet with the same ID
+// (identical datagrams, a TCP retransmission without new identification or timestamp)
+// starts its path over instead.
+func (a *Assembler) cutFor(j *Journey, ev *Event, p *Packet) string {
+	if len(j.Hops) >= a.maxHops {
+		return CutHopCap
+	}
+	if len(j.Hops) == 0 {
+		return ""
+	}
+	f := &j.Hops[0] // the first in arrival order: the hops are sorted when the journey closes
+	if ev.TimeNs <= f.TimeNs || p.TTL < f.TTL || ev.Ifindex != f.Ifindex || (p.Outer != nil) != (f.Outer != nil) {
+		return ""
+	}
+	switch ev.Kind {
+	case KindHop:
+		if f.Kind != KindNetfilter && ev.Dir == f.Dir {
+			return CutCollision
+		}
+	case KindNF:
+		if f.Kind == KindNetfilter && HookName(ev.Hook) == f.Hook && int(ev.NFPos) < len(nfPosNames) &&
+			nfPosNames[ev.NFPos] == f.Prio && ev.OutIfnameString() == f.OutIfname {
+			return CutCollision
+		}
+	}
+	return ""
+}
+
+// cut closes j before an event that cannot join it. Had its timeout run out by then,
+// that is an expiry Expire had not come to yet, not a cut.
+func (a *Assembler) cut(j *Journey, why string, nowNs uint64) []*Journey {
+	if nowNs >= j.lastNs && nowNs-j.lastNs >= uint64(a.cfg.Timeout) {
+		a.close(j, true)
+		return []*Journey{j}
+	}
+	if why == CutHopCap {
+		a.stats.HopCapped++
+	} else {
+		a.stats.Collisions++
+	}
+	j.Cut = why
+	a.close(j, false)
+	return []*Journey{j}
 }
 
 // link inserts j into the list of open journeys by its lastNs, after those with the
@@ -456,9 +623,27 @@ func (a *Assembler) newJourney() *Journey {
 	return j
 }
 
-// keepData copies b into the journey's own storage. When that grows, the hops keep
-// pointing into the old array, which stays valid; the new one is what Release keeps.
-func (j *Journey) keepData(b []byte) []byte {
+// keepData copies b, at most SnapFull bytes of it, into j's own storage, within
+// MaxBytes for a hop's. When the storage is full a new array takes over, as large as
+// what is kept so far and no larger than what is left; the hops keep pointing into the
+// old one, which stays valid. The newest is what Release keeps.
+func (a *Assembler) keepData(j *Journey, b []byte, drop bool) []byte {
+	room := SnapFull
+	if !drop {
+		room = max(a.maxData-j.kept, 0)
+		if len(b) > room {
+			a.stats.DataCut++
+		}
+	}
+	if b = b[:min(len(b), room, SnapFull)]; len(b) == 0 {
+		return nil
+	}
+	if !drop {
+		j.kept += len(b)
+	}
+	if len(j.data)+len(b) > cap(j.data) {
+		j.data = make([]byte, 0, max(len(b), min(max(2*cap(j.data), 4*SnapMax), room)))
+	}
 	n := len(j.data)
 	j.data = append(j.data, b...)
 	return j.data[n:len(j.data):len(j.data)]
@@ -482,8 +667,15 @@ func (j *Journey) keepOuter(o Outer) *Outer {
 	return &j.outers[len(j.outers)-1]
 }
 
-// maxFree bounds the journeys kept for reuse.
-const maxFree = 4096
+// maxFree bounds the journeys kept for reuse, and the others their storage kept with
+// them: a journey that grew beyond them (a long path, whole packets) leaves its arrays
+// to the garbage collector, so that the free list holds at most about 4096 × 20 KiB.
+const (
+	maxFree       = 4096
+	maxFreeHops   = 32
+	maxFreeOuters = 8
+	maxFreeData   = 16 * SnapMax
+)
 
 // Release hands a closed journey back once its consumer is done with it (written out,
 // nothing keeps a pointer into it): its storage serves the next journeys, so a steady
@@ -494,6 +686,15 @@ func (a *Assembler) Release(j *Journey) {
 	}
 	hops, outers, data := j.Hops[:0], j.outers[:0], j.data[:0]
 	clear(j.Hops[:cap(j.Hops)])
+	if cap(hops) > maxFreeHops {
+		hops = make([]Hop, 0, 8)
+	}
+	if cap(outers) > maxFreeOuters {
+		outers = make([]Outer, 0, 2)
+	}
+	if cap(data) > maxFreeData {
+		data = nil
+	}
 	*j = Journey{Hops: hops, outers: outers, data: data}
 	a.free = append(a.free, j)
 }
@@ -607,9 +808,13 @@ func (a *Assembler) finish(j *Journey, timedOut bool) {
 		j.Where = last.Name()
 	default:
 		j.Where = last.Name()
-		if timedOut {
+		switch {
+		case timedOut && j.EventsLost > 0:
+			j.Verdict = Incomplete
+			a.stats.Incomplete++
+		case timedOut:
 			j.Verdict = Lost
-		} else {
+		default:
 			j.Verdict = Unfinished
 		}
 	}
@@ -749,6 +954,22 @@ func (j *Journey) Summary() string {
 		return s
 	case Lost:
 		return "lost after " + j.Where + ": no further hop and no drop within the timeout"
+	case Incomplete:
+		n := strconv.FormatUint(j.EventsLost, 10) + " events"
+		if j.EventsLost == 1 {
+			n = "1 event"
+		}
+		return "incomplete: " + n + " lost while it was in flight; last seen at " + j.Where + ", no further hop or drop within the timeout"
+	}
+	switch j.Cut {
+	case CutHopCap:
+		return "unfinished: cut at " + strconv.Itoa(len(j.Hops)) + " hops, the most a journey holds, as its packet ID kept coming (a routing loop, or identical packets)"
+	case CutCollision:
+		at := "its first hop" // a journey read back from JSON may have none
+		if len(j.Hops) > 0 {
+			at = j.Hops[0].Name()
+		}
+		return "unfinished: another packet with the same ID started over at " + at + " before this one's fate was known"
 	}
 	return "unfinished: tracing stopped before the packet's fate was known"
 }

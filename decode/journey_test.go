@@ -635,6 +635,7 @@ func TestNamesOfEnums(t *testing.T) {
 		{decode.Forwarded.String(), "forwarded"},
 		{decode.Dropped.String(), "dropped"},
 		{decode.Lost.String(), "lost"},
+		{decode.Incomplete.String(), "incomplete"},
 	} {
 		if tc.got != tc.want {
 			t.Errorf("got %q, want %q", tc.got, tc.want)
@@ -642,21 +643,25 @@ func TestNamesOfEnums(t *testing.T) {
 	}
 }
 
-// TestAssemblerModel drives the assembler with a random stream (packets recurring,
-// events slightly out of order, Expire at random moments, a small MaxOpen) and checks
-// every closed journey against a plain model: Expire closes exactly the journeys whose
-// last event is a timeout old, oldest first; eviction takes the one with the oldest
-// last event; nothing is lost or duplicated.
+// TestAssemblerModel drives the assembler with a random stream (packets recurring at
+// five interfaces, events slightly out of order, Expire at random moments, a small
+// MaxOpen and MaxHops) and checks every closed journey against a plain model: Expire
+// closes exactly the journeys whose last event is a timeout old, oldest first;
+// eviction takes the one with the oldest last event; a journey is cut at MaxHops
+// hops, or when its first hop comes again later; nothing is lost or duplicated.
 func TestAssemblerModel(t *testing.T) {
 	const (
 		packets = 60
 		maxOpen = 25
+		maxHops = 4
 		steps   = 20000
 		tmo     = 200_000 // ns
 	)
 	cfg := nodeConfig(t, "node-a")
 	cfg.Timeout = tmo
 	cfg.MaxOpen = maxOpen
+	cfg.MaxHops = maxHops
+	ifaces := []uint32{idxVethA, idxVethB, idxCni0, idxFlannel, idxEth0}
 	a := decode.NewAssembler(cfg)
 	frames := make([][]byte, packets)
 	ids := make(map[uint64]int)
@@ -667,6 +672,9 @@ func TestAssemblerModel(t *testing.T) {
 	type model struct {
 		first, last uint64
 		hops        int
+		firstIf     uint32 // the first hop in arrival order, and its time
+		firstIfNs   uint64
+		cut         string
 	}
 	open := map[int]*model{}
 	rnd := uint64(0x9e3779b97f4a7c15)
@@ -689,8 +697,8 @@ func TestAssemblerModel(t *testing.T) {
 			}
 			got[k] = true
 			m := open[k]
-			if m == nil || len(j.Hops) != m.hops || j.FirstNs() != m.first {
-				t.Fatalf("%s: packet %d: %d hops from %d, model %+v", what, k, len(j.Hops), j.FirstNs(), m)
+			if m == nil || len(j.Hops) != m.hops || j.FirstNs() != m.first || j.Cut != m.cut {
+				t.Fatalf("%s: packet %d: %d hops from %d cut %q, model %+v", what, k, len(j.Hops), j.FirstNs(), j.Cut, m)
 			}
 			if i > 0 && js[i-1].FirstNs() > j.FirstNs() {
 				t.Fatalf("%s: not oldest first", what)
@@ -704,7 +712,7 @@ func TestAssemblerModel(t *testing.T) {
 		}
 	}
 	clock := t0
-	expired, evicted := 0, 0
+	expired, evicted, capped, collided := 0, 0, 0, 0
 	for step := 0; step < steps; step++ {
 		clock += next(20_000)
 		if next(10) == 0 {
@@ -721,8 +729,25 @@ func TestAssemblerModel(t *testing.T) {
 		}
 		k := int(next(packets))
 		ts := clock - next(5_000) // up to 5 µs out of order
+		ifindex := ifaces[next(uint64(len(ifaces)))]
 		var want []int
-		if open[k] == nil && len(open) >= maxOpen {
+		if m := open[k]; m != nil {
+			timedOut := ts >= m.last && ts-m.last >= tmo
+			switch {
+			case m.hops >= maxHops:
+				want = []int{k}
+				if !timedOut {
+					m.cut = decode.CutHopCap
+					capped++
+				}
+			case ifindex == m.firstIf && ts > m.firstIfNs:
+				want = []int{k}
+				if !timedOut {
+					m.cut = decode.CutCollision
+					collided++
+				}
+			}
+		} else if len(open) >= maxOpen {
 			oldest := -1
 			for i, m := range open {
 				if oldest < 0 || m.last < open[oldest].last || m.last == open[oldest].last && i < oldest {
@@ -739,13 +764,17 @@ func TestAssemblerModel(t *testing.T) {
 			}
 			want = []int{oldest}
 		}
-		ev := hop(t, ts, idxVethA, vethA, decode.Ingress, frames[k])
+		ev := hop(t, ts, ifindex, "", decode.Ingress, frames[k])
 		gotEv := a.Add(&ev)
-		check(fmt.Sprintf("step %d: eviction", step), gotEv, want)
-		evicted += len(want)
+		if open[k] != nil && len(want) == 1 && want[0] == k {
+			check(fmt.Sprintf("step %d: cut", step), gotEv, want)
+		} else {
+			check(fmt.Sprintf("step %d: eviction", step), gotEv, want)
+			evicted += len(want)
+		}
 		m := open[k]
 		if m == nil {
-			m = &model{first: ts, last: ts}
+			m = &model{first: ts, last: ts, firstIf: ifindex, firstIfNs: ts}
 			open[k] = m
 		}
 		m.first, m.last = min(m.first, ts), max(m.last, ts)
@@ -759,11 +788,11 @@ func TestAssemblerModel(t *testing.T) {
 		rest = append(rest, k)
 	}
 	check("Flush", a.Flush(clock), rest)
-	if expired < 100 || evicted < 100 {
-		t.Errorf("the stream exercised too little: %d expired, %d evicted", expired, evicted)
+	if expired < 100 || evicted < 100 || capped < 20 || collided < 100 {
+		t.Errorf("the stream exercised too little: %d expired, %d evicted, %d capped, %d collided", expired, evicted, capped, collided)
 	}
-	if s := a.Stats(); s.Evicted != uint64(evicted) {
-		t.Errorf("stats %+v, model evicted %d", s, evicted)
+	if s := a.Stats(); s.Evicted != uint64(evicted) || s.HopCapped != uint64(capped) || s.Collisions != uint64(collided) {
+		t.Errorf("stats %+v, model evicted %d, capped %d, collided %d", s, evicted, capped, collided)
 	}
 }
 

@@ -69,12 +69,13 @@ func TestKeepBytesReuse(t *testing.T) {
 	firstData := &first.Hops[0].Data[0]
 	a.Release(first)
 
-	// Another packet (another IP ID), many more hops than the first had bytes for.
+	// Another packet (another IP ID), many more hops than the first had bytes for, each
+	// on an interface of its own (a hop repeated would be another packet).
 	syn := ether(etIPv4, v4{src: "10.244.0.5", dst: "10.244.1.7", id: 0x1c47, frag: 0x4000}.packet(decode.ProtoTCP,
 		tcpSeg{sport: 43512, dport: 8080, seq: 7, flags: decode.TCPSyn}.bytes()))
 	var evs []decode.Event
 	for i := range 9 {
-		evs = append(evs, hop(t, t0+uint64(i)*1000, idxCni0, "cni0", decode.Ingress, syn))
+		evs = append(evs, hop(t, t0+uint64(i)*1000, uint32(20+i), "", decode.Ingress, syn))
 	}
 	add(t, a, evs...)
 	second := expireAll(t, a, t0+8000, 1)[0]

@@ -199,12 +199,17 @@ type JourneyJSON struct {
 	TCPFlags string     `json:"tcp_flags,omitempty"`
 	Len      uint16     `json:"len"`
 	Hops     []HopJSON  `json:"hops"`
-	Verdict  string     `json:"verdict"`
+	Verdict  string     `json:"verdict"` // delivered, forwarded, dropped, lost, incomplete, unfinished
 	Where    string     `json:"where,omitempty"`
 	Summary  string     `json:"summary"`
 	Drop     *DropJSON  `json:"drop,omitempty"`
 	CopyDrop *DropJSON  `json:"copy_drop,omitempty"` // another copy of a delivered packet died
 	Stall    *StallJSON `json:"stall,omitempty"`
+	// EventsLost: events the tracer lost while the packet was in flight (the verdict
+	// is then "incomplete" rather than "lost"); Cut: why the journey was closed while
+	// its packet ID still came, "hop_cap" or "collision" (decode.Journey.Cut).
+	EventsLost uint64 `json:"events_lost,omitempty"`
+	Cut        string `json:"cut,omitempty"`
 	// Kubernetes names of the flow's ends (as first seen), when names are on; Names is
 	// "unresolved" when they are on but the API server has not answered.
 	SrcPod     string `json:"src_pod,omitempty"`
@@ -302,6 +307,7 @@ func ToJSON(j *decode.Journey, clock Clock) JourneyJSON {
 	out := JourneyJSON{
 		Kind: "journey", ID: fmt.Sprintf("%016x", j.ID), Node: j.Node, Flow: flowJSON(j.Flow), Len: j.IPLen,
 		Verdict: j.Verdict.String(), Where: j.Where, Summary: j.Summary(), Hops: []HopJSON{},
+		EventsLost: j.EventsLost, Cut: j.Cut,
 	}
 	if j.Flow.Proto == decode.ProtoTCP {
 		out.TCPFlags = decode.TCPFlagString(j.TCPFlags)

@@ -28,7 +28,8 @@ func FromJSON(x *JourneyJSON) (*decode.Journey, error) {
 	if err != nil {
 		return nil, err
 	}
-	j := &decode.Journey{ID: id, Node: x.Node, Flow: flow, IPLen: x.Len, TCPFlags: tcpFlagsFrom(x.TCPFlags), Where: x.Where}
+	j := &decode.Journey{ID: id, Node: x.Node, Flow: flow, IPLen: x.Len, TCPFlags: tcpFlagsFrom(x.TCPFlags), Where: x.Where,
+		EventsLost: x.EventsLost, Cut: x.Cut}
 	if j.Verdict, err = verdictFrom(x.Verdict); err != nil {
 		return nil, fmt.Errorf("journey %s: %v", x.ID, err)
 	}
@@ -141,7 +142,7 @@ func kindFrom(s string) decode.IfaceKind {
 }
 
 func verdictFrom(s string) (decode.Verdict, error) {
-	for v := decode.Unfinished; v <= decode.Lost; v++ {
+	for v := decode.Unfinished; v <= decode.Incomplete; v++ { // the last verdict
 		if v.String() == s {
 			return v, nil
 		}
