@@ -96,6 +96,7 @@ type agent struct {
 	srv      *followsrv.Server
 	mu       sync.Mutex // tracer changes (Refresh), the notes shown
 	closed   bool       // the tracer is closed
+	lastLost uint64     // the tracer's losses for followers when last read (tracerSource.Lost)
 	ready    atomic.Bool
 	stderr   io.Writer
 	flagged  flagCounter
@@ -586,6 +587,26 @@ func (s tracerSource) View() followsrv.View {
 	defer s.a.mu.Unlock()
 	tr := s.a.tr
 	return followsrv.View{Ifaces: tr.Ifaces(), Local: tr.LocalAddrs(), Reasons: tr.Reasons(), Pods: tr.PodPrefixes(), Mode: tr.Mode().String()}
+}
+
+func (s tracerSource) Lost() uint64 {
+	s.a.mu.Lock()
+	defer s.a.mu.Unlock()
+	if s.a.closed {
+		return s.a.lastLost
+	}
+	st := s.a.tr.Stats()
+	var n uint64
+	for slot, per := range st.KernelLost {
+		if slot > 2 {
+			break // the agent's drop budget and full map: not the followers' events
+		}
+		for _, v := range per {
+			n += v
+		}
+	}
+	s.a.lastLost = n + st.QueueDrops
+	return s.a.lastLost
 }
 
 func (s tracerSource) Where(sels []decode.Selector) []string {

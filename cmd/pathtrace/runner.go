@@ -25,6 +25,7 @@ type runner struct {
 
 	written  int
 	lastLost uint64
+	lostSeen uint64 // the tracer's losses already told to the assembler
 }
 
 var errLimit = fmt.Errorf("journey limit reached")
@@ -76,6 +77,11 @@ func (r *runner) loop(ctx context.Context, duration time.Duration) error {
 				}
 			case <-tick.C:
 				now := monoNow()
+				// Events lost meanwhile make the journeys in flight incomplete, not lost.
+				if s := r.tr.Stats(); s.KernelLostTotal()+s.QueueDrops > r.lostSeen {
+					r.asm.EventsLost(s.KernelLostTotal()+s.QueueDrops-r.lostSeen, now)
+					r.lostSeen = s.KernelLostTotal() + s.QueueDrops
+				}
 				if err := r.emit(r.asm.Expire(now)); err != nil {
 					return err
 				}

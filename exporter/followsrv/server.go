@@ -41,6 +41,9 @@ type Source interface {
 	View() View
 	// Where says where on this node the selectors' pods are, for the reply.
 	Where(sels []decode.Selector) []string
+	// Lost counts the events the tracer lost for everyone (a full ring buffer, its
+	// queue) since it started; a follower's journeys in flight then may miss hops.
+	Lost() uint64
 }
 
 // Explainer names the rule behind a follower's netfilter drops.
@@ -123,6 +126,7 @@ type follower struct {
 	events chan decode.Event
 	sels   []decode.Selector
 	lost   atomic.Uint64 // events its queue could not take
+	lostNs atomic.Uint64 // the time of the last of them
 }
 
 // maxSlots bounds the kernel's selector slots the server manages.
@@ -502,12 +506,21 @@ func (s *Server) stream(ctx context.Context, f *follower, fl *followapi.Follow, 
 		}
 		return nil
 	}
+	// Lost events: the follower's own queue's, and the tracer's for everyone. The
+	// journeys in flight then are judged incomplete rather than lost, and the follower
+	// is told.
 	var told uint64
-	tellLost := func() error {
+	srcTold := s.src.Lost()
+	tellLost := func(now uint64) error {
+		if n := s.src.Lost(); n > srcTold {
+			asm.EventsLost(n-srcTold, now)
+			srcTold = n
+		}
 		n := f.lost.Load()
 		if n == told {
 			return nil
 		}
+		asm.EventsLost(n-told, f.lostNs.Load())
 		b, _ := json.Marshal(followapi.Lost{Events: n - told, Total: n, Where: "queue"})
 		told = n
 		return frame(followapi.KindLost, b)
@@ -538,7 +551,7 @@ func (s *Server) stream(ctx context.Context, f *follower, fl *followapi.Follow, 
 			err = emit(asm.Add(&ev))
 		case <-tick.C:
 			now := s.cfg.Now()
-			if err = tellLost(); err == nil {
+			if err = tellLost(now); err == nil {
 				if err = emit(asm.Expire(now)); err == nil {
 					err = oneway(now)
 				}
@@ -620,6 +633,7 @@ func (s *Server) route(ev *decode.Event, p *decode.Packet) {
 		case f.events <- *ev:
 		default:
 			f.lost.Add(1)
+			f.lostNs.Store(ev.TimeNs)
 			s.qdrops.Add(1)
 		}
 	}

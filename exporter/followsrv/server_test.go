@@ -14,6 +14,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -30,6 +31,7 @@ type fakeSource struct {
 	sels   map[int]decode.Selector
 	nf     bool
 	used   int
+	lost   atomic.Uint64
 }
 
 func newFake() *fakeSource {
@@ -63,6 +65,8 @@ func (f *fakeSource) View() View {
 }
 
 func (f *fakeSource) Where([]decode.Selector) []string { return nil }
+
+func (f *fakeSource) Lost() uint64 { return f.lost.Load() }
 
 // slotOf is the slot the kernel would name for a packet of flow: the first whose
 // selector matches, or FilterUnfollowed.
@@ -515,7 +519,12 @@ func TestLostIsTold(t *testing.T) {
 	for i := range 300 {
 		h.src.send("10.0.0.1:1000", "10.0.0.2:80", uint16(i))
 	}
-	_, other := c.journeys(t, 1000, time.Second)
+	js, other := c.journeys(t, 1000, time.Second)
+	for _, j := range js {
+		if j.Verdict == "lost" {
+			t.Errorf("a journey judged lost while its follower's queue lost events: %+v", j)
+		}
+	}
 	var total uint64
 	for _, f := range other {
 		if f.Kind == followapi.KindLost {
@@ -528,6 +537,27 @@ func TestLostIsTold(t *testing.T) {
 	}
 	if st := h.srv.Stats(); total == 0 || total != st.QueueDrops {
 		t.Errorf("told %d lost, the server counted %d", total, st.QueueDrops)
+	}
+}
+
+// Events the tracer lost for everyone make the journeys in flight incomplete, not lost.
+func TestTracerLossMakesIncomplete(t *testing.T) {
+	h := start(t, followapi.DefaultLimits(), anyone, nil)
+	c, _ := h.follow(followapi.Request{Selectors: []string{"10.0.0.2"}, JSON: true, Timeout: "200ms"}, nil)
+	if !c.reply.OK {
+		t.Fatal(c.reply)
+	}
+	// One hop of a packet (veth1 ingress), nothing after: it would be lost.
+	data := tcpPacket("10.0.0.1:1000", "10.0.0.2:80", 9)
+	ev := decode.Event{TimeNs: mono(), Ifindex: 3, Kind: decode.KindHop, Dir: decode.Ingress, Filter: 0,
+		Len: uint32(len(data)), Protocol: binary.NativeEndian.Uint16([]byte{8, 0})}
+	ev.SnapLen = uint16(copy(ev.Data[:], data))
+	h.src.events <- ev
+	time.Sleep(50 * time.Millisecond)
+	h.src.lost.Add(5) // the ring buffer overflowed meanwhile
+	js, _ := c.journeys(t, 1, 2*time.Second)
+	if len(js) != 1 || js[0].Verdict != "incomplete" || js[0].EventsLost == 0 {
+		t.Fatalf("want one incomplete journey with events lost, got %+v", js)
 	}
 }
 
