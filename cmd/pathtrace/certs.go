@@ -21,6 +21,7 @@ func runCerts(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&r.ServerName, "server-name", followapi.DefaultServerName, "the name every agent's certificate carries, which followers verify (--tls-server-name)")
 	fs.StringVar(&r.Follower, "follower", "oncall", "the follower certificate's common name: its identity in the agents' logs and limits")
 	fs.DurationVar(&r.Validity, "validity", 90*24*time.Hour, "how long the certificates are valid")
+	fs.StringVar(&r.CADir, "ca", "", "issue only a follower's certificate, signed by the CA (ca.crt, ca.key) in this directory")
 	if err := parseFlags(fs, args, certsUsage, stdout); err != nil {
 		return err
 	}
@@ -32,6 +33,11 @@ func runCerts(args []string, stdout, stderr io.Writer) error {
 	}
 	if err := followapi.MakeCerts(r); err != nil {
 		return err
+	}
+	if r.CADir != "" {
+		fmt.Fprintf(stderr, "pathtrace certs: wrote follower.crt, follower.key (%s) in %s, valid until %s\n", r.Follower, r.Dir, r.Now.Add(r.Validity).Format(time.DateOnly))
+		fmt.Fprintf(stdout, "pathtrace follow --agents k8s --tls-ca %[1]s/ca.crt --tls-cert %[2]s/follower.crt --tls-key %[2]s/follower.key SELECTOR\n", r.CADir, r.Dir)
+		return nil
 	}
 	fmt.Fprintf(stderr, "pathtrace certs: wrote %v in %s, valid until %s\n", followapi.CertFiles, r.Dir, r.Now.Add(r.Validity).Format(time.DateOnly))
 	fmt.Fprintf(stdout, `# The agents' Secret (deploy/daemonset.yaml mounts it; they reload it when it changes):

@@ -37,6 +37,14 @@ func MakeCerts(r CertRequest) (err error) {
 	if r.ServerName == "" || r.Follower == "" || r.Validity <= 0 {
 		return errors.New("certs: a server name, a follower name and a validity are needed")
 	}
+	// An existing CA is read first: a wrong --ca leaves no directory behind.
+	var caKey *ecdsa.PrivateKey
+	var caDER []byte
+	if r.CADir != "" {
+		if caDER, caKey, err = loadCA(r.CADir); err != nil {
+			return err
+		}
+	}
 	if err := os.MkdirAll(r.Dir, 0o700); err != nil {
 		return fmt.Errorf("certs: %w", err)
 	}
@@ -78,13 +86,7 @@ func MakeCerts(r CertRequest) (err error) {
 		return n
 	}
 	start := r.Now.Add(-5 * time.Minute) // clocks that lag a little
-	var caKey *ecdsa.PrivateKey
-	var caDER []byte
-	if r.CADir != "" {
-		if caDER, caKey, err = loadCA(r.CADir); err != nil {
-			return err
-		}
-	} else {
+	if r.CADir == "" {
 		if caKey, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader); err != nil {
 			return err
 		}

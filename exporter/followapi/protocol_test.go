@@ -3,8 +3,10 @@ package followapi
 import (
 	"bufio"
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"io"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -141,4 +143,86 @@ func FuzzFrames(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestMakeCerts(t *testing.T) {
+	dir := t.TempDir()
+	now := time.Now()
+	if err := MakeCerts(CertRequest{Dir: dir + "/ca", ServerName: DefaultServerName, Follower: "oncall", Validity: time.Hour, Now: now}); err != nil {
+		t.Fatal(err)
+	}
+	// Nothing is overwritten; a wrong CA leaves nothing behind.
+	if err := MakeCerts(CertRequest{Dir: dir + "/ca", ServerName: DefaultServerName, Follower: "oncall", Validity: time.Hour, Now: now}); err == nil || !strings.Contains(err.Error(), "not overwritten") {
+		t.Errorf("second MakeCerts in one directory: %v", err)
+	}
+	if err := MakeCerts(CertRequest{Dir: dir + "/bob", ServerName: DefaultServerName, Follower: "bob", Validity: time.Hour, Now: now, CADir: dir + "/none"}); err == nil {
+		t.Errorf("a missing CA was accepted")
+	}
+	if _, err := os.Stat(dir + "/bob"); err == nil {
+		t.Errorf("a failed MakeCerts left its directory")
+	}
+	for _, f := range []string{"ca.key", "agent.key", "follower.key"} {
+		fi, err := os.Stat(dir + "/ca/" + f)
+		if err != nil || fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s: %v %v, want 0600", f, fi.Mode(), err)
+		}
+	}
+	srv, err := ServerTLS(TLSFiles{Cert: dir + "/ca/agent.crt", Key: dir + "/ca/agent.key", CA: dir + "/ca/ca.crt"})
+	if err != nil || srv.MinVersion != tls.VersionTLS13 {
+		t.Fatalf("ServerTLS: %v", err)
+	}
+	if _, err := ClientTLS(TLSFiles{Cert: dir + "/ca/follower.crt", Key: dir + "/ca/follower.key", CA: dir + "/ca/ca.crt"}, ""); err != nil {
+		t.Fatalf("ClientTLS: %v", err)
+	}
+	if _, err := ServerTLS(TLSFiles{Cert: dir + "/ca/agent.crt", Key: dir + "/ca/agent.key"}); err == nil {
+		t.Errorf("a TLS listener without a client CA was accepted")
+	}
+}
+
+// A renewed Secret is picked up by the next handshake, without a restart.
+func TestServerTLSReloads(t *testing.T) {
+	dir := t.TempDir()
+	mk := func(sub string) {
+		if err := MakeCerts(CertRequest{Dir: dir + "/" + sub, ServerName: DefaultServerName, Follower: "x", Validity: time.Hour, Now: time.Now()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mk("one")
+	mk("two")
+	live := dir + "/live"
+	os.Mkdir(live, 0o700)
+	cp := func(sub string) {
+		for _, f := range []string{"agent.crt", "agent.key", "ca.crt"} {
+			b, _ := os.ReadFile(dir + "/" + sub + "/" + f)
+			if err := os.WriteFile(live+"/"+f+".tmp", b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			os.Rename(live+"/"+f+".tmp", live+"/"+f)
+		}
+	}
+	cp("one")
+	cfg, err := ServerTLS(TLSFiles{Cert: live + "/agent.crt", Key: live + "/agent.key", CA: live + "/ca.crt"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf := func() []byte {
+		c, err := cfg.GetConfigForClient(&tls.ClientHelloInfo{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.Certificates[0].Certificate[0]
+	}
+	first := leaf()
+	time.Sleep(10 * time.Millisecond)
+	cp("two")
+	time.Sleep(1100 * time.Millisecond)
+	if bytes.Equal(first, leaf()) {
+		t.Errorf("the renewed certificate was not picked up")
+	}
+	// A broken file keeps the last good one.
+	os.WriteFile(live+"/agent.crt", []byte("garbage"), 0o600)
+	time.Sleep(1100 * time.Millisecond)
+	if c := leaf(); c == nil {
+		t.Errorf("no certificate after a broken renewal")
+	}
 }
