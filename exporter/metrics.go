@@ -28,6 +28,19 @@ type CaptureSource interface {
 	CaptureStats() (s RecorderStats, ok bool)
 }
 
+// FollowSource is a MetricsSource that also serves followers (the agent's API).
+type FollowSource interface {
+	FollowerStats() FollowerStats
+}
+
+// FollowerStats count what the follow API did.
+type FollowerStats struct {
+	Active  int               // followers now
+	Follows uint64            // follows served
+	Evicted uint64            // followers ended for not reading
+	Refused map[string]uint64 // connections refused, by reason
+}
+
 // BuildInfo labels pathtrace_build_info.
 type BuildInfo struct {
 	Version, Kernel, AttachMode string
@@ -66,6 +79,15 @@ var (
 		"Memory the flows' packet histories take.", nil, nil)
 	descCapDir = prometheus.NewDesc("pathtrace_capture_dir_bytes",
 		"Bytes of the agent's capture files in --pcap-dir.", nil, nil)
+	descFollowers = prometheus.NewDesc("pathtrace_followers",
+		"Followers served now through the agent's API.", nil, nil)
+	descFollows = prometheus.NewDesc("pathtrace_follows_total",
+		"Follows the agent's API served.", nil, nil)
+	descFollowEvicted = prometheus.NewDesc("pathtrace_follows_evicted_total",
+		"Followers the agent ended because they took nothing for --follower-write-timeout.", nil, nil)
+	descFollowRefused = prometheus.NewDesc("pathtrace_follows_refused_total",
+		"Connections to the agent's API refused, by reason: auth (TLS handshake, certificate, peer credentials), request (too long, malformed, out of range), busy (--max-followers), client (the identity's follows or selectors), rate (--follow-rate), slots (the kernel's selector slots), source (the tracer).",
+		[]string{"reason"}, nil)
 	descUp = prometheus.NewDesc("pathtrace_counters_up",
 		"1 if the kernel counters could be read at this scrape.", nil, nil)
 )
@@ -103,7 +125,8 @@ func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
 // Describe implements prometheus.Collector.
 func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descPackets, descDrops, descDropBytes, descLatency, descLost, descFlagged, descUp,
-		descCapFiles, descCapDeleted, descCapSkipped, descCapErrors, descCapEvicted, descCapHistory, descCapDir} {
+		descCapFiles, descCapDeleted, descCapSkipped, descCapErrors, descCapEvicted, descCapHistory, descCapDir,
+		descFollowers, descFollows, descFollowEvicted, descFollowRefused} {
 		ch <- d
 	}
 }
@@ -152,6 +175,15 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	}
 	for trigger, n := range m.src.Flagged() {
 		ch <- prometheus.MustNewConstMetric(descFlagged, prometheus.CounterValue, float64(n), trigger)
+	}
+	if fs, ok := m.src.(FollowSource); ok {
+		s := fs.FollowerStats()
+		ch <- prometheus.MustNewConstMetric(descFollowers, prometheus.GaugeValue, float64(s.Active))
+		ch <- prometheus.MustNewConstMetric(descFollows, prometheus.CounterValue, float64(s.Follows))
+		ch <- prometheus.MustNewConstMetric(descFollowEvicted, prometheus.CounterValue, float64(s.Evicted))
+		for reason, n := range s.Refused {
+			ch <- prometheus.MustNewConstMetric(descFollowRefused, prometheus.CounterValue, float64(n), reason)
+		}
 	}
 	if cs, ok := m.src.(CaptureSource); ok {
 		if s, ok := cs.CaptureStats(); ok {

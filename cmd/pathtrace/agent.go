@@ -530,6 +530,12 @@ func (a *agent) ifaces() []decode.Iface {
 	return a.tr.Ifaces()
 }
 
+// FollowerStats makes the agent a follow API metrics source.
+func (a *agent) FollowerStats() exporter.FollowerStats {
+	s := a.srv.Stats()
+	return exporter.FollowerStats{Active: s.Active, Follows: s.Follows, Evicted: s.Evicted, Refused: s.Refused}
+}
+
 // CaptureStats makes the agent a capture metrics source.
 func (a *agent) CaptureStats() (exporter.RecorderStats, bool) {
 	if a.capture == nil {

@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -935,4 +937,80 @@ func TestAgentLaterNotes(t *testing.T) {
 		t.Errorf("%s still on vethq1:\n%s", stale, f)
 	}
 	a.terminate(t)
+}
+
+// The agent's TLS API: a follower with a certificate of the client CA follows; a
+// plaintext client, one without a certificate and one of another CA get no byte of the
+// protocol, and each refusal is counted in pathtrace_follows_refused_total{reason="auth"}.
+func TestAgentTLS(t *testing.T) {
+	needLab(t)
+	dir := t.TempDir()
+	for _, sub := range []string{"good", "other"} {
+		if code, stderr := runBin(t, nil, "certs", "--out", filepath.Join(dir, sub)); code != 0 {
+			t.Fatalf("pathtrace certs: exit %d\n%s", code, stderr)
+		}
+	}
+	good, other := filepath.Join(dir, "good"), filepath.Join(dir, "other")
+	addr := freeAddr(t)
+	a := startAgent(t, "node-a", "--api", "tls:"+addr, "--tls-cert", good+"/agent.crt", "--tls-key", good+"/agent.key", "--tls-client-ca", good+"/ca.crt")
+	refusedBefore := sum(a.scrape(t), "pathtrace_follows_refused_total", "reason", "auth")
+
+	// Not followed: plaintext, no certificate, another CA's follower.
+	plain, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(plain, `{"version":1,"selectors":["10.244.2.57"]}`+"\n")
+	plain.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got, _ := io.ReadAll(plain)
+	plain.Close()
+	if bytes.Contains(got, []byte(`"ok"`)) || bytes.Contains(got, []byte("node-a")) {
+		t.Errorf("a plaintext client was answered: %q", got)
+	}
+	for _, tc := range []struct{ name, cert, key string }{
+		{"no certificate", "", ""},
+		{"another CA's", other + "/follower.crt", other + "/follower.key"},
+	} {
+		args := []string{"follow", "--duration", "1s", "--agents", "tls:" + addr, "--tls-ca", good + "/ca.crt", "--tls-cert", tc.cert, "--tls-key", tc.key, "10.244.2.57"}
+		if tc.cert == "" {
+			// The CLI wants all three files: a client without one is a raw handshake.
+			cfg := &tls.Config{ServerName: "agent.pathtrace", RootCAs: x509.NewCertPool(), InsecureSkipVerify: true, MinVersion: tls.VersionTLS13}
+			c, err := tls.Dial("tcp", addr, cfg)
+			if err == nil {
+				fmt.Fprintf(c, `{"version":1,"selectors":["10.244.2.57"]}`+"\n")
+				c.SetReadDeadline(time.Now().Add(5 * time.Second))
+				b, _ := io.ReadAll(c)
+				c.Close()
+				if len(b) > 0 {
+					t.Errorf("%s: answered %q", tc.name, b)
+				}
+			}
+			continue
+		}
+		code, stderr := runBin(t, nil, args...)
+		if code != 1 || !strings.Contains(stderr, "agent tls:"+addr) {
+			t.Errorf("%s: exit %d\n%s", tc.name, code, stderr)
+		}
+	}
+	// The follower of the right CA follows.
+	f := runFollow(t, "tls", []string{"--agents", "tls:" + addr, "--tls-ca", good + "/ca.crt", "--tls-cert", good + "/follower.crt",
+		"--tls-key", good + "/follower.key", "--proto", "tcp", "10.244.2.57:8080"})
+	if out, err := pod(t, "a-api", "tcp", "10.244.2.57:8080"); err != nil {
+		t.Fatalf("a-api → api-b: %v %s", err, out)
+	}
+	if js := f.stop(t); len(find(js, "S", "10.244.1.23:", "10.244.2.57:8080")) != 1 {
+		t.Errorf("the follower with a certificate: want the SYN, got:\n%s", dump(js))
+	}
+	ss := a.scrape(t)
+	if n := sum(ss, "pathtrace_follows_refused_total", "reason", "auth") - refusedBefore; n != 3 {
+		t.Errorf("pathtrace_follows_refused_total{reason=auth} rose by %v, want 3 (plaintext, no certificate, another CA)", n)
+	}
+	if n := sum(ss, "pathtrace_follows_total"); n != 1 {
+		t.Errorf("pathtrace_follows_total %v, want 1", n)
+	}
+	if !strings.Contains(a.stderr.String(), "CN=oncall (tls) follows") {
+		t.Errorf("the agent did not log who follows:\n%s", a.stderr.String())
+	}
+	a.terminate(t)
+	assertNoLeak(t)
 }
