@@ -54,6 +54,8 @@ var (
 	// "group/resource" the agent's informers read; each with exactly these verbs.
 	wantResources = []string{"/pods", "/services", "/nodes", "discovery.k8s.io/endpointslices"}
 	wantVerbs     = []string{"get", "list", "watch"}
+	// The reviews of followers' tokens (agent --auth-kube): create, nothing else.
+	wantReviews = []string{"authentication.k8s.io/tokenreviews", "authorization.k8s.io/subjectaccessreviews"}
 
 	// Where `pathtrace follow` on a node looks for the agent (DefaultAgentSocket in
 	// cmd/pathtrace); the DaemonSet's unix API must be there, on the host.
@@ -724,7 +726,7 @@ func TestAgentKnowsFlags(t *testing.T) {
 		t.Fatalf("no --flag in the agent's arguments %q", args)
 	}
 	for _, name := range names {
-		re := regexp.MustCompile(`(?m)^\s*(?:-[A-Za-z], )?--` + regexp.QuoteMeta(name) + `(?:\s|$)`)
+		re := regexp.MustCompile(`(?m)^\s*(?:-[A-Za-z], )?--` + regexp.QuoteMeta(name) + `(?:\s|$|\[=)`)
 		if !re.MatchString(help) {
 			t.Errorf("the DaemonSet passes --%s, which `pathtrace agent --help` does not list:\n%s", name, help)
 		}
@@ -904,9 +906,10 @@ func TestRBAC(t *testing.T) {
 		if len(r.NonResourceURLs) > 0 || len(r.ResourceNames) > 0 {
 			t.Errorf("rule %d: nonResourceURLs %v resourceNames %v, want neither", i, r.NonResourceURLs, r.ResourceNames)
 		}
+		review := len(r.APIGroups) == 1 && len(r.Resources) == 1 && slices.Contains(wantReviews, r.APIGroups[0]+"/"+r.Resources[0])
 		for _, v := range r.Verbs {
-			if !slices.Contains(wantVerbs, v) {
-				t.Errorf("rule %d: verb %q, want only %v", i, v, wantVerbs)
+			if review && v != "create" || !review && !slices.Contains(wantVerbs, v) {
+				t.Errorf("rule %d (%v %v): verb %q, want only %v (create for the reviews)", i, r.APIGroups, r.Resources, v, wantVerbs)
 			}
 		}
 		for _, g := range r.APIGroups {
@@ -916,7 +919,7 @@ func TestRBAC(t *testing.T) {
 			}
 		}
 	}
-	if got, want := sortedKeys(verbs), slices.Sorted(slices.Values(wantResources)); !slices.Equal(got, want) {
+	if got, want := sortedKeys(verbs), slices.Sorted(slices.Values(append(slices.Clone(wantResources), wantReviews...))); !slices.Equal(got, want) {
 		t.Errorf("ClusterRole grants on %v, want exactly %v", got, want)
 	}
 	for _, k := range wantResources {
@@ -973,4 +976,57 @@ func TestPodMonitorSelectsAgents(t *testing.T) {
 	if eps[0].Path != "" && eps[0].Path != "/metrics" {
 		t.Errorf("PodMonitor scrapes %q, want /metrics", eps[0].Path)
 	}
+}
+
+// TestFollowerRBAC checks the roles shipped for followers: create on follows.pathtrace.io
+// (what the agents' SubjectAccessReview asks), and in the agents' namespace, listing
+// their pods and reading their CA's ConfigMap; nothing else.
+func TestFollowerRBAC(t *testing.T) {
+	data, err := os.ReadFile("follower/rbac.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cr rbacv1.ClusterRole
+	var role rbacv1.Role
+	for _, doc := range strings.Split(string(data), "\n---\n") {
+		var head metav1.TypeMeta
+		if err := yaml.Unmarshal([]byte(doc), &head); err != nil {
+			t.Fatal(err)
+		}
+		switch head.Kind {
+		case "ClusterRole":
+			err = yaml.UnmarshalStrict([]byte(doc), &cr)
+		case "Role":
+			err = yaml.UnmarshalStrict([]byte(doc), &role)
+		default:
+			t.Errorf("unexpected kind %q", head.Kind)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := []rbacv1.PolicyRule{{APIGroups: []string{"pathtrace.io"}, Resources: []string{"follows"}, Verbs: []string{"create"}}}
+	if cr.Name != "pathtrace-follower" || !equalRules(cr.Rules, want) {
+		t.Errorf("ClusterRole %s rules %+v, want %+v", cr.Name, cr.Rules, want)
+	}
+	wantNS := []rbacv1.PolicyRule{
+		{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "list"}},
+		{APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{"pathtrace-agent-ca"}, Verbs: []string{"get"}},
+	}
+	if role.Namespace != "pathtrace" || !equalRules(role.Rules, wantNS) {
+		t.Errorf("Role %s/%s rules %+v, want %+v", role.Namespace, role.Name, role.Rules, wantNS)
+	}
+}
+
+func equalRules(a, b []rbacv1.PolicyRule) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if !slices.Equal(a[i].APIGroups, b[i].APIGroups) || !slices.Equal(a[i].Resources, b[i].Resources) ||
+			!slices.Equal(a[i].Verbs, b[i].Verbs) || !slices.Equal(a[i].ResourceNames, b[i].ResourceNames) {
+			return false
+		}
+	}
+	return true
 }

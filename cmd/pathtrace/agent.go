@@ -26,6 +26,7 @@ import (
 	"github.com/pathtrace/pathtrace/exporter/followapi"
 	"github.com/pathtrace/pathtrace/exporter/followsrv"
 	"github.com/pathtrace/pathtrace/tracer"
+	"github.com/pathtrace/pathtrace/tracer/kube"
 )
 
 // DefaultAgentSocket is where follow looks for an agent when none is named.
@@ -47,6 +48,7 @@ type agentOpts struct {
 	kernelBTF   string
 	capture     captureOpts
 	tls         followapi.TLSFiles
+	authKube    bool
 	limits      followapi.Limits
 	kube        kubeOpts
 	namer       decode.Namer // from the resolver; nil: names off
@@ -64,6 +66,7 @@ func agentFlags() (*pflag.FlagSet, *agentOpts) {
 	fs.StringVar(&o.tls.Cert, "tls-cert", "", "tls: listeners: this agent's certificate (PEM; read again when it changes)")
 	fs.StringVar(&o.tls.Key, "tls-key", "", "tls: listeners: its private key (PEM)")
 	fs.StringVar(&o.tls.CA, "tls-client-ca", "", "tls: listeners: followers must present a certificate signed by this CA (PEM)")
+	fs.BoolVar(&o.authKube, "auth-kube", false, "tls: listeners: a follower without a client certificate may present a Kubernetes token; the agent asks the API server who it is (TokenReview) and whether RBAC lets it create follows.pathtrace.io named after --node (SubjectAccessReview); needs the ClusterRole system:auth-delegator")
 	o.limits = followapi.DefaultLimits()
 	fs.IntVar(&o.limits.MaxConns, "max-followers", o.limits.MaxConns, "follower connections served at once (the rest are closed and counted)")
 	fs.IntVar(&o.limits.MaxPerClient, "max-follows-per-client", o.limits.MaxPerClient, "follows at once per authenticated follower")
@@ -134,6 +137,19 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 
+	// Followers with Kubernetes tokens: the API server reviews them.
+	var tokenAuth func(context.Context, string) (string, error)
+	if o.authKube {
+		client, desc, err := kube.Load(kube.Config{Kubeconfig: o.kube.kubeconfig})
+		if err != nil {
+			return err
+		}
+		if client == nil {
+			return usageError{fmt.Errorf("--auth-kube asks the API server about followers' tokens, but %s", strings.TrimPrefix(desc, "names off: "))}
+		}
+		tokenAuth = kube.NewReviewer(client, o.node, 10*time.Second).Review
+	}
+
 	// Listen before attaching anything: a taken address is an error with nothing to undo.
 	var mln net.Listener
 	if o.metricsAddr != "" {
@@ -148,7 +164,7 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 		if api == "" {
 			continue
 		}
-		l, err := listenAPI(api, o.tls)
+		l, err := listenAPI(api, o.tls, o.authKube)
 		if err != nil {
 			return err
 		}
@@ -228,6 +244,7 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 			}
 			return nil
 		},
+		TokenAuth:  tokenAuth,
 		OnJourney:  func(j *decode.Journey) { flagJourney(&a.flagged, j) },
 		OnOther:    a.other,
 		Log:        stderr,
@@ -630,7 +647,7 @@ type apiListener struct {
 // listenAPI listens where --api says: unix:PATH (root or the agent's user, by the
 // kernel's peer credentials), tls:HOST:PORT (mutual TLS), or tcp:HOST:PORT on a
 // loopback address only (no authentication: anyone on the node).
-func listenAPI(api string, files followapi.TLSFiles) (apiListener, error) {
+func listenAPI(api string, files followapi.TLSFiles, tokens bool) (apiListener, error) {
 	if path, ok := strings.CutPrefix(api, "unix:"); ok && path != "" {
 		l, err := listenUnix(path)
 		return apiListener{l, followsrv.UnixPeer}, err
@@ -649,7 +666,7 @@ func listenAPI(api string, files followapi.TLSFiles) (apiListener, error) {
 		if host != "localhost" && (err != nil || !ip.IsLoopback()) {
 			return apiListener{}, usageError{fmt.Errorf("--api %s: a plaintext listener on a non-loopback address would hand packets to anyone who can reach it; use tls:%s with --tls-cert, --tls-key and --tls-client-ca (pathtrace certs makes them), or unix:PATH", api, addr)}
 		}
-	} else if cfg, err = followapi.ServerTLS(files); err != nil {
+	} else if cfg, err = followapi.ServerTLS(files, tokens); err != nil {
 		return apiListener{}, usageError{fmt.Errorf("--api %s: %v", api, err)}
 	}
 	l, err := net.Listen("tcp", addr)

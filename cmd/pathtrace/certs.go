@@ -43,7 +43,11 @@ func runCerts(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, `# The agents' Secret (deploy/daemonset.yaml mounts it; they reload it when it changes):
 kubectl -n pathtrace create secret generic pathtrace-agent-tls \
   --from-file=tls.crt=%[1]s/agent.crt --from-file=tls.key=%[1]s/agent.key --from-file=ca.crt=%[1]s/ca.crt
-# A follower, from anywhere that reaches the nodes:
+# The CA, public, for followers to verify the agents (pathtrace follow --agents k8s reads it):
+kubectl -n pathtrace create configmap pathtrace-agent-ca --from-file=ca.crt=%[1]s/ca.crt
+# A follower with Kubernetes RBAC (deploy/follower/rbac.yaml), by its kubeconfig's token:
+pathtrace follow --agents k8s SELECTOR
+# Or with the follower certificate, without RBAC:
 pathtrace follow --agents k8s --tls-ca %[1]s/ca.crt --tls-cert %[1]s/follower.crt --tls-key %[1]s/follower.key SELECTOR
 # Keep ca.key offline: it signs new followers (and agents).
 `, r.Dir)

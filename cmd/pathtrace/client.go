@@ -111,6 +111,9 @@ func dialAgent(a agentAddr, req followapi.Request, tlsCfg *tls.Config) (*agentCo
 		c = tc
 	}
 	req.Version = followapi.Version
+	if a.network != "tls" {
+		req.Token = "" // a token goes over TLS only
+	}
 	b, _ := json.Marshal(req)
 	c.SetWriteDeadline(time.Now().Add(10 * time.Second))
 	if _, err := c.Write(append(b, '\n')); err != nil {
@@ -184,9 +187,12 @@ func (ac *agentConn) nodeInfo() decode.NodeInfo {
 // merged into one pcapng section.
 func followViaAgents(addrs []agentAddr, o *followOpts, sels []string, stdout, stderr io.Writer, pc *pcapOut, namer decode.Namer) error {
 	var tlsCfg *tls.Config
-	if o.tls.Set() {
+	if o.tls.Set() || o.caPEM != nil {
+		if o.tls.Cert == "" && o.token == "" {
+			return usageError{errors.New("following agents over TLS needs --tls-cert and --tls-key, or --agents k8s with a kubeconfig that has a token")}
+		}
 		var err error
-		if tlsCfg, err = followapi.ClientTLS(o.tls, o.tlsName); err != nil {
+		if tlsCfg, err = followapi.ClientTLS(o.tls, o.caPEM, o.tlsName); err != nil {
 			return usageError{err}
 		}
 	}
@@ -198,7 +204,7 @@ func followViaAgents(addrs []agentAddr, o *followOpts, sels []string, stdout, st
 		defer cancel()
 	}
 	join := len(addrs) > 1
-	req := followapi.Request{Selectors: sels, Proto: o.proto, JSON: o.json || join, Timeout: o.timeout.String(),
+	req := followapi.Request{Token: o.token, Selectors: sels, Proto: o.proto, JSON: o.json || join, Timeout: o.timeout.String(),
 		Stall: o.stall.String(), Oneway: o.oneway.String(), Count: o.count, Pcap: pc != nil, SnapLen: o.snaplen}
 	if join {
 		req.Count = 0 // the client counts paths; a node sees only some of them
@@ -465,4 +471,31 @@ func agentNotice(stderr io.Writer, ac *agentConn, f followapi.Frame) {
 	case followapi.KindEnd:
 		fmt.Fprintf(stderr, "pathtrace: agent of node %s ended the follow: %.200s\n", ac.reply.Node, f.Data)
 	}
+}
+
+// kubeAuth prepares following the cluster's agents with the user's Kubernetes
+// identity: without --tls-cert, the kubeconfig's bearer token (the agents review it:
+// TokenReview, SubjectAccessReview); without --tls-ca, the agents' CA from its
+// ConfigMap.
+func (o *followOpts) kubeAuth(ctx context.Context, res *kube.Resolver) error {
+	if o.tls.Cert == "" {
+		rc, desc, err := kube.LoadREST(kube.Config{Kubeconfig: o.kube.kubeconfig})
+		if err != nil {
+			return err
+		}
+		if rc == nil {
+			return fmt.Errorf("--agents k8s: %s", desc)
+		}
+		if o.token, err = kube.BearerToken(rc); err != nil {
+			return fmt.Errorf("--agents k8s (%s): %w", desc, err)
+		}
+	}
+	if o.tls.CA == "" {
+		ca, err := res.AgentCA(ctx, o.agentNS)
+		if err != nil {
+			return err
+		}
+		o.caPEM = ca
+	}
+	return nil
 }

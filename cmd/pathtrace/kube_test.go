@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -11,6 +12,11 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	authnv1 "k8s.io/api/authentication/v1"
+	authzv1 "k8s.io/api/authorization/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes/scheme"
 )
 
 // fakeAPIServer answers the lists and watches of pathtrace's informers with the lab's
@@ -22,6 +28,12 @@ type fakeAPIServer struct {
 	forbid atomic.Value // string: the resource denied, "" none
 	agents atomic.Value // string: the agent pods' list
 	lists  atomic.Int64
+	ca     atomic.Value // string: ca.crt of the ConfigMap pathtrace-agent-ca, "" none
+	// Reviews as the API server does them: tokens it knows (token → user), and the
+	// users RBAC lets create follows.pathtrace.io.
+	tokens  map[string]string
+	allowed map[string]bool
+	reviews atomic.Int64
 }
 
 // setAgents lists agent pods, one per node, at 127.0.0.1 and their "api" port.
@@ -64,7 +76,20 @@ func startFakeAPIServer(t *testing.T) *fakeAPIServer {
 	f.forbid.Store("")
 	f.agents.Store(`{"kind":"PodList","apiVersion":"v1","metadata":{"resourceVersion":"1"},"items":[]}`)
 	objs := labObjects()
-	f.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	f.ca.Store("")
+	f.tokens = map[string]string{"t": "alice", "t-bob": "bob"}
+	f.allowed = map[string]bool{"alice": true}
+	f.srv = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if f.review(w, r) {
+			return
+		}
+		if r.URL.Path == "/api/v1/namespaces/pathtrace/configmaps/pathtrace-agent-ca" && f.ca.Load().(string) != "" {
+			w.Header().Set("Content-Type", "application/json")
+			b, _ := json.Marshal(map[string]any{"kind": "ConfigMap", "apiVersion": "v1",
+				"metadata": map[string]any{"name": "pathtrace-agent-ca", "namespace": "pathtrace"}, "data": map[string]string{"ca.crt": f.ca.Load().(string)}})
+			w.Write(b)
+			return
+		}
 		body, ok := objs[r.URL.Path]
 		if r.URL.Path == "/api/v1/namespaces/pathtrace/pods" {
 			body, ok = f.agents.Load().(string), r.URL.Query().Get("labelSelector") == "app.kubernetes.io/name=pathtrace-agent"
@@ -101,7 +126,47 @@ func startFakeAPIServer(t *testing.T) *fakeAPIServer {
 }
 
 // kubeconfig writes a kubeconfig for server.
-func kubeconfig(t *testing.T, server string) string {
+// review answers TokenReview and SubjectAccessReview with the real API types.
+func (f *fakeAPIServer) review(w http.ResponseWriter, r *http.Request) bool {
+	switch r.URL.Path {
+	case "/apis/authentication.k8s.io/v1/tokenreviews":
+		var tr authnv1.TokenReview
+		decodeBody(r, &tr)
+		f.reviews.Add(1)
+		if u, ok := f.tokens[tr.Spec.Token]; ok {
+			tr.Status = authnv1.TokenReviewStatus{Authenticated: true, User: authnv1.UserInfo{Username: u, Groups: []string{"system:authenticated"}}}
+		} else {
+			tr.Status = authnv1.TokenReviewStatus{Error: "invalid bearer token, service account token has been invalidated"}
+		}
+		tr.Kind, tr.APIVersion = "TokenReview", "authentication.k8s.io/v1"
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusCreated)
+		json.NewEncoder(w).Encode(&tr)
+		return true
+	case "/apis/authorization.k8s.io/v1/subjectaccessreviews":
+		var sar authzv1.SubjectAccessReview
+		decodeBody(r, &sar)
+		ra := sar.Spec.ResourceAttributes
+		sar.Status.Allowed = f.allowed[sar.Spec.User] && ra != nil && ra.Group == "pathtrace.io" && ra.Resource == "follows" && ra.Verb == "create"
+		sar.Kind, sar.APIVersion = "SubjectAccessReview", "authorization.k8s.io/v1"
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusCreated)
+		json.NewEncoder(w).Encode(&sar)
+		return true
+	}
+	return false
+}
+
+// decodeBody decodes a request body as the API server does, JSON or protobuf (what
+// client-go sends for built-in types).
+func decodeBody(r *http.Request, into runtime.Object) {
+	b, _ := io.ReadAll(r.Body)
+	if _, _, err := scheme.Codecs.UniversalDeserializer().Decode(b, nil, into); err != nil {
+		fmt.Fprintf(os.Stderr, "fake API server: %s: %v\n", r.URL.Path, err)
+	}
+}
+
+func kubeconfig(t *testing.T, server string, token ...string) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "kubeconfig")
 	cfg := fmt.Sprintf(`apiVersion: v1
@@ -110,17 +175,18 @@ clusters:
 - name: lab
   cluster:
     server: %s
+    insecure-skip-tls-verify: true
 users:
 - name: u
   user:
-    token: t
+    token: %s
 contexts:
 - name: lab
   context:
     cluster: lab
     user: u
 current-context: lab
-`, server)
+`, server, append(token, "t")[0])
 	if err := os.WriteFile(p, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -254,7 +320,9 @@ func TestKubeNamesFaults(t *testing.T) {
 
 // In a cluster the follower finds every node's agent through the API server (their
 // pods' address and "api" port) and joins their journeys; the agents here serve
-// --api tls: with certificates from pathtrace certs, as the DaemonSet's do.
+// --api tls: with certificates from pathtrace certs and --auth-kube, as the DaemonSet's
+// do: the follower authenticates with its kubeconfig's token, reviewed by the API
+// server (TokenReview, SubjectAccessReview), and trusts the CA of the ConfigMap.
 func TestKubeAgents(t *testing.T) {
 	needLab(t)
 	api := startFakeAPIServer(t)
@@ -274,16 +342,30 @@ func TestKubeAgents(t *testing.T) {
 		_, port, _ := strings.Cut(addr, ":")
 		ports[node] = port
 		agents = append(agents, startAgent(t, node, "--api", "tls:"+addr, "--tls-cert", certs+"/agent.crt",
-			"--tls-key", certs+"/agent.key", "--tls-client-ca", certs+"/ca.crt"))
+			"--tls-key", certs+"/agent.key", "--tls-client-ca", certs+"/ca.crt", "--auth-kube", "--kubeconfig", kc))
 	}
 	api.setAgents(ports)
-	tlsFlags := []string{"--tls-ca", certs + "/ca.crt", "--tls-cert", certs + "/follower.crt", "--tls-key", certs + "/follower.key"}
-	// Without certificates the follower is told what to pass, before any agent is asked.
-	if code, stderr := runBin(t, nil, "follow", "--agents", "k8s", "--kubeconfig", kc, "--duration", "1s", "10.244.2.57"); code != 2 ||
-		!strings.Contains(stderr, "needs --tls-ca, --tls-cert and --tls-key") {
-		t.Errorf("TLS agents without --tls-*: exit %d\n%s", code, stderr)
+	// The agents' CA is published in a ConfigMap; without it the follower is told what
+	// to pass, before any agent is asked.
+	if code, stderr := runBin(t, nil, "follow", "--agents", "k8s", "--kubeconfig", kc, "--duration", "1s", "10.244.2.57"); code != 1 ||
+		!strings.Contains(stderr, "pathtrace-agent-ca") || !strings.Contains(stderr, "--tls-ca") {
+		t.Errorf("no CA ConfigMap: exit %d\n%s", code, stderr)
 	}
-	f := runFollow(t, "k8s", append([]string{"--agents", "k8s", "--kubeconfig", kc, "--proto", "tcp"}, append(tlsFlags, "svc/default/api")...))
+	ca, _ := os.ReadFile(certs + "/ca.crt")
+	api.ca.Store(string(ca))
+	// Tokens the API server does not know (a deleted service account's), or whose user
+	// RBAC does not allow to follow: refused by both agents, nothing followed.
+	for _, tc := range []struct{ token, want string }{
+		{"t-gone", "token has been invalidated"},
+		{"t-bob", "bob may not create follows.pathtrace.io"},
+	} {
+		code, stderr := runBin(t, nil, "follow", "--agents", "k8s", "--kubeconfig", kubeconfig(t, api.srv.URL, tc.token), "--duration", "1s", "10.244.2.57")
+		if code != 1 || !strings.Contains(stderr, tc.want) || !strings.Contains(stderr, "no agent answered of 2") {
+			t.Errorf("token %s: exit %d\n%q", tc.token, code, stderr)
+		}
+	}
+	// alice, by her kubeconfig's token, with nothing else to pass.
+	f := runFollow(t, "k8s", []string{"--agents", "k8s", "--kubeconfig", kc, "--proto", "tcp", "svc/default/api"})
 	if out, err := pod(t, "a-api", "tcp", "10.244.2.57:8080"); err != nil {
 		t.Fatalf("a-api → api-b: %v %s", err, out)
 	}
@@ -299,8 +381,11 @@ func TestKubeAgents(t *testing.T) {
 		if !strings.Contains(f.stderr.String(), "through the agent of node "+a.node+" (tls:127.0.0.1:"+ports[a.node]+")") {
 			t.Errorf("agent of %s not used over tls:\n%s", a.node, f.stderr.String())
 		}
-		if !strings.Contains(a.stderr.String(), "CN=oncall (tls) follows") {
-			t.Errorf("agent of %s did not log the follower's identity:\n%s", a.node, a.stderr.String())
+		if !strings.Contains(a.stderr.String(), "user alice (kube) follows") || strings.Count(a.stderr.String(), "refused") != 2 {
+			t.Errorf("agent of %s: want alice's follow and two refusals logged:\n%s", a.node, a.stderr.String())
+		}
+		if n := sum(a.scrape(t), "pathtrace_follows_refused_total", "reason", "auth"); n != 2 {
+			t.Errorf("agent of %s: pathtrace_follows_refused_total{reason=auth} %v, want 2", a.node, n)
 		}
 	}
 }

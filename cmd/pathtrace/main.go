@@ -149,6 +149,8 @@ type followOpts struct {
 	agentNS    string
 	tls        followapi.TLSFiles // for tls: agents
 	tlsName    string
+	token      string // --agents k8s without --tls-cert: the kubeconfig's bearer token
+	caPEM      []byte // --agents k8s without --tls-ca: the agents' CA from their ConfigMap
 	kube       kubeOpts
 	kubeSels   []decode.KubeSelector // pod/ and svc/ selectors, resolved once names are up
 	protoNum   uint8
@@ -247,6 +249,9 @@ func follow(args []string, stdout, stderr io.Writer) (err error) {
 	var addrs []agentAddr
 	if k8sAgents {
 		if addrs, err = kubeAgents(nctx, res, o.agentNS); err != nil {
+			return err
+		}
+		if err := o.kubeAuth(nctx, res); err != nil {
 			return err
 		}
 	} else if addrs, err = agentAddrs(o.agents); err != nil {

@@ -18,7 +18,11 @@ const Version = 1
 
 // Request is what a follower asks an agent for, as one JSON line.
 type Request struct {
-	Version   int      `json:"version"`
+	Version int `json:"version"`
+	// Token: a Kubernetes bearer token, for an agent that lets RBAC decide who may
+	// follow (agent --auth-kube) and a follower without a client certificate. Sent
+	// only over TLS; never logged.
+	Token     string   `json:"token,omitempty"`
 	Selectors []string `json:"selectors"`
 	Proto     string   `json:"proto,omitempty"`
 	// JSON: journeys as JSON lines (exporter.JourneyJSON) rather than text blocks.

@@ -167,14 +167,14 @@ func TestMakeCerts(t *testing.T) {
 			t.Errorf("%s: %v %v, want 0600", f, fi.Mode(), err)
 		}
 	}
-	srv, err := ServerTLS(TLSFiles{Cert: dir + "/ca/agent.crt", Key: dir + "/ca/agent.key", CA: dir + "/ca/ca.crt"})
+	srv, err := ServerTLS(TLSFiles{Cert: dir + "/ca/agent.crt", Key: dir + "/ca/agent.key", CA: dir + "/ca/ca.crt"}, false)
 	if err != nil || srv.MinVersion != tls.VersionTLS13 {
 		t.Fatalf("ServerTLS: %v", err)
 	}
-	if _, err := ClientTLS(TLSFiles{Cert: dir + "/ca/follower.crt", Key: dir + "/ca/follower.key", CA: dir + "/ca/ca.crt"}, ""); err != nil {
+	if _, err := ClientTLS(TLSFiles{Cert: dir + "/ca/follower.crt", Key: dir + "/ca/follower.key", CA: dir + "/ca/ca.crt"}, nil, ""); err != nil {
 		t.Fatalf("ClientTLS: %v", err)
 	}
-	if _, err := ServerTLS(TLSFiles{Cert: dir + "/ca/agent.crt", Key: dir + "/ca/agent.key"}); err == nil {
+	if _, err := ServerTLS(TLSFiles{Cert: dir + "/ca/agent.crt", Key: dir + "/ca/agent.key"}, false); err == nil {
 		t.Errorf("a TLS listener without a client CA was accepted")
 	}
 }
@@ -201,7 +201,7 @@ func TestServerTLSReloads(t *testing.T) {
 		}
 	}
 	cp("one")
-	cfg, err := ServerTLS(TLSFiles{Cert: live + "/agent.crt", Key: live + "/agent.key", CA: live + "/ca.crt"})
+	cfg, err := ServerTLS(TLSFiles{Cert: live + "/agent.crt", Key: live + "/agent.key", CA: live + "/ca.crt"}, false)
 	if err != nil {
 		t.Fatal(err)
 	}

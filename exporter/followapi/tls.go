@@ -27,9 +27,17 @@ func (f TLSFiles) Set() bool { return f.Cert != "" || f.Key != "" || f.CA != "" 
 // ServerTLS is an agent's TLS: TLS 1.3 only, a client certificate signed by the CA
 // required, and the files read again when they change (a renewed Secret), checked at
 // most once a second. It fails now if the files cannot be read.
-func ServerTLS(f TLSFiles) (*tls.Config, error) {
-	if f.Cert == "" || f.Key == "" || f.CA == "" {
-		return nil, errors.New("a TLS listener needs --tls-cert, --tls-key and --tls-client-ca (pathtrace certs makes them)")
+//
+// tokens: followers may instead authenticate with a Kubernetes token in the request
+// (agent --auth-kube); a client certificate is then verified if given, and the CA may
+// be left out.
+func ServerTLS(f TLSFiles, tokens bool) (*tls.Config, error) {
+	if f.Cert == "" || f.Key == "" || f.CA == "" && !tokens {
+		return nil, errors.New("a TLS listener needs --tls-cert, --tls-key and --tls-client-ca, or --auth-kube instead of the CA (pathtrace certs makes them)")
+	}
+	auth := tls.RequireAndVerifyClientCert
+	if tokens {
+		auth = tls.VerifyClientCertIfGiven
 	}
 	rl := &reloader{files: f}
 	if err := rl.load(); err != nil {
@@ -43,30 +51,46 @@ func ServerTLS(f TLSFiles) (*tls.Config, error) {
 				MinVersion:   tls.VersionTLS13,
 				Certificates: []tls.Certificate{cert},
 				ClientCAs:    pool,
-				ClientAuth:   tls.RequireAndVerifyClientCert,
+				ClientAuth:   auth,
 			}, nil
 		},
 	}, nil
 }
 
 // ClientTLS is a follower's TLS: TLS 1.3, the agent's certificate verified against the
-// CA and the server name, and the follower's own certificate presented.
-func ClientTLS(f TLSFiles, serverName string) (*tls.Config, error) {
-	if f.Cert == "" || f.Key == "" || f.CA == "" {
-		return nil, errors.New("following agents over TLS needs --tls-cert, --tls-key and --tls-ca (pathtrace certs makes them)")
+// CA and the server name, and the follower's own certificate presented when f names
+// one (without, the follower authenticates with a Kubernetes token in its request).
+// caPEM, when not nil, is the CA instead of the file f.CA.
+func ClientTLS(f TLSFiles, caPEM []byte, serverName string) (*tls.Config, error) {
+	if caPEM == nil && f.CA == "" {
+		return nil, errors.New("following agents over TLS needs the agents' CA: --tls-ca (pathtrace certs makes it)")
+	}
+	if (f.Cert == "") != (f.Key == "") {
+		return nil, errors.New("--tls-cert and --tls-key go together")
 	}
 	if serverName == "" {
 		serverName = DefaultServerName
 	}
-	cert, err := tls.LoadX509KeyPair(f.Cert, f.Key)
-	if err != nil {
-		return nil, fmt.Errorf("TLS certificate %s and key %s: %w", f.Cert, f.Key, err)
+	cfg := &tls.Config{MinVersion: tls.VersionTLS13, ServerName: serverName}
+	if f.Cert != "" {
+		cert, err := tls.LoadX509KeyPair(f.Cert, f.Key)
+		if err != nil {
+			return nil, fmt.Errorf("TLS certificate %s and key %s: %w", f.Cert, f.Key, err)
+		}
+		cfg.Certificates = []tls.Certificate{cert}
 	}
-	pool, err := loadPool(f.CA)
-	if err != nil {
-		return nil, err
+	if caPEM == nil {
+		var err error
+		if cfg.RootCAs, err = loadPool(f.CA); err != nil {
+			return nil, err
+		}
+	} else {
+		cfg.RootCAs = x509.NewCertPool()
+		if !cfg.RootCAs.AppendCertsFromPEM(caPEM) {
+			return nil, errors.New("the agents' CA: no PEM certificate in it")
+		}
 	}
-	return &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{cert}, RootCAs: pool, ServerName: serverName}, nil
+	return cfg, nil
 }
 
 func loadPool(path string) (*x509.CertPool, error) {
@@ -97,6 +121,9 @@ type reloader struct {
 func (r *reloader) stampOf() string {
 	s := ""
 	for _, p := range []string{r.files.Cert, r.files.Key, r.files.CA} {
+		if p == "" {
+			continue
+		}
 		if fi, err := os.Stat(p); err == nil {
 			s += fmt.Sprintf("%d.%d;", fi.ModTime().UnixNano(), fi.Size())
 		} else {
@@ -112,9 +139,11 @@ func (r *reloader) load() error {
 	if err != nil {
 		return fmt.Errorf("TLS certificate %s and key %s: %w", r.files.Cert, r.files.Key, err)
 	}
-	pool, err := loadPool(r.files.CA)
-	if err != nil {
-		return err
+	var pool *x509.CertPool
+	if r.files.CA != "" {
+		if pool, err = loadPool(r.files.CA); err != nil {
+			return err
+		}
 	}
 	r.cert, r.pool, r.stamp = cert, pool, stamp
 	return nil

@@ -12,10 +12,12 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// TLSClientCert authenticates a follower on a TLS listener whose configuration requires
-// and verifies client certificates (followapi.ServerTLS): the handshake is the proof,
-// and the certificate's subject is the identity. A plaintext client, no certificate,
-// another CA's, an expired one: the handshake fails and nothing is sent.
+// TLSClientCert authenticates a follower on a TLS listener whose configuration verifies
+// client certificates (followapi.ServerTLS): the handshake is the proof, and the
+// certificate's subject is the identity. A plaintext client, another CA's certificate,
+// an expired one: the handshake fails and nothing is sent. No certificate fails it
+// too, unless the listener takes Kubernetes tokens: the identity is then Anonymous
+// until the request's token is reviewed.
 func TLSClientCert(ctx context.Context, c net.Conn) (Identity, error) {
 	tc, ok := c.(*tls.Conn)
 	if !ok {
@@ -25,7 +27,12 @@ func TLSClientCert(ctx context.Context, c net.Conn) (Identity, error) {
 		return Identity{}, fmt.Errorf("TLS handshake: %w", err)
 	}
 	st := tc.ConnectionState()
-	if len(st.VerifiedChains) == 0 || len(st.PeerCertificates) == 0 {
+	if len(st.PeerCertificates) == 0 {
+		// Only where the configuration lets a client in without one (--auth-kube):
+		// its request must then carry a token.
+		return Identity{Via: "tls", Anonymous: true}, nil
+	}
+	if len(st.VerifiedChains) == 0 {
 		return Identity{}, errors.New("no verified client certificate")
 	}
 	leaf := st.PeerCertificates[0]

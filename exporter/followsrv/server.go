@@ -58,19 +58,26 @@ type Config struct {
 	Namer        decode.Namer
 	Symbols      func() *decode.Symbols // the kernel's, read once when first needed and shared; nil or nil result: addresses in hex
 	Limits       followapi.Limits
-	Slots        int                    // the kernel's selector slots
-	NewExplainer func() Explainer       // nil: drops are not explained
-	OnJourney    func(*decode.Journey)  // each journey sent to a follower (counting flagged flows)
-	OnOther      func(ev *decode.Event) // events no follower asked for: retransmits, unfollowed drops
-	Log          io.Writer              // what the operator should know; nil: discarded
-	Now          func() uint64          // CLOCK_MONOTONIC in ns
-	WallOffset   int64                  // wall-clock ns minus Now(), for JSON and pcap times
+	Slots        int              // the kernel's selector slots
+	NewExplainer func() Explainer // nil: drops are not explained
+	// TokenAuth reviews the token of a follower without a client certificate: who it
+	// is, and whether it may follow (Kubernetes TokenReview and SubjectAccessReview).
+	// nil: tokens are not taken.
+	TokenAuth  func(ctx context.Context, token string) (string, error)
+	OnJourney  func(*decode.Journey)  // each journey sent to a follower (counting flagged flows)
+	OnOther    func(ev *decode.Event) // events no follower asked for: retransmits, unfollowed drops
+	Log        io.Writer              // what the operator should know; nil: discarded
+	Now        func() uint64          // CLOCK_MONOTONIC in ns
+	WallOffset int64                  // wall-clock ns minus Now(), for JSON and pcap times
 }
 
 // Identity is who a follower is, as its authentication proved.
 type Identity struct {
-	Name string // "CN=oncall", "uid 0"
-	Via  string // "tls", "unix", "loopback"
+	Name string // "CN=oncall", "uid 0", "user alice"
+	Via  string // "tls", "unix", "loopback", "kube"
+	// Anonymous: the connection is encrypted but its peer is not known yet; only a
+	// token in its request (Config.TokenAuth) can make it known.
+	Anonymous bool
 }
 
 func (i Identity) String() string { return i.Name + " (" + i.Via + ")" }
@@ -285,6 +292,23 @@ func (s *Server) serve(ctx context.Context, c net.Conn, auth Authenticator) {
 		reply(followapi.Reply{Error: err.Error()})
 		return
 	}
+	if id.Anonymous {
+		if req.Token == "" || s.cfg.TokenAuth == nil {
+			s.refuse(RefusedAuth)
+			fmt.Fprintf(s.cfg.Log, "pathtrace agent: follower %s refused: no client certificate and no token\n", c.RemoteAddr())
+			reply(followapi.Reply{Error: "unauthenticated: present a client certificate, or a Kubernetes token (follow --agents k8s)"})
+			return
+		}
+		user, err := s.cfg.TokenAuth(ctx, req.Token)
+		if err != nil {
+			s.refuse(RefusedAuth)
+			fmt.Fprintf(s.cfg.Log, "pathtrace agent: follower %s refused: %v\n", c.RemoteAddr(), err)
+			reply(followapi.Reply{Error: "unauthorized: " + err.Error()})
+			return
+		}
+		id = Identity{Name: "user " + user, Via: "kube"}
+	}
+	req.Token = ""
 	c.SetReadDeadline(time.Time{})
 	fl, err := lim.Check(req)
 	if err != nil {

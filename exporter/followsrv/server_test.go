@@ -4,12 +4,14 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -136,7 +138,7 @@ type harness struct {
 }
 
 // start runs a server on a loopback listener with auth.
-func start(t *testing.T, lim followapi.Limits, auth Authenticator, wrap func(net.Listener) net.Listener) *harness {
+func start(t *testing.T, lim followapi.Limits, auth Authenticator, wrap func(net.Listener) net.Listener, opts ...func(*Config)) *harness {
 	t.Helper()
 	h := &harness{t: t, src: newFake(), log: &strings.Builder{}}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -148,7 +150,11 @@ func start(t *testing.T, lim followapi.Limits, auth Authenticator, wrap func(net
 	if wrap != nil {
 		l = wrap(ln)
 	}
-	h.srv = New(h.src, Config{Node: "node-x", Limits: lim, Slots: 8, Now: mono, Log: lockedWriter{&h.mu, h.log}})
+	cfg := Config{Node: "node-x", Limits: lim, Slots: 8, Now: mono, Log: lockedWriter{&h.mu, h.log}}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	h.srv = New(h.src, cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{}, 2)
 	go func() { h.srv.Serve(ctx, l, auth); done <- struct{}{} }()
@@ -577,14 +583,14 @@ func TestTLSAuthentication(t *testing.T) {
 	other := mk("other", time.Hour, now, "")                         // another CA
 	expired := mk("expired", time.Hour, now.Add(-3*time.Hour), good) // the good CA's, expired two hours ago
 	second := mk("second", time.Hour, now, good)                     // another follower of the good CA
-	srvCfg, err := followapi.ServerTLS(followapi.TLSFiles{Cert: good + "/agent.crt", Key: good + "/agent.key", CA: good + "/ca.crt"})
+	srvCfg, err := followapi.ServerTLS(followapi.TLSFiles{Cert: good + "/agent.crt", Key: good + "/agent.key", CA: good + "/ca.crt"}, false)
 	if err != nil {
 		t.Fatal(err)
 	}
 	h := start(t, followapi.DefaultLimits(), TLSClientCert, func(l net.Listener) net.Listener { return tls.NewListener(l, srvCfg) })
 	dialWith := func(d, serverName string, withCert bool) func(string) (net.Conn, error) {
 		return func(a string) (net.Conn, error) {
-			cfg, err := followapi.ClientTLS(followapi.TLSFiles{Cert: d + "/follower.crt", Key: d + "/follower.key", CA: good + "/ca.crt"}, serverName)
+			cfg, err := followapi.ClientTLS(followapi.TLSFiles{Cert: d + "/follower.crt", Key: d + "/follower.key", CA: good + "/ca.crt"}, nil, serverName)
 			if err != nil {
 				return nil, err
 			}
@@ -633,5 +639,53 @@ func TestTLSAuthentication(t *testing.T) {
 	}
 	if !strings.Contains(h.logText(), "CN=oncall-second (tls) follows") {
 		t.Errorf("log: %s", h.logText())
+	}
+}
+
+// With Kubernetes tokens (agent --auth-kube) a follower without a certificate is
+// served only when its token is reviewed and allowed; the token never reaches the log.
+func TestTokenAuthentication(t *testing.T) {
+	dir := t.TempDir()
+	if err := followapi.MakeCerts(followapi.CertRequest{Dir: dir, ServerName: followapi.DefaultServerName, Follower: "oncall", Validity: time.Hour, Now: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	srvCfg, err := followapi.ServerTLS(followapi.TLSFiles{Cert: dir + "/agent.crt", Key: dir + "/agent.key"}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokens := func(c *Config) {
+		c.TokenAuth = func(_ context.Context, tok string) (string, error) {
+			if tok == "tok-alice" {
+				return "alice", nil
+			}
+			return "", fmt.Errorf("denied: the API server does not know the token")
+		}
+	}
+	h := start(t, followapi.DefaultLimits(), TLSClientCert, func(l net.Listener) net.Listener { return tls.NewListener(l, srvCfg) }, tokens)
+	pool := x509.NewCertPool()
+	ca, _ := os.ReadFile(dir + "/ca.crt")
+	pool.AppendCertsFromPEM(ca)
+	dial := func(a string) (net.Conn, error) {
+		return tls.Dial("tcp", a, &tls.Config{RootCAs: pool, ServerName: followapi.DefaultServerName, MinVersion: tls.VersionTLS13})
+	}
+	for _, tc := range []struct{ token, want string }{
+		{"", "unauthenticated"},
+		{"tok-mallory", "unauthorized: denied"},
+	} {
+		c, err := h.follow(followapi.Request{Selectors: []string{"10.0.0.2"}, Token: tc.token}, dial)
+		if err != nil || c.reply.OK || !strings.Contains(c.reply.Error, tc.want) || c.reply.Node != "" {
+			t.Errorf("token %q: %v %+v, want refused with %q", tc.token, err, c.reply, tc.want)
+		}
+	}
+	c, err := h.follow(followapi.Request{Selectors: []string{"10.0.0.2"}, Token: "tok-alice"}, dial)
+	if err != nil || !c.reply.OK {
+		t.Fatalf("alice: %v %+v", err, c.reply)
+	}
+	log := h.logText()
+	if !strings.Contains(log, "user alice (kube) follows 10.0.0.2") || strings.Contains(log, "tok-") {
+		t.Errorf("log:\n%s", log)
+	}
+	if n := h.srv.Stats().Refused[RefusedAuth]; n != 2 {
+		t.Errorf("%d auth refusals, want 2", n)
 	}
 }

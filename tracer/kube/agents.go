@@ -96,3 +96,23 @@ func newerPod(a, b *corev1.Pod) bool {
 	}
 	return a.Name < b.Name
 }
+
+// AgentCAConfigMap is the ConfigMap, in the agents' namespace, that publishes the CA
+// of the agents' certificates (key ca.crt) to followers: public, unlike the Secret.
+const AgentCAConfigMap = "pathtrace-agent-ca"
+
+// AgentCA reads the agents' CA certificate from the ConfigMap AgentCAConfigMap.
+func (r *Resolver) AgentCA(ctx context.Context, namespace string) ([]byte, error) {
+	if r == nil || r.client == nil {
+		return nil, fmt.Errorf("reading the agents' CA needs a kubeconfig or in-cluster config")
+	}
+	cm, err := r.client.CoreV1().ConfigMaps(namespace).Get(ctx, AgentCAConfigMap, metav1.GetOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("the agents' CA (ConfigMap %s/%s, key ca.crt; or pass --tls-ca): %w", namespace, AgentCAConfigMap, err)
+	}
+	ca := cm.Data["ca.crt"]
+	if ca == "" {
+		return nil, fmt.Errorf("ConfigMap %s/%s has no ca.crt", namespace, AgentCAConfigMap)
+	}
+	return []byte(ca), nil
+}

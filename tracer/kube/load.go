@@ -44,18 +44,28 @@ const DefaultSyncTimeout = 5 * time.Second
 // with addresses only. A kubeconfig named in cfg.Kubeconfig that is missing or broken
 // is an error.
 func Load(cfg Config) (kubernetes.Interface, string, error) {
+	rc, desc, err := LoadREST(cfg)
+	if err != nil || rc == nil {
+		return nil, desc, err
+	}
+	return newClient(rc, desc)
+}
+
+// LoadREST is Load's configuration, before a client is made of it (nil and why not
+// when none is found).
+func LoadREST(cfg Config) (*rest.Config, string, error) {
 	if cfg.Kubeconfig != "" {
 		rc, desc, err := fromKubeconfig(cfg.Kubeconfig, []string{cfg.Kubeconfig})
 		if err != nil {
 			return nil, "", fmt.Errorf("kubeconfig %s: %w: give a readable kubeconfig, or leave --kubeconfig out to work with addresses only", cfg.Kubeconfig, err)
 		}
-		return newClient(rc, desc)
+		return rc, desc, nil
 	}
 	var notes []string
 	if os.Getenv("KUBERNETES_SERVICE_HOST") != "" {
 		rc, err := rest.InClusterConfig()
 		if err == nil {
-			return newClient(rc, "in-cluster config (service account)")
+			return rc, "in-cluster config (service account)", nil
 		}
 		notes = append(notes, "in-cluster config: "+err.Error())
 	}
@@ -90,7 +100,7 @@ func Load(cfg Config) (kubernetes.Interface, string, error) {
 	if err != nil {
 		return nil, fmt.Sprintf("names off: kubeconfig %s: %v", where, err), nil
 	}
-	return newClient(rc, desc)
+	return rc, desc, nil
 }
 
 // fromKubeconfig reads the files (merged as kubectl merges them) and returns the rest
