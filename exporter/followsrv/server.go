@@ -120,12 +120,28 @@ type Server struct {
 	conns   map[net.Conn]bool
 	bucket  bucket
 
+	// rt is what the router reads for each event, published whenever the slots change,
+	// so that it never waits for the lock (a follower leaving clears its selectors in
+	// the kernel under it: a walk of the flows map).
+	rt atomic.Pointer[routing]
+
 	follows, evicted, qdrops atomic.Uint64
 	refused                  sync.Map // reason → *atomic.Uint64
 	nconns                   atomic.Int64
 }
 
 type perID struct{ follows, selectors int }
+
+// routing is a snapshot of the slots for the router.
+type routing struct {
+	slots [maxSlots]*follower
+	sels  [maxSlots]decode.Selector
+}
+
+// publishLocked hands the router the slots as they are now; s.mu is held.
+func (s *Server) publishLocked() {
+	s.rt.Store(&routing{slots: s.slots, sels: s.slotSel})
+}
 
 type follower struct {
 	id     Identity
@@ -211,6 +227,7 @@ func (s *Server) AddLocal(slot int, sel decode.Selector, events chan decode.Even
 		return fmt.Errorf("selector slot %d is not free", slot)
 	}
 	s.slots[slot], s.slotSel[slot] = &follower{events: events, sels: []decode.Selector{sel}}, sel
+	s.publishLocked()
 	return s.src.SetSelector(slot, &sel, s.usedSlots())
 }
 
@@ -226,6 +243,7 @@ func (s *Server) Shutdown(detach func() error) error {
 	for i := range s.slots {
 		s.slots[i] = nil
 	}
+	s.publishLocked()
 	s.mu.Unlock()
 	return err
 }
@@ -359,9 +377,12 @@ func (s *Server) take(f *follower) ([]int, string, error) {
 	if len(mine) < len(f.sels) {
 		return nil, RefusedSlots, fmt.Errorf("the agent has %d selector slots free (of %d, shared by its followers), this follow needs %d; try again later", len(mine), s.nslots, len(f.sels))
 	}
-	var err error
 	for k, slot := range mine {
 		s.slots[slot], s.slotSel[slot] = f, f.sels[k]
+	}
+	s.publishLocked()
+	var err error
+	for k, slot := range mine {
 		if err == nil {
 			err = s.src.SetSelector(slot, &f.sels[k], s.usedSlots())
 		}
@@ -398,6 +419,7 @@ func (s *Server) releaseLocked(f *follower, slots []int) {
 			s.slots[slot], s.slotSel[slot] = nil, decode.Selector{}
 		}
 	}
+	s.publishLocked()
 	if s.closed {
 		return // detached: nothing to clear
 	}
@@ -624,12 +646,11 @@ func (s *Server) route(ev *decode.Event, p *decode.Packet) {
 		}
 		return
 	}
-	s.mu.Lock()
-	slots, slotSel := s.slots, s.slotSel
-	s.mu.Unlock()
-	if int(ev.Filter) >= s.nslots {
+	rt := s.rt.Load()
+	if rt == nil || int(ev.Filter) >= s.nslots {
 		return
 	}
+	slots, slotSel := &rt.slots, &rt.sels
 	// The kernel names the first selector that matches; its follower, and followers
 	// with the same selector, get all it gets (NAT included), those whose selectors
 	// overlap it the packets that match them. A follower of several slots gets each

@@ -34,6 +34,8 @@ type fakeSource struct {
 	nf     bool
 	used   int
 	lost   atomic.Uint64
+	// clearDelay: how long clearing a selector takes (the kernel's flows map walk).
+	clearDelay time.Duration
 }
 
 func newFake() *fakeSource {
@@ -43,6 +45,9 @@ func newFake() *fakeSource {
 func (f *fakeSource) Events() <-chan decode.Event { return f.events }
 
 func (f *fakeSource) SetSelector(slot int, s *decode.Selector, used int) error {
+	if s == nil {
+		time.Sleep(f.clearDelay)
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if s == nil {
@@ -687,5 +692,32 @@ func TestTokenAuthentication(t *testing.T) {
 	}
 	if n := h.srv.Stats().Refused[RefusedAuth]; n != 2 {
 		t.Errorf("%d auth refusals, want 2", n)
+	}
+}
+
+// A follower leaving clears its selectors in the kernel (a walk of the flows map): the
+// other followers' events keep flowing meanwhile.
+func TestLeavingDoesNotStallRouting(t *testing.T) {
+	h := start(t, followapi.DefaultLimits(), func(_ context.Context, c net.Conn) (Identity, error) {
+		return Identity{Name: c.RemoteAddr().String(), Via: "test"}, nil
+	}, nil)
+	h.src.mu.Lock()
+	h.src.clearDelay = 2 * time.Second
+	h.src.mu.Unlock()
+	stay, _ := h.follow(followapi.Request{Selectors: []string{"10.0.0.2"}, JSON: true, Timeout: "20ms"}, nil)
+	leave, _ := h.follow(followapi.Request{Selectors: []string{"10.0.0.3"}, JSON: true, Timeout: "20ms"}, nil)
+	if !stay.reply.OK || !leave.reply.OK {
+		t.Fatal(stay.reply, leave.reply)
+	}
+	leave.c.Close()
+	time.Sleep(100 * time.Millisecond) // the leaver's release is clearing now
+	start := time.Now()
+	h.src.send("10.0.0.1:1000", "10.0.0.2:80", 42)
+	js, _ := stay.journeys(t, 1, 5*time.Second)
+	if len(js) != 1 {
+		t.Fatalf("no journey while another follower left")
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("the journey took %v: routing waited for the leaver's clear", took)
 	}
 }
