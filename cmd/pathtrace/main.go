@@ -17,6 +17,7 @@ import (
 	"github.com/pathtrace/pathtrace/decode"
 	"github.com/pathtrace/pathtrace/exporter"
 	"github.com/pathtrace/pathtrace/exporter/followapi"
+	"github.com/pathtrace/pathtrace/exporter/followcli"
 	"github.com/pathtrace/pathtrace/tracer"
 )
 
@@ -246,7 +247,7 @@ func follow(args []string, stdout, stderr io.Writer) (err error) {
 	for i, s := range cfg.Selectors {
 		sels[i] = addrSelector(s)
 	}
-	var addrs []agentAddr
+	var addrs []followcli.Addr
 	if k8sAgents {
 		if addrs, err = kubeAgents(nctx, res, o.agentNS); err != nil {
 			return err
