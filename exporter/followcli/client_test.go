@@ -80,7 +80,7 @@ func viewB() followsrv.View {
 // One agent: journeys copied as they come, counted by frame, up to the count.
 func TestCopy(t *testing.T) {
 	src, addr := agent(t, "node-a", viewA())
-	c, err := Dial(addr, followapi.Request{Selectors: []string{"10.244.2.57"}, JSON: true, Timeout: "20ms"}, nil)
+	c, err := Dial(addr, followapi.Request{Selectors: []string{"10.244.2.57"}, JSON: true, Timeout: "500ms"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,7 +112,7 @@ func TestCopy(t *testing.T) {
 func TestJoin(t *testing.T) {
 	srcA, addrA := agent(t, "node-a", viewA())
 	srcB, addrB := agent(t, "node-b", viewB())
-	req := followapi.Request{Selectors: []string{"10.244.2.57"}, JSON: true, Timeout: "20ms"}
+	req := followapi.Request{Selectors: []string{"10.244.2.57"}, JSON: true, Timeout: "500ms"}
 	var conns []*Conn
 	for _, a := range []Addr{addrA, addrB} {
 		c, err := Dial(a, req, nil)

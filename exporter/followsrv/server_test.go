@@ -261,11 +261,11 @@ func anyone(context.Context, net.Conn) (Identity, error) {
 
 func TestRoutesEachFollowerItsOwn(t *testing.T) {
 	h := start(t, followapi.DefaultLimits(), anyone, nil)
-	a, err := h.follow(followapi.Request{Selectors: []string{"10.0.0.2:80"}, JSON: true, Timeout: "50ms"}, nil)
+	a, err := h.follow(followapi.Request{Selectors: []string{"10.0.0.2:80"}, JSON: true, Timeout: "500ms"}, nil)
 	if err != nil || !a.reply.OK {
 		t.Fatalf("follow: %v %+v", err, a.reply)
 	}
-	b, err := h.follow(followapi.Request{Selectors: []string{"10.0.0.3:443"}, JSON: true, Timeout: "50ms"}, nil)
+	b, err := h.follow(followapi.Request{Selectors: []string{"10.0.0.3:443"}, JSON: true, Timeout: "500ms"}, nil)
 	if err != nil || !b.reply.OK {
 		t.Fatalf("follow: %v %+v", err, b.reply)
 	}
@@ -283,7 +283,7 @@ func TestRoutesEachFollowerItsOwn(t *testing.T) {
 	if len(jb) != 1 || jb[0].Flow.Dst != "10.0.0.3:443" {
 		t.Errorf("follower b got %+v", jb)
 	}
-	if a.reply.Granted == nil || a.reply.Granted.Timeout != "50ms" || a.reply.Granted.Count != followapi.DefaultLimits().MaxCount {
+	if a.reply.Granted == nil || a.reply.Granted.Timeout != "500ms" || a.reply.Granted.Count != followapi.DefaultLimits().MaxCount {
 		t.Errorf("granted %+v", a.reply.Granted)
 	}
 	// Gone: their selectors and the netfilter hooks go with them.
@@ -554,7 +554,7 @@ func TestLostIsTold(t *testing.T) {
 // Events the tracer lost for everyone make the journeys in flight incomplete, not lost.
 func TestTracerLossMakesIncomplete(t *testing.T) {
 	h := start(t, followapi.DefaultLimits(), anyone, nil)
-	c, _ := h.follow(followapi.Request{Selectors: []string{"10.0.0.2"}, JSON: true, Timeout: "200ms"}, nil)
+	c, _ := h.follow(followapi.Request{Selectors: []string{"10.0.0.2"}, JSON: true, Timeout: "1s"}, nil)
 	if !c.reply.OK {
 		t.Fatal(c.reply)
 	}
