@@ -309,20 +309,21 @@ func follow(args []string, stdout, stderr io.Writer) (err error) {
 	for _, w := range podsBehind(tr, cfg.Selectors) {
 		fmt.Fprintf(stderr, "pathtrace: node %s: %s\n", o.node, w)
 	}
-	if o.readyFile != "" {
-		if err := writeReady(o.readyFile, tr); err != nil {
-			return err
-		}
-		defer os.Remove(o.readyFile)
-	}
-
 	r := &runner{asm: asm, out: out, tr: tr, stderr: stderr, limit: o.count}
 	if o.oneway > 0 {
 		r.watch = decode.NewFlowWatch(o.oneway)
 	}
 	if tr.Mode().NF != tracer.NFNone && !o.noRules {
+		// The rule counters are read before the ready file says so: a drop after it
+		// is then a rise (under emulation this first read takes seconds).
 		r.expl = newExplainer(o.netns, tr, stderr)
 		defer r.expl.Close()
+	}
+	if o.readyFile != "" {
+		if err := writeReady(o.readyFile, tr); err != nil {
+			return err
+		}
+		defer os.Remove(o.readyFile)
 	}
 	return r.loop(ctx, o.duration)
 }
