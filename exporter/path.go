@@ -100,6 +100,15 @@ func FromJSON(x *JourneyJSON) (*decode.Journey, error) {
 		Unresolved: x.Names == "unresolved"}); n != (decode.Names{}) {
 		j.Names = &n
 	}
+	// What the Assembler guarantees and the writers rely on (Journey.Summary names the
+	// drop of a dropped journey and the last hop of a delivered one): a line that
+	// breaks it did not come from ToJSON.
+	switch {
+	case j.Verdict == decode.Dropped && j.Drop == nil:
+		return nil, fmt.Errorf("journey %s: verdict dropped without a drop", x.ID)
+	case j.Verdict == decode.Delivered && j.CopyDrop == nil && len(j.Hops) == 0:
+		return nil, fmt.Errorf("journey %s: verdict delivered without a hop", x.ID)
+	}
 	return j, nil
 }
 
