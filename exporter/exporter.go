@@ -330,8 +330,16 @@ func ToJSON(j *decode.Journey, clock Clock) JourneyJSON {
 					if c.Reply {
 						cj.Dir = "reply"
 					}
-					o, r := flowJSON(c.Orig), flowJSON(c.Answer)
-					cj.Orig, cj.Reply = &o, &r
+					// A tuple the kernel's entry did not give (no address family) is
+					// left out rather than written as "invalid IP".
+					if c.Orig.Src.IsValid() {
+						o := flowJSON(c.Orig)
+						cj.Orig = &o
+					}
+					if c.Answer.Src.IsValid() {
+						r := flowJSON(c.Answer)
+						cj.Reply = &r
+					}
 				}
 				hj.CT = cj
 			}

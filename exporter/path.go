@@ -60,14 +60,20 @@ func FromJSON(x *JourneyJSON) (*decode.Journey, error) {
 			h.Outer = o
 		}
 		if c := hj.CT; c != nil {
-			ct := &decode.CT{State: c.State, Status: c.Status, Mark: c.Mark, Reply: c.Dir == "reply"}
-			if c.Orig != nil {
-				ct.Orig, _ = flowFromJSON(c.Orig)
+			// A tuple that does not read (older agents wrote unknown ones as
+			// "invalid IP") is unknown, as if left out.
+			ctFlow := func(f *FlowJSON) decode.Flow {
+				if f == nil {
+					return decode.Flow{}
+				}
+				fl, err := flowFromJSON(f)
+				if err != nil {
+					return decode.Flow{}
+				}
+				return fl
 			}
-			if c.Reply != nil {
-				ct.Answer, _ = flowFromJSON(c.Reply)
-			}
-			h.CT = ct
+			h.CT = &decode.CT{State: c.State, Status: c.Status, Mark: c.Mark, Reply: c.Dir == "reply",
+				Orig: ctFlow(c.Orig), Answer: ctFlow(c.Reply)}
 		}
 		if n := hj.NAT; n != nil {
 			h.NAT = &decode.NAT{Type: n.Type, From: n.From, To: n.To}
