@@ -127,6 +127,11 @@ func flowFromJSON(f *FlowJSON) (decode.Flow, error) {
 	out.Proto = p
 	ep := func(s string) (netip.AddrPort, error) {
 		if ap, err := netip.ParseAddrPort(s); err == nil {
+			// As decode.Flow has them: ports are zero for protocols without them
+			// (ToJSON writes such endpoints without a port).
+			if ap.Port() != 0 && p != decode.ProtoTCP && p != decode.ProtoUDP {
+				return netip.AddrPort{}, fmt.Errorf("flow endpoint %q: %s has no ports", s, f.Proto)
+			}
 			return ap, nil
 		}
 		a, err := netip.ParseAddr(s)

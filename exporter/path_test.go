@@ -93,6 +93,24 @@ func TestFromJSONIncomplete(t *testing.T) {
 	}
 }
 
+// decode.Flow has no ports for protocols without them, and ToJSON writes none: a line
+// with one is refused rather than read into a journey that writes differently each
+// time it is read. (testdata/fuzz/FuzzFromJSON/icmp-ports.)
+func TestFromJSONPortlessProtocols(t *testing.T) {
+	line := `{"kind":"journey","id":"1","flow":{"proto":"icmp","src":"10.0.0.1:5","dst":"10.0.0.2"},"hops":[{"ifname":"a","kind":"pod","dir":"ingress","t_ns":1}],"verdict":"lost"}`
+	var x exporter.JourneyJSON
+	if err := json.Unmarshal([]byte(line), &x); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := exporter.FromJSON(&x); err == nil || err.Error() != `flow endpoint "10.0.0.1:5": icmp has no ports` {
+		t.Errorf("error %v", err)
+	}
+	x.Flow.Src = "10.0.0.1"
+	if j, err := exporter.FromJSON(&x); err != nil || j.Flow.Src.Port() != 0 {
+		t.Errorf("without the port: %v, %v", j, err)
+	}
+}
+
 func crossNodePath(t *testing.T, lostOnB bool) *decode.Path {
 	t.Helper()
 	podA, podB := netip.MustParseAddrPort("10.244.1.23:40000"), netip.MustParseAddrPort("10.244.2.57:8080")
