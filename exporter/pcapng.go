@@ -168,13 +168,15 @@ func (p *Pcap) encode(k *pcapPacket) error {
 	if k.iface.l2 {
 		link = LinkEthernet
 	}
-	intf := pcapgo.NgInterface{Name: k.iface.name, Description: k.desc, LinkType: link,
+	// pcapng's names, descriptions and comments are UTF-8; a Linux interface name need
+	// not be.
+	intf := pcapgo.NgInterface{Name: utf8String(k.iface.name), Description: utf8String(k.desc), LinkType: link,
 		SnapLength: uint32(p.cfg.SnapLen), TimestampResolution: 9}
 	id, ok := p.ifaces[k.iface]
 	switch {
 	case p.ng == nil:
 		ng, err := pcapgo.NewNgWriterInterface(&p.pend, intf, pcapgo.NgWriterOptions{SectionInfo: pcapgo.NgSectionInfo{
-			Application: "pathtrace", OS: runtime.GOOS, Hardware: runtime.GOARCH, Comment: p.cfg.Comment}})
+			Application: "pathtrace", OS: runtime.GOOS, Hardware: runtime.GOARCH, Comment: utf8String(p.cfg.Comment)}})
 		if err != nil {
 			return err
 		}
@@ -190,7 +192,7 @@ func (p *Pcap) encode(k *pcapPacket) error {
 	data := k.data[:min(len(k.data), p.cfg.SnapLen)]
 	ci := gopacket.CaptureInfo{Timestamp: time.Unix(0, p.cfg.Clock.Wall(k.timeNs)).UTC(),
 		CaptureLength: len(data), Length: max(int(k.length), len(k.data)), InterfaceIndex: id}
-	opts := pcapgo.NgPacketOptions{Comments: []string{strings.Join(k.comment, "; ")}}
+	opts := pcapgo.NgPacketOptions{Comments: []string{utf8String(strings.Join(k.comment, "; "))}}
 	switch k.iface.dir {
 	case decode.Ingress:
 		opts.Flags = &pcapgo.NgEpbFlags{Direction: pcapgo.NgEpbFlagDirectionInbound}
@@ -306,6 +308,9 @@ func hopWhere(h *decode.Hop) string {
 	}
 	return s
 }
+
+// utf8String replaces the bytes of s that are no UTF-8 with U+FFFD, as JSON does.
+func utf8String(s string) string { return strings.ToValidUTF8(s, "\uFFFD") }
 
 // arrows writes the arrows of a snat+dnat translation in ASCII, as the rest of the
 // comment.

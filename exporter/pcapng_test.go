@@ -339,3 +339,32 @@ func TestPcapWriteError(t *testing.T) {
 		t.Errorf("Size %d Packets %d after failed writes", p.Size(), p.Packets())
 	}
 }
+
+// pcapng's names and comments are UTF-8 strings; a Linux interface name may be any
+// bytes. Those that are no UTF-8 are written as U+FFFD, and pcapgo reads the name
+// back. (FuzzPcap: testdata/fuzz/FuzzPcap/ifname-not-utf8-ct-unknown.)
+func TestPcapNamesUTF8(t *testing.T) {
+	j := pcapJourneys(t)[2]
+	j.Hops[0].Ifname = "eth\x9c0"
+	var b bytes.Buffer
+	p := exporter.NewPcap(&b, exporter.PcapConfig{Clock: pcapClock, Comment: "flow \xff"})
+	if err := p.Write(j); err != nil {
+		t.Fatal(err)
+	}
+	r, err := pcapgo.NewNgReader(&b, pcapgo.NgReaderOptions{WantMixedLinkType: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, ci, opts, err := r.ReadPacketDataWithOptions()
+	if err != nil {
+		t.Fatal(err)
+	}
+	intf, err := r.Interface(ci.InterfaceIndex)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if intf.Name != "node-a/eth\uFFFD0" || !strings.HasPrefix(intf.Description, "eth\uFFFD0 ingress") ||
+		len(opts.Comments) != 1 || !strings.HasPrefix(opts.Comments[0], "node-a/eth\uFFFD0 ingress") || r.SectionInfo().Comment != "flow \uFFFD" {
+		t.Errorf("interface %q %q, comments %q, section %q", intf.Name, intf.Description, opts.Comments, r.SectionInfo().Comment)
+	}
+}
