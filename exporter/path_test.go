@@ -111,7 +111,7 @@ func TestFromJSONPortlessProtocols(t *testing.T) {
 	}
 }
 
-func crossNodePath(t *testing.T, lostOnB bool) *decode.Path {
+func crossNodePath(t testing.TB, lostOnB bool) *decode.Path {
 	t.Helper()
 	podA, podB := netip.MustParseAddrPort("10.244.1.23:40000"), netip.MustParseAddrPort("10.244.2.57:8080")
 	a, b := netip.MustParseAddr("10.0.0.11"), netip.MustParseAddr("10.0.0.12")
