@@ -1000,8 +1000,10 @@ func (r *RuleReader) nftTexts(id nfrTableID) (map[nfrTextKey]string, error) {
 }
 
 var (
-	nfrHandleRe  = regexp.MustCompile(`\s*# handle (\d+)\s*$`)
-	nfrCounterRe = regexp.MustCompile(`\bcounter packets \d+ bytes \d+`)
+	nfrHandleRe = regexp.MustCompile(`\s*# handle (\d+)\s*$`)
+	// A counter's values, in a text whose spaces are single: they change while the
+	// rule does not, and its text is kept as long as the rule.
+	nfrCounterRe = regexp.MustCompile(`\bcounter( packets \d+ bytes \d+)+`)
 )
 
 // nfrParseNft reads nft -a's listing of one table: the rules of each chain, each
@@ -1060,8 +1062,8 @@ func nfrParseNft(out []byte) map[nfrTextKey]string {
 		if err != nil {
 			continue
 		}
-		text = nfrCounterRe.ReplaceAllString(text, "counter")
-		texts[nfrTextKey{chain, h}] = strings.Join(strings.Fields(text), " ")
+		text = strings.Join(strings.Fields(text), " ")
+		texts[nfrTextKey{chain, h}] = nfrCounterRe.ReplaceAllString(text, "counter")
 	}
 	return texts
 }

@@ -105,6 +105,15 @@ table inet mytable { # handle 4
 	}
 }
 
+// A rule's text holds no counter values, however the listing spaces them: the text is
+// cached while the counter rises. (FuzzNfrParseNft.)
+func TestNfrParseNftCounterSpacing(t *testing.T) {
+	got := nfrParseNft([]byte("table ip t {\n\tchain c {\n\t\tcounter  packets 7\tbytes 420  drop # handle 3\n\t}\n}\n"))
+	if want := "counter drop"; got[nfrTextKey{"c", 3}] != want {
+		t.Errorf("text %q, want %q", got[nfrTextKey{"c", 3}], want)
+	}
+}
+
 // Privileged: rulesets in namespaces of their own.
 
 // nfrNeedRoot skips (fails under CI) when the test cannot build namespaces and rules.
