@@ -164,6 +164,14 @@ func TestTextColumnsAlign(t *testing.T) {
 			t.Errorf("journey %016x: node column at rune offsets %v", j.ID, cols)
 		}
 	}
+	// The column is as wide as its longest name in characters: a name of two-byte
+	// characters once padded every line to its width in bytes (FuzzFromJSON's bound on
+	// the text's size found it, with a name of U+FFFD, three bytes each).
+	wide := dropped()
+	wide.Hops[1].Ifname = "brücke-über-straße"
+	if s := string(text(t, wide)); !strings.Contains(s, "brücke-über-straße  ingress") || !strings.Contains(s, "veth3f8a2c1e        ingress") {
+		t.Errorf("name column of a name with 18 characters in 21 bytes:\n%s", s)
+	}
 }
 
 func TestTextDropBetweenHops(t *testing.T) {

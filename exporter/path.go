@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/pathtrace/pathtrace/decode"
 )
@@ -243,14 +244,14 @@ func (t *Text) WritePath(p *decode.Path) error {
 		if i+1 < len(p.Legs) {
 			for _, c := range p.Crossings {
 				if c.From == l.Node && c.To == p.Legs[i+1].Node {
-					fmt.Fprintf(w, "  %-9s %s  underlay: %s %s → %s %s, %s (%s)\n", "", strings.Repeat("·", len(l.Node)),
+					fmt.Fprintf(w, "  %-9s %s  underlay: %s %s → %s %s, %s (%s)\n", "", strings.Repeat("·", utf8.RuneCountInString(l.Node)),
 						c.From, c.FromHop, c.To, c.ToHop, time.Duration(c.LatencyNs).Round(time.Microsecond), clockWords(c))
 				}
 			}
 		}
 	}
 	if p.Verdict == decode.PathUnderlayLost || p.Verdict == decode.PathNodeMissing && p.Next != "" {
-		fmt.Fprintf(w, "  %-9s %s  underlay: %s %s → %s (%s): nothing arrived\n", "", strings.Repeat("·", len(p.LeftNode)),
+		fmt.Fprintf(w, "  %-9s %s  underlay: %s %s → %s (%s): nothing arrived\n", "", strings.Repeat("·", utf8.RuneCountInString(p.LeftNode)),
 			p.LeftNode, p.LeftHop, p.Next, p.NextAddr)
 	}
 	fmt.Fprintf(w, "  %s\n\n", p.Summary())
