@@ -284,9 +284,10 @@ func fuzzRecord(h0, h1 byte, stepUs uint16, data []byte) []byte {
 }
 
 // FuzzPcap writes pcapng from journeys the assembler made of events with fuzzed packet
-// bytes (cfg picks the snap length and the size limit): the file is always well-formed
-// pcapng, within its limit, every journey in one write of whole blocks, readable by
-// pcapgo; and each journey's JSON reads back for a follow client.
+// bytes (cfg picks the snap length, the size limit and the text of the rule that
+// dropped the dropped ones, as the ruleset's tools give it): the file is always
+// well-formed pcapng, within its limit, every journey in one write of whole blocks,
+// readable by pcapgo; and each journey's JSON reads back for a follow client.
 func FuzzPcap(f *testing.F) {
 	syn := synThroughDNAT(0)
 	dns := dnsDropped(0, 7)
@@ -300,7 +301,7 @@ func FuzzPcap(f *testing.F) {
 		seed = append(seed, fuzzRecord(h0, h1, uint16(i*10), e.Data[:e.SnapLen])...)
 	}
 	big := eth(ipv4("10.244.0.5", "10.244.1.7", 9, 64, decode.ProtoUDP, udp(1000, 2000, make([]byte, 3000))))
-	for cfg := range byte(16) {
+	for cfg := range byte(64) {
 		f.Add(cfg, seed)
 	}
 	f.Add(byte(3), append(bytes.Clone(seed), fuzzRecord(0x10, 4, 0x8000|600, big)...))
@@ -312,12 +313,19 @@ func FuzzPcap(f *testing.F) {
 		pc := exporter.PcapConfig{Clock: pcapClock, Comment: "fuzz",
 			SnapLen:  []int{0, 64, decode.SnapMax, decode.SnapFull}[cfg&3],
 			MaxBytes: []int64{0, 600, 4096, 1 << 20}[cfg>>2&3]}
+		// A rule with a set of thousands of addresses is one line of iptables-save.
+		rule := []string{"", "-A FORWARD -d 10.244.1.42/32 -p tcp -m tcp --dport 6379 -j DROP",
+			"ip saddr { " + strings.Repeat("198.51.100.1, ", 5000) + "} counter drop", string(b[:min(len(b), 300)])}[cfg>>4&3]
 		var w recordWrites
 		p := exporter.NewPcap(&w, pc)
 		a := decode.NewAssembler(nodeCfg)
 		var pcapErr error
 		write := func(js []*decode.Journey) {
 			for _, j := range js {
+				if j.Drop != nil && rule != "" {
+					j.Drop.Rule = &decode.RuleMatch{Candidates: 1, Rule: &decode.Rule{Family: "inet", Table: "t", Chain: "c",
+						Hook: "FORWARD", Handle: 7, Verdict: "drop", HasCounter: true, Packets: 1, Text: rule, Backend: decode.BackendNftables}}
+				}
 				err := p.Write(j)
 				switch {
 				case err == nil:
@@ -329,7 +337,7 @@ func FuzzPcap(f *testing.F) {
 				default:
 					t.Fatalf("Write: %v", err)
 				}
-				checkJourney(t, nil, j)
+				checkJourney(t, []byte(rule+string(b)), j)
 				a.Release(j)
 			}
 		}
@@ -349,8 +357,8 @@ func FuzzPcap(f *testing.F) {
 		if int64(len(out)) != p.Size() || pc.MaxBytes > 0 && p.Size() > pc.MaxBytes {
 			t.Fatalf("%d bytes written, Size %d, limit %d", len(out), p.Size(), pc.MaxBytes)
 		}
-		if limit := 1024 + p.Packets()*(snap+1024); len(out) > limit {
-			t.Fatalf("%d bytes for %d packets of at most %d bytes", len(out), p.Packets(), snap)
+		if limit := 1024 + p.Packets()*(snap+1024+len(rule)); len(out) > limit {
+			t.Fatalf("%d bytes for %d packets of at most %d bytes, with a rule of %d", len(out), p.Packets(), snap, len(rule))
 		}
 		ends, n := checkPcapng(t, out, snap)
 		if n != p.Packets() {
@@ -453,7 +461,7 @@ func checkPcapng(t *testing.T, b []byte, snap int) (ends map[int]bool, packets i
 			// Comments, names and descriptions are UTF-8 strings (pcapng's opt_comment,
 			// if_name, if_description, shb_* all are).
 			if v := opts[4 : 4+l]; code == 1 || typ == shb || typ == idb && (code == 2 || code == 3) {
-				if !utf8.Valid(v) || strings.IndexByte(string(v), 0) >= 0 {
+				if !utf8.Valid(v) {
 					t.Fatalf("offset %d: option %d is no UTF-8 string: %q", off, code, v)
 				}
 			}
