@@ -2,13 +2,15 @@ package decode_test
 
 // Fuzz targets for every parser of bytes or text from outside the process: packet
 // bytes and ring-buffer records from the kernel, selectors from the command line,
-// /proc/kallsyms and /proc/net/stat/nf_conntrack. Each checks what its parser
+// /proc/kallsyms and /proc/net/stat/nf_conntrack; and the naming of a drop's rule
+// from snapshots of a ruleset. Each checks what its parser
 // promises, beyond not panicking. make fuzz runs them all; testdata/fuzz/FuzzX holds
 // seeds and the inputs of crashes found, which go test runs as regression tests.
 
 import (
 	"bytes"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/big"
@@ -465,6 +467,68 @@ func FuzzParseCTStats(f *testing.F) {
 		for c, w := range want {
 			if got := m[c]; !w.IsUint64() || w.Uint64() != got {
 				t.Fatalf("column %q: %d, want %v", c, got, w)
+			}
+		}
+	})
+}
+
+// FuzzMatchDrop names the rule behind a drop from two snapshots of a ruleset, given as
+// JSON (as testdata/rules_lab.json holds them, and as agents send rule_detail). The
+// ruleset of a traced namespace is its owner's: chain names, jumps (cycles included)
+// and counters are outside input. The rule named is a drop rule of the second
+// snapshot whose counter rose, one of Candidates such rules; a chain policy named
+// drops; and the answer prints.
+func FuzzMatchDrop(f *testing.F) {
+	lab, err := os.ReadFile("testdata/rules_lab.json")
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(lab)
+	f.Add([]byte(`{"before":{"rules":[{"family":"ip","table":"filter","chain":"A","handle":1,"verdict":"drop","has_counter":true,"packets":5}]},` +
+		`"after":{"rules":[{"family":"ip","table":"filter","chain":"A","handle":1,"verdict":"drop","has_counter":true,"packets":2},` +
+		`{"family":"ip","table":"filter","chain":"A","handle":2,"verdict":"jump B","has_counter":true,"packets":1},` +
+		`{"family":"ip","table":"filter","chain":"B","handle":3,"verdict":"jump A"},` +
+		`{"family":"ip","table":"filter","chain":"B","handle":4,"verdict":"reject","has_counter":true,"packets":3}],` +
+		`"chains":[{"family":"ip","table":"filter","name":"FORWARD","hook":"FORWARD","policy":"drop","backend":"iptables-nft"}],"note":"x"},"hook":"forward","dropped":2}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var fx struct {
+			Before, After decode.RuleSnapshot
+			Hook          string
+			Dropped       int
+		}
+		if json.Unmarshal(b, &fx) != nil {
+			return
+		}
+		m := decode.MatchDrop(fx.Before, fx.After, fx.Hook, fx.Dropped)
+		_ = m.String()
+		prev := map[string]uint64{}
+		for _, r := range fx.Before.Rules {
+			if r.HasCounter {
+				prev[fmt.Sprint(r.Family, "\x00", r.Table, "\x00", r.Chain, "\x00", r.Handle)] = r.Packets
+			}
+		}
+		rose := 0
+		for _, r := range fx.After.Rules {
+			p, ok := prev[fmt.Sprint(r.Family, "\x00", r.Table, "\x00", r.Chain, "\x00", r.Handle)]
+			if decode.IsDropVerdict(r.Verdict) && r.HasCounter && (!ok || p > r.Packets || r.Packets > p) && r.Packets > 0 {
+				rose++
+			}
+		}
+		if m.Candidates != rose {
+			t.Fatalf("%d candidates, %d drop rules whose counters rose", m.Candidates, rose)
+		}
+		switch {
+		case m.Rule != nil:
+			if !slices.Contains(fx.After.Rules, *m.Rule) || !decode.IsDropVerdict(m.Rule.Verdict) || !m.Rule.HasCounter || m.Policy != nil {
+				t.Fatalf("named %+v (policy %+v)", *m.Rule, m.Policy)
+			}
+		case m.Policy != nil:
+			if !slices.Contains(fx.After.Chains, *m.Policy) || m.Policy.Policy != "drop" || m.Policy.Hook == "" || rose != 0 {
+				t.Fatalf("named the policy of %+v with %d candidates", *m.Policy, rose)
+			}
+		default:
+			if rose != 0 || m.Why == "" {
+				t.Fatalf("nothing named, %d candidates, why %q", rose, m.Why)
 			}
 		}
 	})
