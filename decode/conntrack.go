@@ -40,6 +40,9 @@ func ParseCTStats(r io.Reader) (map[string]uint64, error) {
 				sums[cols[i]] = n // a global count repeated on every line, not per CPU
 				continue
 			}
+			if sums[cols[i]]+n < n {
+				return nil, fmt.Errorf("conntrack stats: column %s adds up to more than 64 bits", cols[i])
+			}
 			sums[cols[i]] += n
 		}
 	}

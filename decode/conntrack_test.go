@@ -26,6 +26,11 @@ func TestParseCTStats(t *testing.T) {
 	if _, err := decode.ParseCTStats(strings.NewReader("a\nzz\n")); err == nil {
 		t.Error("bad hex: no error")
 	}
+	// Sums that do not fit in 64 bits are an error, not a wrapped-around count
+	// (FuzzParseCTStats: testdata/fuzz/FuzzParseCTStats/sum-overflow).
+	if m, err := decode.ParseCTStats(strings.NewReader("drop\nffffffffffffffff\n1\n")); err == nil || !strings.Contains(err.Error(), "drop") {
+		t.Errorf("overflow: %v, error %v", m, err)
+	}
 }
 
 func TestConntrackCause(t *testing.T) {

@@ -201,3 +201,26 @@ func TestIdentityAcrossNodes(t *testing.T) {
 		t.Errorf("IDs differ across nodes: %#x vs %#x", sender.ID, receiver.ID)
 	}
 }
+
+// A pod's own VXLAN (a nested overlay) carried in the node's: flannel.1 egress sees the
+// pod's VXLAN packet and takes its header off, eth0 egress sees it inside the node's
+// VXLAN. Both read it to the innermost packet, so the packet keeps one ID and one
+// journey; the underlay header is the outermost one each hop sees. (Found by
+// FuzzParsePacket: testdata/fuzz/FuzzParsePacket/vxlan-in-vxlan.)
+func TestIdentityVXLANInVXLAN(t *testing.T) {
+	inner := ether(etIPv4, podSyn(63, "10.244.1.7", 8080))
+	podVXLAN := vxlan(v4{src: "10.244.0.5", dst: "10.244.1.7", id: 5}, 40000, 4789, 42, inner)
+	atFlannel := parse(t, podVXLAN, true)
+	atEth0 := parse(t, encap(podVXLAN), true)
+	plain := parse(t, inner, true)
+	if atFlannel.ID != plain.ID || atEth0.ID != plain.ID || atEth0.Flow != plain.Flow {
+		t.Errorf("IDs: flannel.1 %#x, eth0 %#x (flow %v), the inner packet %#x (flow %v)",
+			atFlannel.ID, atEth0.ID, atEth0.Flow, plain.ID, plain.Flow)
+	}
+	if o := atEth0.Outer; o == nil || o.Src != addr("192.168.1.10") || o.VNI != 1 || o.DstPort != 8472 {
+		t.Errorf("eth0's underlay header %+v, want the node's (192.168.1.10, VNI 1, port 8472)", o)
+	}
+	if o := atFlannel.Outer; o == nil || o.Src != addr("10.244.0.5") || o.VNI != 42 {
+		t.Errorf("flannel.1's underlay header %+v, want the pod's (10.244.0.5, VNI 42)", o)
+	}
+}

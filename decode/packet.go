@@ -149,24 +149,35 @@ func ParsePacket(data []byte, l2 bool, vxlanPorts []uint16, p *Packet) error {
 		return err
 	}
 	parseL4(&c, l4, p)
-	// VXLAN: the UDP header, 8 bytes of VXLAN (flags, VNI), then the inner frame.
-	if p.Flow.Proto == ProtoUDP && !p.Fragment && isVXLAN(p.Flow.Dst.Port(), vxlanPorts) && l4+16 <= len(c.b) {
+	// VXLAN: the UDP header, 8 bytes of VXLAN (flags, VNI), then the inner frame. A
+	// frame in VXLAN in VXLAN (a pod's own overlay, carried by the node's) is read to
+	// the innermost packet, as the hop that takes one layer off reads it, so that both
+	// hops give it one ID; Outer stays the outermost header. Each layer starts further
+	// into the snapshot, so the loop ends.
+	for p.Flow.Proto == ProtoUDP && !p.Fragment && isVXLAN(p.Flow.Dst.Port(), vxlanPorts) && l4+16 <= len(c.b) {
 		vx := c.b[l4+8:]
-		if vx[0]&0x08 != 0 {
-			inner := cursor{b: c.b, off: l4 + 16}
-			var ip Packet
-			if skipEthernet(&inner) {
-				if il4, err := parseIP(&inner, &ip); err == nil {
-					parseL4(&inner, il4, &ip)
-					ip.outer = Outer{Src: p.Flow.Src.Addr(), Dst: p.Flow.Dst.Addr(),
-						SrcPort: p.Flow.Src.Port(), DstPort: p.Flow.Dst.Port(),
-						VNI: binary.BigEndian.Uint32(vx[4:]) >> 8}
-					*p = ip
-					p.Outer = &p.outer
-					c, l4 = inner, il4
-				}
-			}
+		if vx[0]&0x08 == 0 {
+			break
 		}
+		inner := cursor{b: c.b, off: l4 + 16}
+		var ip Packet
+		if !skipEthernet(&inner) {
+			break
+		}
+		il4, err := parseIP(&inner, &ip)
+		if err != nil {
+			break
+		}
+		parseL4(&inner, il4, &ip)
+		ip.outer = p.outer
+		if p.Outer == nil {
+			ip.outer = Outer{Src: p.Flow.Src.Addr(), Dst: p.Flow.Dst.Addr(),
+				SrcPort: p.Flow.Src.Port(), DstPort: p.Flow.Dst.Port(),
+				VNI: binary.BigEndian.Uint32(vx[4:]) >> 8}
+		}
+		*p = ip
+		p.Outer = &p.outer
+		c, l4 = inner, il4
 	}
 	p.ID = identity(&c, l4, p)
 	return nil

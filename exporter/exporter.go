@@ -7,6 +7,7 @@ import (
 	"io"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/pathtrace/pathtrace/decode"
 )
@@ -82,14 +83,15 @@ func (t *Text) Write(j *decode.Journey) error {
 	return w.Flush()
 }
 
-// nameWidth is the width of the hop-name column for a journey's lines.
+// nameWidth is the width of the hop-name column for a journey's lines, in characters
+// (fmt pads to a width in characters, not bytes).
 func nameWidth(j *decode.Journey) int {
 	name := 0
 	for _, h := range j.Hops {
 		if h.Kind == decode.KindNetfilter {
-			name = max(name, len(h.Hook))
+			name = max(name, utf8.RuneCountInString(h.Hook))
 		} else {
-			name = max(name, len(h.Ifname))
+			name = max(name, utf8.RuneCountInString(h.Ifname))
 		}
 	}
 	if j.Drop != nil {
@@ -336,8 +338,16 @@ func ToJSON(j *decode.Journey, clock Clock) JourneyJSON {
 					if c.Reply {
 						cj.Dir = "reply"
 					}
-					o, r := flowJSON(c.Orig), flowJSON(c.Answer)
-					cj.Orig, cj.Reply = &o, &r
+					// A tuple the kernel's entry did not give (no address family) is
+					// left out rather than written as "invalid IP".
+					if c.Orig.Src.IsValid() {
+						o := flowJSON(c.Orig)
+						cj.Orig = &o
+					}
+					if c.Answer.Src.IsValid() {
+						r := flowJSON(c.Answer)
+						cj.Reply = &r
+					}
 				}
 				hj.CT = cj
 			}

@@ -164,6 +164,14 @@ func TestTextColumnsAlign(t *testing.T) {
 			t.Errorf("journey %016x: node column at rune offsets %v", j.ID, cols)
 		}
 	}
+	// The column is as wide as its longest name in characters: a name of two-byte
+	// characters once padded every line to its width in bytes (FuzzFromJSON's bound on
+	// the text's size found it, with a name of U+FFFD, three bytes each).
+	wide := dropped()
+	wide.Hops[1].Ifname = "brücke-über-straße"
+	if s := string(text(t, wide)); !strings.Contains(s, "brücke-über-straße  ingress") || !strings.Contains(s, "veth3f8a2c1e        ingress") {
+		t.Errorf("name column of a name with 18 characters in 21 bytes:\n%s", s)
+	}
 }
 
 func TestTextDropBetweenHops(t *testing.T) {
@@ -428,6 +436,33 @@ func TestJSONEdgeCases(t *testing.T) {
 	// Text and JSON do not escape what they print.
 	if bytes.Contains(lines[0], []byte(`\u`)) {
 		t.Errorf("escaped output: %s", lines[0])
+	}
+}
+
+// A conntrack entry whose tuples the kernel did not give (no address family) has no
+// orig and reply in JSON, rather than "invalid IP"; read back, such tuples, and the
+// "invalid IP" of older agents, are unknown. (FuzzPcap:
+// testdata/fuzz/FuzzPcap/ifname-not-utf8-ct-unknown.)
+func TestJSONConntrackUnknownTuple(t *testing.T) {
+	f := decode.Flow{Proto: decode.ProtoTCP, Src: ap("10.244.0.5:1"), Dst: ap("10.244.1.7:2")}
+	j := &decode.Journey{ID: 1, Node: "node-a", Flow: f, Verdict: decode.Lost, Where: "FORWARD first",
+		Hops: []decode.Hop{{Node: "node-a", Kind: decode.KindNetfilter, Hook: "FORWARD", Prio: "first", TimeNs: t0, Flow: f,
+			CT: &decode.CT{State: "new", Answer: f.Reverse()}}}}
+	line := jsonLines(t, j)[0]
+	if bytes.Contains(line, []byte("invalid")) || bytes.Contains(line, []byte(`"orig"`)) || !bytes.Contains(line, []byte(`"reply":{"proto":"tcp"`)) {
+		t.Errorf("unknown orig tuple: %s", line)
+	}
+	old := bytes.Replace(line, []byte(`"reply":`), []byte(`"orig":{"proto":"proto-0","src":"invalid IP","dst":"invalid IP"},"reply":`), 1)
+	var x exporter.JourneyJSON
+	if err := json.Unmarshal(old, &x); err != nil {
+		t.Fatal(err)
+	}
+	back, err := exporter.FromJSON(&x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := back.Hops[0].CT; c.Orig != (decode.Flow{}) || c.Answer != f.Reverse() {
+		t.Errorf("read back: orig %v, reply %v", c.Orig, c.Answer)
 	}
 }
 

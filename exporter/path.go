@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/pathtrace/pathtrace/decode"
 )
@@ -61,14 +62,20 @@ func FromJSON(x *JourneyJSON) (*decode.Journey, error) {
 			h.Outer = o
 		}
 		if c := hj.CT; c != nil {
-			ct := &decode.CT{State: c.State, Status: c.Status, Mark: c.Mark, Reply: c.Dir == "reply"}
-			if c.Orig != nil {
-				ct.Orig, _ = flowFromJSON(c.Orig)
+			// A tuple that does not read (older agents wrote unknown ones as
+			// "invalid IP") is unknown, as if left out.
+			ctFlow := func(f *FlowJSON) decode.Flow {
+				if f == nil {
+					return decode.Flow{}
+				}
+				fl, err := flowFromJSON(f)
+				if err != nil {
+					return decode.Flow{}
+				}
+				return fl
 			}
-			if c.Reply != nil {
-				ct.Answer, _ = flowFromJSON(c.Reply)
-			}
-			h.CT = ct
+			h.CT = &decode.CT{State: c.State, Status: c.Status, Mark: c.Mark, Reply: c.Dir == "reply",
+				Orig: ctFlow(c.Orig), Answer: ctFlow(c.Reply)}
 		}
 		if n := hj.NAT; n != nil {
 			h.NAT = &decode.NAT{Type: n.Type, From: n.From, To: n.To}
@@ -101,6 +108,15 @@ func FromJSON(x *JourneyJSON) (*decode.Journey, error) {
 		Unresolved: x.Names == "unresolved"}); n != (decode.Names{}) {
 		j.Names = &n
 	}
+	// What the Assembler guarantees and the writers rely on (Journey.Summary names the
+	// drop of a dropped journey and the last hop of a delivered one): a line that
+	// breaks it did not come from ToJSON.
+	switch {
+	case j.Verdict == decode.Dropped && j.Drop == nil:
+		return nil, fmt.Errorf("journey %s: verdict dropped without a drop", x.ID)
+	case j.Verdict == decode.Delivered && j.CopyDrop == nil && len(j.Hops) == 0:
+		return nil, fmt.Errorf("journey %s: verdict delivered without a hop", x.ID)
+	}
 	return j, nil
 }
 
@@ -113,6 +129,11 @@ func flowFromJSON(f *FlowJSON) (decode.Flow, error) {
 	out.Proto = p
 	ep := func(s string) (netip.AddrPort, error) {
 		if ap, err := netip.ParseAddrPort(s); err == nil {
+			// As decode.Flow has them: ports are zero for protocols without them
+			// (ToJSON writes such endpoints without a port).
+			if ap.Port() != 0 && p != decode.ProtoTCP && p != decode.ProtoUDP {
+				return netip.AddrPort{}, fmt.Errorf("flow endpoint %q: %s has no ports", s, f.Proto)
+			}
 			return ap, nil
 		}
 		a, err := netip.ParseAddr(s)
@@ -224,14 +245,14 @@ func (t *Text) WritePath(p *decode.Path) error {
 		if i+1 < len(p.Legs) {
 			for _, c := range p.Crossings {
 				if c.From == l.Node && c.To == p.Legs[i+1].Node {
-					fmt.Fprintf(w, "  %-9s %s  underlay: %s %s → %s %s, %s (%s)\n", "", strings.Repeat("·", len(l.Node)),
+					fmt.Fprintf(w, "  %-9s %s  underlay: %s %s → %s %s, %s (%s)\n", "", strings.Repeat("·", utf8.RuneCountInString(l.Node)),
 						c.From, c.FromHop, c.To, c.ToHop, time.Duration(c.LatencyNs).Round(time.Microsecond), clockWords(c))
 				}
 			}
 		}
 	}
 	if p.Verdict == decode.PathUnderlayLost || p.Verdict == decode.PathNodeMissing && p.Next != "" {
-		fmt.Fprintf(w, "  %-9s %s  underlay: %s %s → %s (%s): nothing arrived\n", "", strings.Repeat("·", len(p.LeftNode)),
+		fmt.Fprintf(w, "  %-9s %s  underlay: %s %s → %s (%s): nothing arrived\n", "", strings.Repeat("·", utf8.RuneCountInString(p.LeftNode)),
 			p.LeftNode, p.LeftHop, p.Next, p.NextAddr)
 	}
 	fmt.Fprintf(w, "  %s\n\n", p.Summary())

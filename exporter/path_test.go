@@ -49,7 +49,69 @@ func TestFromJSONRoundTrip(t *testing.T) {
 	}
 }
 
-func crossNodePath(t *testing.T, lostOnB bool) *decode.Path {
+// A line an agent could not have written is refused, not handed on to crash the
+// client: a dropped journey without its drop, a delivered one without the hop that
+// delivered it (Journey.Summary names both).
+func TestFromJSONIncomplete(t *testing.T) {
+	for _, tc := range []struct{ line, want string }{
+		{`{"kind":"journey","id":"0","flow":{"proto":"udp","src":"[::]:0","dst":"[::]:0"},"verdict":"dropped"}`,
+			"journey 0: verdict dropped without a drop"},
+		{`{"kind":"journey","id":"1","flow":{"proto":"tcp","src":"10.0.0.1:1","dst":"10.0.0.2:2"},"verdict":"delivered"}`,
+			"journey 1: verdict delivered without a hop"},
+	} {
+		var x exporter.JourneyJSON
+		if err := json.Unmarshal([]byte(tc.line), &x); err != nil {
+			t.Fatal(err)
+		}
+		j, err := exporter.FromJSON(&x)
+		if err == nil {
+			t.Errorf("%s: accepted, summary %q", tc.line, j.Summary())
+			continue
+		}
+		if err.Error() != tc.want {
+			t.Errorf("%s: error %q, want %q", tc.line, err, tc.want)
+		}
+	}
+	// The same journeys complete are read: the drop, the hop, or the drop of a copy.
+	for _, line := range []string{
+		`{"kind":"journey","id":"0","flow":{"proto":"udp","src":"[::]:0","dst":"[::]:0"},"verdict":"dropped","drop":{"location":"x","t_ns":1}}`,
+		`{"kind":"journey","id":"1","flow":{"proto":"tcp","src":"10.0.0.1:1","dst":"10.0.0.2:2"},"verdict":"delivered","hops":[{"ifname":"veth1","kind":"pod","dir":"egress"}]}`,
+		`{"kind":"journey","id":"2","flow":{"proto":"tcp","src":"10.0.0.1:1","dst":"10.0.0.2:2"},"verdict":"delivered","where":"veth1","copy_drop":{"location":"x","t_ns":1}}`,
+	} {
+		var x exporter.JourneyJSON
+		if err := json.Unmarshal([]byte(line), &x); err != nil {
+			t.Fatal(err)
+		}
+		j, err := exporter.FromJSON(&x)
+		if err != nil {
+			t.Errorf("%s: %v", line, err)
+			continue
+		}
+		if s := j.Summary(); !strings.HasPrefix(s, x.Verdict) {
+			t.Errorf("%s: summary %q", line, s)
+		}
+	}
+}
+
+// decode.Flow has no ports for protocols without them, and ToJSON writes none: a line
+// with one is refused rather than read into a journey that writes differently each
+// time it is read. (testdata/fuzz/FuzzFromJSON/icmp-ports.)
+func TestFromJSONPortlessProtocols(t *testing.T) {
+	line := `{"kind":"journey","id":"1","flow":{"proto":"icmp","src":"10.0.0.1:5","dst":"10.0.0.2"},"hops":[{"ifname":"a","kind":"pod","dir":"ingress","t_ns":1}],"verdict":"lost"}`
+	var x exporter.JourneyJSON
+	if err := json.Unmarshal([]byte(line), &x); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := exporter.FromJSON(&x); err == nil || err.Error() != `flow endpoint "10.0.0.1:5": icmp has no ports` {
+		t.Errorf("error %v", err)
+	}
+	x.Flow.Src = "10.0.0.1"
+	if j, err := exporter.FromJSON(&x); err != nil || j.Flow.Src.Port() != 0 {
+		t.Errorf("without the port: %v, %v", j, err)
+	}
+}
+
+func crossNodePath(t testing.TB, lostOnB bool) *decode.Path {
 	t.Helper()
 	podA, podB := netip.MustParseAddrPort("10.244.1.23:40000"), netip.MustParseAddrPort("10.244.2.57:8080")
 	a, b := netip.MustParseAddr("10.0.0.11"), netip.MustParseAddr("10.0.0.12")

@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
@@ -168,13 +169,13 @@ func (p *Pcap) encode(k *pcapPacket) error {
 	if k.iface.l2 {
 		link = LinkEthernet
 	}
-	intf := pcapgo.NgInterface{Name: k.iface.name, Description: k.desc, LinkType: link,
+	intf := pcapgo.NgInterface{Name: pcapString(k.iface.name), Description: pcapString(k.desc), LinkType: link,
 		SnapLength: uint32(p.cfg.SnapLen), TimestampResolution: 9}
 	id, ok := p.ifaces[k.iface]
 	switch {
 	case p.ng == nil:
 		ng, err := pcapgo.NewNgWriterInterface(&p.pend, intf, pcapgo.NgWriterOptions{SectionInfo: pcapgo.NgSectionInfo{
-			Application: "pathtrace", OS: runtime.GOOS, Hardware: runtime.GOARCH, Comment: p.cfg.Comment}})
+			Application: "pathtrace", OS: runtime.GOOS, Hardware: runtime.GOARCH, Comment: pcapString(p.cfg.Comment)}})
 		if err != nil {
 			return err
 		}
@@ -190,7 +191,7 @@ func (p *Pcap) encode(k *pcapPacket) error {
 	data := k.data[:min(len(k.data), p.cfg.SnapLen)]
 	ci := gopacket.CaptureInfo{Timestamp: time.Unix(0, p.cfg.Clock.Wall(k.timeNs)).UTC(),
 		CaptureLength: len(data), Length: max(int(k.length), len(k.data)), InterfaceIndex: id}
-	opts := pcapgo.NgPacketOptions{Comments: []string{strings.Join(k.comment, "; ")}}
+	opts := pcapgo.NgPacketOptions{Comments: []string{pcapString(strings.Join(k.comment, "; "))}}
 	switch k.iface.dir {
 	case decode.Ingress:
 		opts.Flags = &pcapgo.NgEpbFlags{Direction: pcapgo.NgEpbFlagDirectionInbound}
@@ -305,6 +306,27 @@ func hopWhere(h *decode.Hop) string {
 		s += " "
 	}
 	return s
+}
+
+// pcapMaxString is the longest string an option of a block holds: its length is 16
+// bits.
+const pcapMaxString = 0xffff
+
+// pcapString is s as pcapng can carry it in a name, a description or a comment: UTF-8
+// (a Linux interface name need not be; bytes that are not become U+FFFD), and at most
+// pcapMaxString bytes (the text of a rule with a large set can be longer), cut at the
+// start of a character and ended with "…". pcapgo writes a longer string whole under a
+// length cut to 16 bits, which breaks the file from that block on.
+func pcapString(s string) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	if len(s) <= pcapMaxString {
+		return s
+	}
+	cut := pcapMaxString - len("…")
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
 }
 
 // arrows writes the arrows of a snat+dnat translation in ASCII, as the rest of the

@@ -339,3 +339,72 @@ func TestPcapWriteError(t *testing.T) {
 		t.Errorf("Size %d Packets %d after failed writes", p.Size(), p.Packets())
 	}
 }
+
+// pcapng's names and comments are UTF-8 strings; a Linux interface name may be any
+// bytes. Those that are no UTF-8 are written as U+FFFD, and pcapgo reads the name
+// back. (FuzzPcap: testdata/fuzz/FuzzPcap/ifname-not-utf8-ct-unknown.)
+func TestPcapNamesUTF8(t *testing.T) {
+	j := pcapJourneys(t)[2]
+	j.Hops[0].Ifname = "eth\x9c0"
+	var b bytes.Buffer
+	p := exporter.NewPcap(&b, exporter.PcapConfig{Clock: pcapClock, Comment: "flow \xff"})
+	if err := p.Write(j); err != nil {
+		t.Fatal(err)
+	}
+	r, err := pcapgo.NewNgReader(&b, pcapgo.NgReaderOptions{WantMixedLinkType: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, ci, opts, err := r.ReadPacketDataWithOptions()
+	if err != nil {
+		t.Fatal(err)
+	}
+	intf, err := r.Interface(ci.InterfaceIndex)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if intf.Name != "node-a/eth\uFFFD0" || !strings.HasPrefix(intf.Description, "eth\uFFFD0 ingress") ||
+		len(opts.Comments) != 1 || !strings.HasPrefix(opts.Comments[0], "node-a/eth\uFFFD0 ingress") || r.SectionInfo().Comment != "flow \uFFFD" {
+		t.Errorf("interface %q %q, comments %q, section %q", intf.Name, intf.Description, opts.Comments, r.SectionInfo().Comment)
+	}
+}
+
+// An option of a pcapng block holds at most 65535 bytes: a longer comment (the text of
+// a rule with a set of thousands of addresses) is cut there, at a character's start,
+// and ends in "…". pcapgo wrote it whole under a length cut to 16 bits, and the file
+// was unreadable from that block on. (FuzzPcap: testdata/fuzz/FuzzPcap/rule-text-over-64k.)
+func TestPcapLongComment(t *testing.T) {
+	j := pcapJourneys(t)[1]
+	j.Drop.Rule = &decode.RuleMatch{Candidates: 1, Rule: &decode.Rule{Family: "inet", Table: "t", Chain: "c", Handle: 7,
+		Verdict: "drop", Text: "ip saddr { " + strings.Repeat("198.51.100.1, ", 5000) + "} counter drop", Backend: decode.BackendNftables}}
+	var b bytes.Buffer
+	p := exporter.NewPcap(&b, exporter.PcapConfig{Clock: pcapClock, Comment: strings.Repeat("é", 40000)})
+	if err := p.Write(j); err != nil {
+		t.Fatal(err)
+	}
+	blocks(t, b.Bytes())
+	r, err := pcapgo.NewNgReader(&b, pcapgo.NgReaderOptions{WantMixedLinkType: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := r.SectionInfo().Comment; len(c) > 0xffff || !strings.HasSuffix(c, "é…") {
+		t.Errorf("section comment of %d bytes ending in %q", len(c), c[len(c)-8:])
+	}
+	var comments []string
+	for {
+		_, _, opts, err := r.ReadPacketDataWithOptions()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		comments = append(comments, opts.Comments...)
+	}
+	if n := len(comments); n != 4 {
+		t.Fatalf("%d packets, want 4", n)
+	}
+	if c := comments[3]; len(c) != 0xffff || !strings.HasPrefix(c, "node-a/kfree_skb") || !strings.HasSuffix(c, "198.51.1…") {
+		t.Errorf("the drop's comment of %d bytes: %q ... %q", len(c), c[:30], c[len(c)-30:])
+	}
+}

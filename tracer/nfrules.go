@@ -357,29 +357,13 @@ func (r *RuleReader) read(only *nfrTableID) (decode.RuleSnapshot, error) {
 		}
 		cur = nil
 		intr, err := r.dump(unix.NFT_MSG_GETRULE, uint8(family), attrs, func(data []byte) error {
-			if len(data) < 4 {
-				return errors.New("short rule message")
+			m, err := nfrParseRuleMsg(data)
+			if err != nil {
+				return err
 			}
-			fam := data[0]
-			var table, chain, exprs []byte
-			var handle uint64
-			nfrEachAttr(data[4:], func(typ uint16, v []byte) {
-				switch typ {
-				case unix.NFTA_RULE_TABLE:
-					table = bytes.TrimRight(v, "\x00")
-				case unix.NFTA_RULE_CHAIN:
-					chain = bytes.TrimRight(v, "\x00")
-				case unix.NFTA_RULE_HANDLE:
-					if len(v) == 8 {
-						handle = binary.BigEndian.Uint64(v)
-					}
-				case unix.NFTA_RULE_EXPRESSIONS:
-					exprs = v
-				}
-			})
 			// The dump comes chain by chain: look a chain up only when it changes.
-			if cur == nil || fam != curFam || !bytes.Equal(table, curTable) || !bytes.Equal(chain, curChain) {
-				k := key{nftables.TableFamily(fam), string(table), string(chain)}
+			if cur == nil || m.fam != curFam || !bytes.Equal(m.table, curTable) || !bytes.Equal(m.chain, curChain) {
+				k := key{nftables.TableFamily(m.fam), string(m.table), string(m.chain)}
 				cur = byKey[k]
 				if cur == nil {
 					// A chain made after the chains were listed: the generation check
@@ -389,25 +373,11 @@ func (r *RuleReader) read(only *nfrTableID) (decode.RuleSnapshot, error) {
 					byKey[k] = cur
 					order = append(order, cur)
 				}
-				curFam, curTable, curChain = fam, table, chain
+				curFam, curTable, curChain = m.fam, m.table, m.chain
 			}
 			rule := decode.Rule{Family: cur.c.Family, Table: cur.c.Table, Chain: cur.c.Name, Hook: cur.c.Hook,
-				Handle: handle, Position: len(cur.rules) + 1, Backend: cur.c.Backend}
-			nfrEachAttr(exprs, func(typ uint16, elem []byte) {
-				if typ != unix.NFTA_LIST_ELEM {
-					return
-				}
-				var name, edata []byte
-				nfrEachAttr(elem, func(typ uint16, v []byte) {
-					switch typ {
-					case unix.NFTA_EXPR_NAME:
-						name = bytes.TrimRight(v, "\x00")
-					case unix.NFTA_EXPR_DATA:
-						edata = v
-					}
-				})
-				nfrApplyExpr(&rule, fam, string(name), edata)
-			})
+				Handle: m.handle, Position: len(cur.rules) + 1, Backend: cur.c.Backend}
+			nfrApplyExprs(&rule, m.fam, m.exprs)
 			cur.rules = append(cur.rules, rule)
 			return nil
 		})
@@ -528,6 +498,60 @@ func nfrChain(c *nftables.Chain) decode.Chain {
 		}
 	}
 	return dc
+}
+
+// nfrRuleMsg is what one message of a rule dump (NFT_MSG_NEWRULE) says. The byte
+// slices point into the message.
+type nfrRuleMsg struct {
+	fam          uint8
+	table, chain []byte
+	handle       uint64
+	exprs        []byte // NFTA_RULE_EXPRESSIONS, for nfrApplyExprs
+}
+
+// nfrParseRuleMsg reads a rule message: its nfgenmsg header, then its attributes.
+// Attributes it does not know, or of the wrong size, are left out.
+func nfrParseRuleMsg(data []byte) (nfrRuleMsg, error) {
+	var m nfrRuleMsg
+	if len(data) < 4 {
+		return m, errors.New("short rule message")
+	}
+	m.fam = data[0]
+	nfrEachAttr(data[4:], func(typ uint16, v []byte) {
+		switch typ {
+		case unix.NFTA_RULE_TABLE:
+			m.table = bytes.TrimRight(v, "\x00")
+		case unix.NFTA_RULE_CHAIN:
+			m.chain = bytes.TrimRight(v, "\x00")
+		case unix.NFTA_RULE_HANDLE:
+			if len(v) == 8 {
+				m.handle = binary.BigEndian.Uint64(v)
+			}
+		case unix.NFTA_RULE_EXPRESSIONS:
+			m.exprs = v
+		}
+	})
+	return m, nil
+}
+
+// nfrApplyExprs reads a rule's expressions (the list of NFTA_RULE_EXPRESSIONS) into
+// rule: its counter and its verdict.
+func nfrApplyExprs(rule *decode.Rule, fam uint8, exprs []byte) {
+	nfrEachAttr(exprs, func(typ uint16, elem []byte) {
+		if typ != unix.NFTA_LIST_ELEM {
+			return
+		}
+		var name, edata []byte
+		nfrEachAttr(elem, func(typ uint16, v []byte) {
+			switch typ {
+			case unix.NFTA_EXPR_NAME:
+				name = bytes.TrimRight(v, "\x00")
+			case unix.NFTA_EXPR_DATA:
+				edata = v
+			}
+		})
+		nfrApplyExpr(rule, fam, string(name), edata)
+	})
 }
 
 // nfrApplyExpr reads what matters of one expression of a rule: its counter, or the
@@ -976,8 +1000,10 @@ func (r *RuleReader) nftTexts(id nfrTableID) (map[nfrTextKey]string, error) {
 }
 
 var (
-	nfrHandleRe  = regexp.MustCompile(`\s*# handle (\d+)\s*$`)
-	nfrCounterRe = regexp.MustCompile(`\bcounter packets \d+ bytes \d+`)
+	nfrHandleRe = regexp.MustCompile(`\s*# handle (\d+)\s*$`)
+	// A counter's values, in a text whose spaces are single: they change while the
+	// rule does not, and its text is kept as long as the rule.
+	nfrCounterRe = regexp.MustCompile(`\bcounter( packets \d+ bytes \d+)+`)
 )
 
 // nfrParseNft reads nft -a's listing of one table: the rules of each chain, each
@@ -1036,8 +1062,8 @@ func nfrParseNft(out []byte) map[nfrTextKey]string {
 		if err != nil {
 			continue
 		}
-		text = nfrCounterRe.ReplaceAllString(text, "counter")
-		texts[nfrTextKey{chain, h}] = strings.Join(strings.Fields(text), " ")
+		text = strings.Join(strings.Fields(text), " ")
+		texts[nfrTextKey{chain, h}] = nfrCounterRe.ReplaceAllString(text, "counter")
 	}
 	return texts
 }
