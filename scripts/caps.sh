@@ -337,7 +337,7 @@ done
 echo
 
 # needed FEATURE CAP: "needed" when the feature works with the six and fails without
-# CAP; "needed (or SYS_ADMIN)" when it fails without CAP only if SYS_ADMIN is gone
+# CAP; "needed*" when it fails without CAP only if SYS_ADMIN is gone
 # too (SYS_ADMIN stands in for it); for SYS_ADMIN itself, when the feature works with
 # the six and fails without it.
 needed() {
@@ -350,12 +350,12 @@ needed() {
 	if [[ $(cell "$f" all) == ok && $(cell "$f" "-$c") == FAIL ]]; then
 		echo needed
 	elif [[ $(cell "$f" -SYS_ADMIN) == ok && $(cell "$f" "-SYS_ADMIN-$c") == FAIL ]]; then
-		echo "needed (or SYS_ADMIN)"
+		echo "needed*"
 	else
 		echo "-"
 	fi
 }
-echo "| feature | $(printf '%s | ' "${ALL6[@]}")"
+echo "| feature |$(printf ' %s |' "${ALL6[@]}")"
 echo "| --- |$(printf ' --- |%.0s' "${ALL6[@]}")"
 unavailable=()
 for f in "${FEATURES[@]}"; do
@@ -369,7 +369,9 @@ for f in "${FEATURES[@]}"; do
 	for c in "${ALL6[@]}"; do printf ' %s |' "$(needed "$f" "$c")"; done
 	echo
 done
+echo
+echo "needed: the feature fails without it, even with the other five. needed*: it fails"
+echo "without it and SYS_ADMIN; with SYS_ADMIN it works without it (SYS_ADMIN stands in)."
 for f in "${unavailable[@]}"; do
-	echo
 	echo "${FEATURE_NAME[$f]}: unavailable here even as full root: ${why[$f|root]:-it did not work}"
 done
