@@ -91,6 +91,10 @@ lab-up: build ## build the two-node lab (network namespaces only)
 lab-down: ## tear the lab down
 	scripts/lab.sh down
 
+.PHONY: caps
+caps: deps ## which Linux capability each agent feature needs on this kernel (root; a lab of its own): the table of deploy/README.md
+	scripts/caps.sh
+
 .PHONY: test-kernels
 test-kernels: deps ## the kernel matrix: boot Debian's 5.10, 6.1 and 6.12 under qemu, run doctor --programs and the privileged tests of each capability there and here, print the matrix (SUITES=...)
 	scripts/test-kernels.sh

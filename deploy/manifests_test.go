@@ -39,7 +39,7 @@ import (
 // manifests with these exactly: a capability, a mount or a permission more is as much a
 // failure as one less.
 var (
-	wantCaps = []corev1.Capability{"BPF", "PERFMON", "NET_ADMIN", "SYS_ADMIN", "SYS_PTRACE", "SYSLOG"}
+	wantCaps = []corev1.Capability{"BPF", "PERFMON", "NET_ADMIN", "SYS_ADMIN", "SYSLOG"}
 
 	// mountPath → what backs it.
 	wantMounts = map[string]wantMount{
@@ -341,7 +341,7 @@ func TestManifests(t *testing.T) {
 			t.Errorf("%s in namespace %q, want %q (the one namespace.yaml creates)", kind, ns, m.ns.Name)
 		}
 	}
-	// hostNetwork, hostPID, hostPath and added capabilities are all outside the
+	// hostNetwork, hostPath and added capabilities are all outside the
 	// "baseline" level: a cluster defaulting to it would reject every agent pod.
 	if got := m.ns.Labels["pod-security.kubernetes.io/enforce"]; got != "privileged" {
 		t.Errorf("Namespace: pod-security.kubernetes.io/enforce=%q, want privileged", got)
@@ -381,18 +381,19 @@ func TestKustomization(t *testing.T) {
 	}
 }
 
-// TestDaemonSetSecurity checks the agent's privileges: the node's network and PID
-// namespaces, exactly the capabilities it needs with every other one dropped, not
-// privileged, a read-only root filesystem, the runtime's seccomp profile, and no
-// allowPrivilegeEscalation: false that the API server accepts only by a spelling.
+// TestDaemonSetSecurity checks the agent's privileges: the node's network namespace
+// but not its PID namespace, exactly the capabilities it needs with every other one
+// dropped, not privileged, a read-only root filesystem, the runtime's seccomp profile,
+// and no allowPrivilegeEscalation: false that the API server accepts only by a
+// spelling.
 func TestDaemonSetSecurity(t *testing.T) {
 	m := load(t)
 	spec := &m.ds.Spec.Template.Spec
 	if !spec.HostNetwork {
 		t.Error("hostNetwork is false: the agent would trace the pod's own namespace, not the node's")
 	}
-	if !spec.HostPID {
-		t.Error("hostPID is false: the agent would not see the pods' processes in /proc (their network namespaces)")
+	if spec.HostPID {
+		t.Error("hostPID is true: the agent finds the pods' network namespaces in /run/netns and needs no other process (scripts/caps.sh)")
 	}
 	if spec.HostIPC {
 		t.Error("hostIPC is true: the agent does not need it")

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 	"unsafe"
 
@@ -43,8 +44,11 @@ type CaptureFile interface {
 // RecorderConfig configures a Recorder. Zero fields take the defaults given; a
 // negative count or duration removes that bound.
 type RecorderConfig struct {
-	Dir   string // where the files go; it must exist and be writable
-	Clock Clock  // CLOCK_MONOTONIC to wall clock, for file names and packet times
+	// Dir is where the files go. It must exist, be writable, belong to the process's
+	// user and give others no access (mode & 0o007 == 0): the files name flows and
+	// hold packets, and whoever may write there could plant links and swap files.
+	Dir   string
+	Clock Clock // CLOCK_MONOTONIC to wall clock, for file names and packet times
 	// SnapLen is how many bytes of each packet are kept at each hop; 0 means 128, and
 	// decode.SnapFull keeps all that the kernel captured (whole packets in its
 	// full-packet mode).
@@ -74,8 +78,9 @@ type RecorderConfig struct {
 	// Logf reports conditions once per occurrence (write errors, once until writes
 	// work again); nil discards them.
 	Logf func(format string, args ...any)
-	// Create makes a new file; nil means os.OpenFile with O_CREATE|O_EXCL. Tests
-	// inject failures here.
+	// Create makes a new file; nil means creating it, mode 0600, in the directory the
+	// recorder opened at start, with O_CREAT|O_EXCL|O_NOFOLLOW: never through a
+	// symlink, never over an existing file. Tests inject failures here.
 	Create func(path string) (CaptureFile, error)
 }
 
@@ -116,6 +121,7 @@ type RecorderStats struct {
 type Recorder struct {
 	mu        sync.Mutex
 	cfg       RecorderConfig
+	dir       *os.Root                 // cfg.Dir as checked at start: files are made and removed in it
 	flows     map[decode.Flow]*flowRec // by normalized tuple; a record may have several
 	idle, act *flowRec                 // records without an open file, least recently active first
 	captures  []*capture
@@ -171,8 +177,9 @@ const (
 	flowCost    = int64(unsafe.Sizeof(flowRec{})) + maxKeys*(int64(unsafe.Sizeof(decode.Flow{}))+16)
 )
 
-// NewRecorder checks that the directory exists and takes a new file, and returns a
-// recorder writing there.
+// NewRecorder checks that the directory exists, is private to the process's user (see
+// RecorderConfig.Dir) and takes a new file, and returns a recorder writing there. The
+// directory stays open until Close: files are created and deleted relative to it.
 func NewRecorder(cfg RecorderConfig) (*Recorder, error) {
 	def := func(v *int, d int) {
 		if *v == 0 {
@@ -203,39 +210,82 @@ func NewRecorder(cfg RecorderConfig) (*Recorder, error) {
 	if cfg.Logf == nil {
 		cfg.Logf = func(string, ...any) {}
 	}
-	if cfg.Create == nil {
-		cfg.Create = func(path string) (CaptureFile, error) {
-			return os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
-		}
-	}
 	if cfg.Dir == "" {
 		return nil, errors.New("pcap directory: none given")
 	}
+	// The directory is opened once and everything after works relative to that
+	// descriptor, so the directory checked is the one written to, whatever its path
+	// names later.
 	st, err := os.Stat(cfg.Dir)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		return nil, fmt.Errorf("pcap directory %s does not exist: create it first", cfg.Dir)
+		return nil, fmt.Errorf("pcap directory %s does not exist: create it first (mkdir -m 0700 %s)", cfg.Dir, cfg.Dir)
 	case err != nil:
 		return nil, fmt.Errorf("pcap directory %s: %w", cfg.Dir, err)
 	case !st.IsDir():
 		return nil, fmt.Errorf("pcap directory %s is not a directory", cfg.Dir)
 	}
+	dir, err := os.OpenRoot(cfg.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("pcap directory %s: %w", cfg.Dir, err)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			dir.Close()
+		}
+	}()
+	if err := checkPrivateDir(dir, cfg.Dir); err != nil {
+		return nil, err
+	}
+	if cfg.Create == nil {
+		cfg.Create = func(path string) (CaptureFile, error) {
+			return dir.OpenFile(filepath.Base(path), os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
+		}
+	}
 	probe := filepath.Join(cfg.Dir, fmt.Sprintf(".pathtrace-write-test-%d", os.Getpid()))
 	f, err := cfg.Create(probe)
 	if errors.Is(err, fs.ErrExist) { // left by a killed run of the same pid
-		os.Remove(probe)
+		dir.Remove(filepath.Base(probe))
 		f, err = cfg.Create(probe)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("pcap directory %s is not writable: %w: give the agent write access or choose another directory", cfg.Dir, err)
 	}
 	_, err = f.Write([]byte("pathtrace"))
-	err = errors.Join(err, f.Close(), os.Remove(probe))
+	err = errors.Join(err, f.Close(), dir.Remove(filepath.Base(probe)))
 	if err != nil {
 		return nil, fmt.Errorf("pcap directory %s is not writable: %w: give the agent write access or choose another directory", cfg.Dir, err)
 	}
-	return &Recorder{cfg: cfg, flows: make(map[decode.Flow]*flowRec),
+	ok = true
+	return &Recorder{cfg: cfg, dir: dir, flows: make(map[decode.Flow]*flowRec),
 		stats: RecorderStats{Flagged: map[string]uint64{}, Skipped: map[string]uint64{}}}, nil
+}
+
+// checkPrivateDir refuses a capture directory that others may read or write, or that
+// another user owns: its files name flows and hold packets, and whoever may write in
+// it can plant links and swap files under a process running as root.
+func checkPrivateDir(dir *os.Root, name string) error {
+	st, err := dir.Stat(".")
+	if err != nil {
+		return fmt.Errorf("pcap directory %s: %w", name, err)
+	}
+	if !st.IsDir() {
+		return fmt.Errorf("pcap directory %s is not a directory", name)
+	}
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+		if uid := os.Geteuid(); sys.Uid != uint32(uid) {
+			return fmt.Errorf("pcap directory %s belongs to uid %d, not to the agent's (%d), who could replace its files: chown %d %s, or choose a directory of the agent's own", name, sys.Uid, uid, uid, name)
+		}
+	}
+	if perm := st.Mode().Perm(); perm&0o007 != 0 {
+		what := "read"
+		if perm&0o002 != 0 {
+			what = "write in"
+		}
+		return fmt.Errorf("pcap directory %s has mode %04o: other users may %s it, and its files name flows and hold packets: chmod o-rwx %s (0700 is best)", name, perm, what, name)
+	}
+	return nil
 }
 
 // Stats returns the counters so far.
@@ -339,7 +389,8 @@ func (r *Recorder) Expire(nowNs uint64) {
 	}
 }
 
-// Close ends every open file.
+// Close ends every open file and lets go of the directory; a capture started after it
+// fails and is counted as a write error.
 func (r *Recorder) Close() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -348,6 +399,10 @@ func (r *Recorder) Close() error {
 		if err := r.finish(r.captures[0]); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if r.dir != nil {
+		r.dir.Close()
+		r.dir = nil
 	}
 	return errors.Join(errs...)
 }
@@ -780,7 +835,7 @@ func (r *Recorder) deleteOldest() bool {
 		if f.open {
 			continue
 		}
-		if err := os.Remove(f.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err := r.remove(f.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			r.cfg.Logf("pcap: delete %s to make room: %v", f.path, err)
 		}
 		r.forget(f)
@@ -790,10 +845,19 @@ func (r *Recorder) deleteOldest() bool {
 	return false
 }
 
+// remove deletes one of our files, in the directory opened at start (a link that
+// replaced the directory's path is not followed).
+func (r *Recorder) remove(path string) error {
+	if r.dir == nil {
+		return os.ErrClosed
+	}
+	return r.dir.Remove(filepath.Base(path))
+}
+
 // forget removes a file from ours; an open one (an empty capture) is deleted too.
 func (r *Recorder) forget(f *ownFile) {
 	if f.size == 0 {
-		os.Remove(f.path)
+		r.remove(f.path)
 	}
 	if i := slices.Index(r.files, f); i >= 0 {
 		r.files = slices.Delete(r.files, i, i+1)

@@ -95,11 +95,22 @@ func (l *logs) count(s string) int {
 	return n
 }
 
+// privateDir is a new directory of mode 0700, as the recorder wants one (t.TempDir
+// makes its directories 0777 less the umask).
+func privateDir(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
 func newRecorder(t *testing.T, cfg exporter.RecorderConfig) (*exporter.Recorder, string, *logs) {
 	t.Helper()
 	l := &logs{}
 	if cfg.Dir == "" {
-		cfg.Dir = t.TempDir()
+		cfg.Dir = privateDir(t)
 	}
 	cfg.Clock, cfg.Logf = pcapClock, l.logf
 	r, err := exporter.NewRecorder(cfg)
@@ -353,7 +364,7 @@ func flagFlows(t *testing.T, r *exporter.Recorder, sports ...uint16) {
 
 // MaxFiles: the oldest of our closed files go first; files we did not write stay.
 func TestRecorderMaxFiles(t *testing.T) {
-	dir := t.TempDir()
+	dir := privateDir(t)
 	foreign := []string{filepath.Join(dir, "00000000T000000.000Z_tcp_1.1.1.1-1_2.2.2.2-2_drop.pcapng"), filepath.Join(dir, "notes.txt")}
 	for _, f := range foreign {
 		if err := os.WriteFile(f, []byte("not ours"), 0o644); err != nil {
@@ -521,7 +532,7 @@ func TestRecorderDiskFull(t *testing.T) {
 // A directory that is missing, not a directory, or not writable is refused at once,
 // with what to do.
 func TestRecorderDirErrors(t *testing.T) {
-	dir := t.TempDir()
+	dir := privateDir(t)
 	file := filepath.Join(dir, "file")
 	os.WriteFile(file, nil, 0o644)
 	denied := func(string) (exporter.CaptureFile, error) {
@@ -550,8 +561,123 @@ func TestRecorderDirErrors(t *testing.T) {
 		return
 	}
 	ro := filepath.Join(dir, "ro")
-	os.Mkdir(ro, 0o555)
+	os.Mkdir(ro, 0o500)
 	if _, err := exporter.NewRecorder(exporter.RecorderConfig{Dir: ro}); err == nil || !errors.Is(err, os.ErrPermission) {
 		t.Errorf("read-only directory: %v", err)
+	}
+}
+
+// A directory other users may read or write, or that another user owns, is refused
+// with the command that fixes it; the owner's group may have access.
+func TestRecorderPrivateDir(t *testing.T) {
+	for _, tc := range []struct {
+		mode os.FileMode
+		want string // "" for accepted
+	}{
+		{0o700, ""},
+		{0o750, ""},
+		{0o770, ""},
+		{0o755, "has mode 0755: other users may read it"},
+		{0o701, "has mode 0701: other users may read it"},
+		{0o777, "has mode 0777: other users may write in it"},
+		{0o777 | os.ModeSticky, "has mode 0777: other users may write in it"},
+	} {
+		dir := privateDir(t)
+		if err := os.Chmod(dir, tc.mode); err != nil {
+			t.Fatal(err)
+		}
+		r, err := exporter.NewRecorder(exporter.RecorderConfig{Dir: dir})
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("mode %v: %v, want it accepted", tc.mode, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "chmod o-rwx "+dir)):
+			t.Errorf("mode %v: %v, want an error with %q and the chmod that fixes it", tc.mode, err, tc.want)
+		}
+		if r != nil {
+			r.Close()
+		}
+		if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+			t.Errorf("mode %v: the checks left files behind: %v", tc.mode, entries)
+		}
+	}
+	// Another user's directory: as root, one chowned to nobody; otherwise root's own.
+	other, uid := "/", 0
+	if os.Geteuid() == 0 {
+		other, uid = privateDir(t), 65534
+		if err := os.Chown(other, uid, -1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := fmt.Sprintf("belongs to uid %d, not to the agent's (%d), who could replace its files: chown %d %s", uid, os.Geteuid(), os.Geteuid(), other)
+	if _, err := exporter.NewRecorder(exporter.RecorderConfig{Dir: other}); err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("another user's directory: %v, want an error with %q", err, want)
+	}
+}
+
+// Links planted in the directory are never written through: a symlink at the name a
+// capture would take (to another file, or dangling to where a file would be created)
+// and at the start-up probe's name leave their targets as they were; the capture takes
+// the next free name, and every file is 0600.
+func TestRecorderSymlinks(t *testing.T) {
+	// The name the capture takes, from a first run.
+	r0, dir0, _ := newRecorder(t, exporter.RecorderConfig{})
+	flagFlows(t, r0, 1001)
+	r0.Close()
+	first := pcaps(t, dir0)
+	if len(first) != 1 {
+		t.Fatalf("files %v, want one", first)
+	}
+	name := strings.TrimSuffix(filepath.Base(first[0]), ".pcapng")
+
+	outside := t.TempDir()
+	victim := filepath.Join(outside, "victim")
+	if err := os.WriteFile(victim, []byte("root's file"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dangling := filepath.Join(outside, "created")
+	dir := privateDir(t)
+	links := map[string]string{
+		name + ".pcapng":   victim,
+		name + "_2.pcapng": dangling,
+		fmt.Sprintf(".pathtrace-write-test-%d", os.Getpid()): victim,
+	}
+	for l, target := range links {
+		if err := os.Symlink(target, filepath.Join(dir, l)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r, _, _ := newRecorder(t, exporter.RecorderConfig{Dir: dir})
+	flagFlows(t, r, 1001)
+	r.Close()
+	if b, err := os.ReadFile(victim); err != nil || string(b) != "root's file" {
+		t.Errorf("the link's target now holds %q (%v)", b, err)
+	}
+	if _, err := os.Lstat(dangling); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a dangling link's target was created: %v", err)
+	}
+	for l, target := range links {
+		if strings.HasPrefix(l, ".") {
+			continue // the probe's name: removed (the link, not its target) and reused
+		}
+		if got, err := os.Readlink(filepath.Join(dir, l)); err != nil || got != target {
+			t.Errorf("link %s: %q %v, want it left pointing at %s", l, got, err, target)
+		}
+	}
+	files := pcaps(t, dir)
+	want := filepath.Join(dir, name+"_3.pcapng")
+	if !slices.Contains(files, want) {
+		t.Fatalf("files %v, want the capture in %s", files, want)
+	}
+	for _, f := range append(files, first...) {
+		st, err := os.Lstat(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Mode()&os.ModeSymlink == 0 && st.Mode().Perm() != 0o600 {
+			t.Errorf("%s has mode %04o, want 0600", f, st.Mode().Perm())
+		}
+	}
+	if n := len(tsharkFields(t, want, nil, "frame.number")); n == 0 {
+		t.Errorf("%s holds no packet", want)
 	}
 }

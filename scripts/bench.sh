@@ -262,7 +262,7 @@ start_agents() {
 		rm -f "$work/agent-$node.ready"
 		agent_args "$node" "$port"
 		if ((capture)); then
-			mkdir -p "$work/pcap-$node"
+			mkdir -p -m 0700 "$work/pcap-$node"
 			args+=(--pcap-dir "$work/pcap-$node")
 		fi
 		args+=("${extra_agent_args[@]}")

@@ -79,6 +79,13 @@ func TestFollowPcap(t *testing.T) {
 		}
 	}
 
+	// An old file of that name, with a second name: replaced, not written through.
+	old := filepath.Join(dir, "old.pcapng")
+	os.WriteFile(file, []byte("old bytes"), 0o644)
+	if err := os.Link(file, old); err != nil {
+		t.Fatal(err)
+	}
+
 	f := startFollow(t, "node-a", "--pcap", file, "10.244.2.57:8080")
 	if out, err := pod(t, "a-api", "tcp", "10.244.2.57:8080"); err != nil || !strings.Contains(out, "ok api-b") {
 		t.Fatalf("a-api → api-b: %v %s", err, out)
@@ -90,6 +97,13 @@ func TestFollowPcap(t *testing.T) {
 	time.Sleep(200 * time.Millisecond)
 	td.Process.Signal(syscall.SIGINT)
 	td.Wait()
+
+	if st, err := os.Stat(file); err != nil || st.Mode().Perm() != 0o600 {
+		t.Errorf("%s: %v %v, want mode 0600", file, st, err)
+	}
+	if b, _ := os.ReadFile(old); string(b) != "old bytes" {
+		t.Errorf("the old file's other name holds %d bytes: it was written through", len(b))
+	}
 
 	// What the journeys say the file must hold.
 	wantPackets, veth := 0, 0
@@ -231,7 +245,7 @@ func TestAgentFollowPcap(t *testing.T) {
 func TestAgentPcapDir(t *testing.T) {
 	needLab(t)
 	needTshark(t)
-	dir := t.TempDir()
+	dir := pcapDir(t)
 	a := startAgent(t, "node-b", "--pcap-dir", dir, "--pcap-post-age", "30s")
 	rule := []string{"FORWARD", "-d", "10.244.1.23/32", "-p", "udp", "--dport", "8080", "-j", "DROP"}
 
@@ -257,6 +271,11 @@ func TestAgentPcapDir(t *testing.T) {
 		t.Fatalf("SYN got through the policy: %s", out)
 	}
 	synFile := waitCapture(t, a, dir, "*_tcp_10.244.2.57-*_10.244.1.42-6379_drop.pcapng")
+	for _, f := range []string{file, synFile} {
+		if st, err := os.Stat(f); err != nil || st.Mode().Perm() != 0o600 {
+			t.Errorf("%s: %v %v, want mode 0600", f, st, err)
+		}
+	}
 
 	// Killed with the files open (their post window is 30 s): readable to the last block.
 	time.Sleep(300 * time.Millisecond)
@@ -322,24 +341,77 @@ func waitCapture(t *testing.T, a *agentProc, dir, pattern string) string {
 }
 
 // A capture directory that is missing, not a directory or not writable is an error at
-// start, with nothing attached.
+// start, with nothing attached; so is one other users may read or write, or that
+// another user owns, with the chmod or chown that fixes it.
 func TestAgentPcapDirErrors(t *testing.T) {
 	needLab(t)
 	notDir := filepath.Join(t.TempDir(), "file")
 	os.WriteFile(notDir, nil, 0o644)
 	// Root writes anywhere but on a read-only file system.
 	readOnly := t.TempDir()
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "ro,size=64k", "pathtrace-test", readOnly).CombinedOutput(); err != nil {
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "ro,size=64k,mode=0700", "pathtrace-test", readOnly).CombinedOutput(); err != nil {
 		t.Fatalf("mount a read-only tmpfs: %v %s", err, out)
 	}
 	t.Cleanup(func() { exec.Command("umount", readOnly).Run() })
-	for _, d := range []string{filepath.Join(t.TempDir(), "missing"), notDir, readOnly} {
-		a := launchAgent(t, "node-b", freeAddr(t), filepath.Join(t.TempDir(), "b.sock"), "--pcap-dir", d)
-		if code := a.exitCode(t, 20*time.Second); code != 1 || !strings.Contains(a.stderr.String(), "--pcap-dir") {
-			t.Errorf("--pcap-dir %s: exit %d, want 1 with an error naming --pcap-dir:\n%s", d, code, a.stderr.String())
+	readable, writable, others := pcapDir(t), pcapDir(t), pcapDir(t)
+	os.Chmod(readable, 0o755)
+	os.Chmod(writable, 0o777|os.ModeSticky)
+	os.Chown(others, 65534, 65534)
+	for _, tc := range []struct{ dir, want string }{
+		{filepath.Join(t.TempDir(), "missing"), "does not exist: create it first (mkdir -m 0700 "},
+		{notDir, "is not a directory"},
+		{readOnly, "is not writable"},
+		{readable, "has mode 0755: other users may read it, and its files name flows and hold packets: chmod o-rwx " + readable},
+		{writable, "has mode 0777: other users may write in it, and its files name flows and hold packets: chmod o-rwx " + writable},
+		{others, "belongs to uid 65534, not to the agent's (0), who could replace its files: chown 0 " + others},
+	} {
+		a := launchAgent(t, "node-b", freeAddr(t), filepath.Join(t.TempDir(), "b.sock"), "--pcap-dir", tc.dir)
+		if code := a.exitCode(t, 20*time.Second); code != 1 || !strings.Contains(a.stderr.String(), "--pcap-dir: pcap directory "+tc.dir+" "+tc.want) {
+			t.Errorf("--pcap-dir %s: exit %d, want 1 with %q:\n%s", tc.dir, code, tc.want, a.stderr.String())
+		}
+		if entries, _ := os.ReadDir(tc.dir); len(entries) != 0 {
+			t.Errorf("--pcap-dir %s: files left: %v", tc.dir, entries)
 		}
 	}
 	assertNoLeak(t)
+}
+
+// pcapDir is a new directory the agent accepts for --pcap-dir: 0700 (t.TempDir makes
+// its directories 0777 less the umask).
+func pcapDir(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// follow --pcap and --ready-file write no file through a link: a symlink at the name
+// (one to a file of root's, one dangling) is refused before anything is attached, and
+// its target stays as it was.
+func TestFollowPcapLinks(t *testing.T) {
+	needLab(t)
+	dir := t.TempDir()
+	victim := filepath.Join(dir, "victim")
+	os.WriteFile(victim, []byte("root's file"), 0o644)
+	link, dangling := filepath.Join(dir, "link"), filepath.Join(dir, "dangling")
+	os.Symlink(victim, link)
+	os.Symlink(filepath.Join(dir, "created"), dangling)
+	for _, args := range [][]string{{"--pcap", link}, {"--pcap", dangling}, {"--ready-file", link}, {"--ready-file", dangling}} {
+		want := args[1] + " is a symbolic link: pathtrace follows no link"
+		code, stderr := runBin(t, nil, append([]string{"follow", "--netns", labPrefix + "-node-a", "--count", "1"}, append(args, "10.244.2.57:8080")...)...)
+		if code != 1 || !strings.Contains(stderr, args[0]) || !strings.Contains(stderr, want) {
+			t.Errorf("follow %v: exit %d, stderr %q; want exit 1 and %q", args, code, stderr, want)
+		}
+	}
+	if b, _ := os.ReadFile(victim); string(b) != "root's file" {
+		t.Errorf("the link's target holds %q", b)
+	}
+	if _, err := os.Lstat(filepath.Join(dir, "created")); err == nil {
+		t.Error("the dangling link's target was created")
+	}
+	assertNothingLeft(t)
 }
 
 // Full-packet mode: with --snaplen above 256 the kernel sends events as long as their
@@ -382,7 +454,7 @@ func TestAgentPcapDiskFull(t *testing.T) {
 	needLab(t)
 	needTshark(t)
 	dir := t.TempDir()
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=64k", "pathtrace-test", dir).CombinedOutput(); err != nil {
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "pathtrace-test", dir).CombinedOutput(); err != nil {
 		t.Fatalf("mount a small tmpfs: %v %s", err, out)
 	}
 	t.Cleanup(func() { exec.Command("umount", dir).Run() })

@@ -131,8 +131,8 @@ func followViaAgents(addrs []followcli.Addr, o *followOpts, sels []string, stdou
 		for _, c := range conns {
 			names = append(names, c.Addr.String())
 		}
-		if err := os.WriteFile(o.readyFile, []byte("agents: "+strings.Join(names, ",")+"\n"), 0o644); err != nil {
-			return fmt.Errorf("write --ready-file: %w", err)
+		if err := writeReadyFile(o.readyFile, "agents: "+strings.Join(names, ",")+"\n"); err != nil {
+			return err
 		}
 		defer os.Remove(o.readyFile)
 	}

@@ -410,6 +410,9 @@ func (o *followOpts) tracerConfig(args []string) (tracer.Config, error) {
 // checkWritable fails early, before anything is attached, when the ready file could
 // not be written.
 func checkWritable(path string) error {
+	if err := checkReplaceable(path); err != nil {
+		return fmt.Errorf("--ready-file %w", err)
+	}
 	f, err := os.CreateTemp(filepath.Dir(path), ".pathtrace-ready-*")
 	if err != nil {
 		return fmt.Errorf("--ready-file %s: cannot write in %s: %w", path, filepath.Dir(path), err)
@@ -419,16 +422,16 @@ func checkWritable(path string) error {
 	return os.Remove(name)
 }
 
-// writeReady writes the ready file whole (through a rename), so a script that sees it
-// sees all of it.
+// writeReady writes the ready file whole, so a script that sees it sees all of it.
 func writeReady(path string, tr *tracer.Tracer) error {
-	tmp := path + ".tmp"
-	body := fmt.Sprintf("mode: %s\nattached: %s\n", tr.Mode(), strings.Join(tr.Attachments(), ", "))
-	if err := os.WriteFile(tmp, []byte(body), 0o644); err != nil {
-		return fmt.Errorf("write --ready-file: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
+	return writeReadyFile(path, fmt.Sprintf("mode: %s\nattached: %s\n", tr.Mode(), strings.Join(tr.Attachments(), ", ")))
+}
+
+// writeReadyFile writes body to a new file renamed to path: no link at path is written
+// through (safefile.go). Mode 0644: it says how the programs are attached, as
+// `pathtrace doctor` does to anyone, and a script waiting for it need not run as root.
+func writeReadyFile(path, body string) error {
+	if err := writeReplacing(path, []byte(body), 0o644); err != nil {
 		return fmt.Errorf("write --ready-file: %w", err)
 	}
 	return nil

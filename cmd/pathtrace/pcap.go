@@ -38,7 +38,8 @@ func openPcapOut(name string, stdout io.Writer) (*pcapOut, error) {
 	case "-":
 		return &pcapOut{name: name, w: stdout}, nil
 	}
-	f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	// A new file, 0600 (it holds packets), never written through a link (safefile.go).
+	f, err := createReplacing(name, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("--pcap: %w", err)
 	}
@@ -59,7 +60,6 @@ func (p *pcapOut) close(stderr io.Writer) error {
 	if p == nil || p.f == nil {
 		return nil
 	}
-	err := p.f.Close()
 	n, size, what := 0, int64(0), "packets"
 	if p.pcap != nil {
 		n, size = p.pcap.Packets(), p.pcap.Size()
@@ -68,7 +68,10 @@ func (p *pcapOut) close(stderr io.Writer) error {
 		n, size, what = p.frames, p.bytes, "journeys' packets"
 	}
 	if n == 0 && p.created {
-		os.Remove(p.name)
+		removeIfSame(p.name, p.f) // before closing it, while its inode cannot be reused
+	}
+	err := p.f.Close()
+	if n == 0 && p.created {
 		fmt.Fprintf(stderr, "pathtrace: no packet captured, %s not written\n", p.name)
 		return nil
 	}
