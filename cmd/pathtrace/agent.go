@@ -216,6 +216,8 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 	}
 
 	symCache := &tracer.SymbolCache{}
+	rules := &sharedRules{netns: o.netns, stderr: stderr}
+	defer rules.close()
 	tr, err := tracer.New(tracer.Config{
 		Netns: o.netns, Ifaces: o.ifaces, AttachMode: o.attachMode, DropHook: o.dropHook, NFHook: o.nfHook,
 		QueueLen: o.queue, Agent: true, Sample: o.sample, DropRate: o.dropRate, SnapLen: snapLen(o),
@@ -239,8 +241,9 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 		Node: o.node, BootID: bootID(), Namer: o.namer, Symbols: symbols, Limits: o.limits, Slots: tracer.MaxSelectors,
 		NewExplainer: func() followsrv.Explainer {
 			if nf := tr.Mode().NF; nf == tracer.NFLink || nf == tracer.NFKprobe {
-				// As standalone: the rule behind a netfilter drop, from the node's ruleset.
-				return newExplainer(o.netns, tr, stderr)
+				// As standalone: the rule behind a netfilter drop, from the node's
+				// ruleset, read by one reader for every follower.
+				return rules.explainer(tr)
 			}
 			return nil
 		},

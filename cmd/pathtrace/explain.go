@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"sync"
 	"time"
 
 	"github.com/pathtrace/pathtrace/decode"
@@ -19,6 +20,7 @@ type explainer struct {
 	ctBefore decode.CTStats
 	ctOK     bool
 	done     chan struct{} // stops keepTexts
+	shared   bool          // rules is the agent's sharedRules': not this explainer's to close
 }
 
 // keepTexts reads the rules' texts again soon after the ruleset changes, off the
@@ -44,25 +46,81 @@ func (e *explainer) keepTexts() {
 func newExplainer(netns string, tr *tracer.Tracer, stderr io.Writer) *explainer {
 	e := &explainer{tr: tr}
 	r, err := tracer.NewRuleReader(netns)
-	if err == nil {
-		e.before, err = r.SnapshotCounters()
-		if err != nil {
-			r.Close()
-		}
-	}
 	if err != nil {
 		fmt.Fprintf(stderr, "pathtrace: note: netfilter rules will not be named: %v\n", err)
-	} else {
-		e.rules = r
-		if e.before.Note != "" {
-			fmt.Fprintf(stderr, "pathtrace: note: %s\n", e.before.Note)
-		}
+	} else if e.startRules(r, stderr) {
 		e.done = make(chan struct{})
 		go e.keepTexts()
+	} else {
+		r.Close()
 	}
-	if s, err := tr.ConntrackStats(); err == nil {
+	e.startCT()
+	return e
+}
+
+// startRules reads the starting counters from r; false when they cannot be read.
+func (e *explainer) startRules(r *tracer.RuleReader, stderr io.Writer) bool {
+	var err error
+	if e.before, err = r.SnapshotCounters(); err != nil {
+		fmt.Fprintf(stderr, "pathtrace: note: netfilter rules will not be named: %v\n", err)
+		return false
+	}
+	e.rules = r
+	if e.before.Note != "" {
+		fmt.Fprintf(stderr, "pathtrace: note: %s\n", e.before.Note)
+	}
+	return true
+}
+
+func (e *explainer) startCT() {
+	if s, err := e.tr.ConntrackStats(); err == nil {
 		e.ctBefore, e.ctOK = s, true
 	}
+}
+
+// sharedRules is the agent's one reader of the node's ruleset, opened when the first
+// follower needs it and shared by every follower's explainer (RuleReader locks
+// itself), with one refresher of its texts: a follow costs one counters read, not a
+// reader, its netlink socket and its rule texts.
+type sharedRules struct {
+	netns  string
+	stderr io.Writer
+	once   sync.Once
+	r      *tracer.RuleReader
+	keeper *explainer // runs keepTexts for all
+}
+
+func (s *sharedRules) get() *tracer.RuleReader {
+	s.once.Do(func() {
+		r, err := tracer.NewRuleReader(s.netns)
+		if err != nil {
+			fmt.Fprintf(s.stderr, "pathtrace agent: note: netfilter rules will not be named: %v\n", err)
+			return
+		}
+		s.r = r
+		s.keeper = &explainer{rules: r, done: make(chan struct{})}
+		go s.keeper.keepTexts()
+	})
+	return s.r
+}
+
+// close stops the refresher and closes the reader, once no follower uses it.
+func (s *sharedRules) close() {
+	s.once.Do(func() {}) // no reader opens after this
+	if s.r != nil {
+		close(s.keeper.done)
+		s.r.Close()
+	}
+}
+
+// explainer gives a follower an explainer on the shared reader: its own starting
+// counters, the reader not its to close.
+func (s *sharedRules) explainer(tr *tracer.Tracer) *explainer {
+	e := &explainer{tr: tr, shared: true}
+	if r := s.get(); r != nil {
+		e.startRules(r, s.stderr)
+	}
+	e.startCT()
 	return e
 }
 
@@ -116,6 +174,9 @@ func (e *explainer) Explain(js []*decode.Journey) {
 }
 
 func (e *explainer) Close() {
+	if e.shared {
+		return
+	}
 	if e.done != nil {
 		close(e.done)
 	}
