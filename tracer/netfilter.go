@@ -7,6 +7,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
+	"github.com/cilium/ebpf/features"
 	"github.com/cilium/ebpf/link"
 
 	"github.com/pathtrace/pathtrace/decode"
@@ -116,7 +117,14 @@ func (t *Tracer) attachNF(kspec *btf.Spec) error {
 	opts := &ebpf.CollectionOptions{MapReplacements: t.replacements(), Programs: ebpf.ProgramOptions{KernelTypes: kspec}}
 	var linkErr error
 	if mode == NFAuto || mode == NFLink {
-		if linkErr = t.attachNFLinks(spec, opts); linkErr == nil {
+		// A kernel without the program type (before 6.4) is said so, not as a load
+		// the verifier refused.
+		if err := features.HaveProgramType(ebpf.Netfilter); err != nil {
+			linkErr = fmt.Errorf("this kernel has no BPF netfilter programs (Linux 6.4+): %w", err)
+		} else {
+			linkErr = t.attachNFLinks(spec, opts)
+		}
+		if linkErr == nil {
 			t.mode.NF = NFLink
 			return nil
 		}
