@@ -26,16 +26,16 @@ type explainer struct {
 // keepTexts reads the rules' texts again soon after the ruleset changes, off the
 // lookup's path: naming the rule behind a drop then needs only the counters (tens of
 // ms for 10,000 rules) instead of a run of iptables-nft-save (about 100 ms more).
-func (e *explainer) keepTexts() {
+func keepTexts(rules *tracer.RuleReader, done <-chan struct{}) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {
 		select {
-		case <-e.done:
+		case <-done:
 			return
 		case <-t.C:
-			if e.rules.Stale() {
-				e.rules.Snapshot()
+			if rules.Stale() {
+				rules.Snapshot()
 			}
 		}
 	}
@@ -50,7 +50,7 @@ func newExplainer(netns string, tr *tracer.Tracer, stderr io.Writer) *explainer 
 		fmt.Fprintf(stderr, "pathtrace: note: netfilter rules will not be named: %v\n", err)
 	} else if e.startRules(r, stderr) {
 		e.done = make(chan struct{})
-		go e.keepTexts()
+		go keepTexts(r, e.done)
 	} else {
 		r.Close()
 	}
@@ -87,7 +87,7 @@ type sharedRules struct {
 	stderr io.Writer
 	once   sync.Once
 	r      *tracer.RuleReader
-	keeper *explainer // runs keepTexts for all
+	done   chan struct{} // stops the one keepTexts
 }
 
 func (s *sharedRules) get() *tracer.RuleReader {
@@ -98,8 +98,8 @@ func (s *sharedRules) get() *tracer.RuleReader {
 			return
 		}
 		s.r = r
-		s.keeper = &explainer{rules: r, done: make(chan struct{})}
-		go s.keeper.keepTexts()
+		s.done = make(chan struct{})
+		go keepTexts(r, s.done)
 	})
 	return s.r
 }
@@ -108,7 +108,7 @@ func (s *sharedRules) get() *tracer.RuleReader {
 func (s *sharedRules) close() {
 	s.once.Do(func() {}) // no reader opens after this
 	if s.r != nil {
-		close(s.keeper.done)
+		close(s.done)
 		s.r.Close()
 	}
 }

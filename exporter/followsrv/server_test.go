@@ -255,6 +255,18 @@ func (c *conn) journeys(t *testing.T, want int, wait time.Duration) ([]exporter.
 	return js, other
 }
 
+// eachConnAnother authenticates each connection as a follower of its own (c1, c2, ...).
+func eachConnAnother() Authenticator {
+	var n int
+	var mu sync.Mutex
+	return func(context.Context, net.Conn) (Identity, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		n++
+		return Identity{Name: fmt.Sprint("c", n), Via: "test"}, nil
+	}
+}
+
 func anyone(context.Context, net.Conn) (Identity, error) {
 	return Identity{Name: "tester", Via: "test"}, nil
 }
@@ -398,15 +410,7 @@ func TestRefusals(t *testing.T) {
 func TestSlotsAndRate(t *testing.T) {
 	lim := followapi.DefaultLimits()
 	lim.FollowRate, lim.FollowBurst, lim.MaxPerClient, lim.MaxSelectors = 0.001, 3, 100, 100
-	var n int
-	var mu sync.Mutex
-	perConn := func(context.Context, net.Conn) (Identity, error) {
-		mu.Lock()
-		defer mu.Unlock()
-		n++
-		return Identity{Name: fmt.Sprint("c", n), Via: "test"}, nil
-	}
-	h := start(t, lim, perConn, nil)
+	h := start(t, lim, eachConnAnother(), nil)
 	// 8 slots: 7 then 2 more do not fit.
 	big, _ := h.follow(followapi.Request{Selectors: []string{"1.1.1.1", "1.1.1.2", "1.1.1.3", "1.1.1.4", "1.1.1.5", "1.1.1.6", "1.1.1.7"}}, nil)
 	if !big.reply.OK {
@@ -472,15 +476,7 @@ func TestLongRequest(t *testing.T) {
 func TestSlowFollowerEvicted(t *testing.T) {
 	lim := followapi.DefaultLimits()
 	lim.WriteTimeout, lim.QueueLen = 300*time.Millisecond, 64
-	var n int
-	var mu sync.Mutex
-	perConn := func(context.Context, net.Conn) (Identity, error) {
-		mu.Lock()
-		defer mu.Unlock()
-		n++
-		return Identity{Name: fmt.Sprint("c", n), Via: "test"}, nil
-	}
-	h := start(t, lim, perConn, nil)
+	h := start(t, lim, eachConnAnother(), nil)
 	slow, _ := h.follow(followapi.Request{Selectors: []string{"10.0.0.2"}, Timeout: "1ms"}, nil)
 	fast, _ := h.follow(followapi.Request{Selectors: []string{"10.0.0.2"}, JSON: true, Timeout: "1ms"}, nil)
 	if !slow.reply.OK || !fast.reply.OK {
