@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -199,10 +200,15 @@ type Drop struct {
 	Data []byte
 }
 
-// ByNetfilter reports whether netfilter dropped the packet: the kernel says so, or,
-// on kernels without drop reasons, the packet died inside a netfilter hook.
+// ByNetfilter reports whether netfilter dropped the packet: the kernel says so (or it
+// was inferred from a netfilter drop site), or, with no reason and no symbol to tell
+// the site by, the packet died inside a netfilter hook. A drop with no reason at a
+// named site that is not netfilter's (ip_fragment after POSTROUTING) is not.
 func (d *Drop) ByNetfilter() bool {
-	return d.Reason == "NETFILTER_DROP" || d.Reason == "" && d.Hook != ""
+	if d.Reason == "NETFILTER_DROP" {
+		return true
+	}
+	return d.Reason == "" && d.Hook != "" && (d.Location == "" || strings.HasPrefix(d.Location, "0x"))
 }
 
 // Stall is the largest hop-to-hop delay above the stall threshold.
@@ -219,6 +225,14 @@ type Journey struct {
 	Flow     Flow // as first seen
 	TCPFlags uint8
 	IPLen    uint16
+	// DF is the IPv4 don't-fragment bit as first seen (IPv6: always true, routers never
+	// fragment it). ICMPType and ICMPCode are the ICMP header's, for ICMP packets.
+	DF       bool
+	ICMPType uint8
+	ICMPCode uint8
+	// ICMPMTU is the next-hop MTU an ICMP "fragmentation needed" (IPv4 type 3 code 4)
+	// or "packet too big" (ICMPv6 type 2) message carries; 0 otherwise.
+	ICMPMTU uint32
 	// TCP only: the segment's sequence number and the sequence space it takes (payload
 	// bytes, plus one for SYN and one for FIN), for telling retransmissions.
 	Seq     uint32
@@ -239,6 +253,9 @@ type Journey struct {
 	// came: CutHopCap (it reached Config.MaxHops) or CutCollision (an event started the
 	// path over: another packet with the same ID); "" when it was not cut.
 	Cut string
+	// Diagnosis is why the packet did not make it (or stalled), and what to change:
+	// set by a Diagnoser after the journey closed; nil on success or when none ran.
+	Diagnosis *Diagnosis
 	// EventsLost counts the events the assembler was told were lost while the journey
 	// was in flight (Assembler.EventsLost): the node's or its follower's, not
 	// necessarily its own.
@@ -407,6 +424,17 @@ func (a *Assembler) Add(ev *Event) []*Journey {
 		}
 		j = a.newJourney()
 		j.ID, j.Node, j.Flow, j.TCPFlags, j.IPLen, j.lastNs = p.ID, a.cfg.Node, p.Flow, p.TCPFlags, p.IPLen, ev.TimeNs
+		j.DF = p.DF || p.Flow.Src.Addr().Is6()
+		j.ICMPType, j.ICMPCode, j.ICMPMTU = 0, 0, 0
+		if p.Flow.Proto == ProtoICMP || p.Flow.Proto == ProtoICMPv6 {
+			j.ICMPType, j.ICMPCode = p.ICMPType, p.ICMPCode
+			switch {
+			case p.Flow.Proto == ProtoICMP && p.ICMPType == 3 && p.ICMPCode == 4:
+				j.ICMPMTU = uint32(p.ICMPSeq) // bytes 6-7: the next-hop MTU
+			case p.Flow.Proto == ProtoICMPv6 && p.ICMPType == 2:
+				j.ICMPMTU = uint32(p.ICMPID)<<16 | uint32(p.ICMPSeq) // bytes 4-7
+			}
+		}
 		if p.Flow.Proto == ProtoTCP {
 			j.Seq, j.SegLen = p.Seq, uint32(p.Payload)+uint32(p.TCPFlags&TCPSyn)>>1+uint32(p.TCPFlags&TCPFin)
 		}

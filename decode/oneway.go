@@ -20,6 +20,13 @@ type OneWay struct {
 	LeftVia string
 	Expect  string
 	Wait    time.Duration
+	// LeftFlow is the SYN's flow at that last hop, after any NAT on the node (the
+	// missing-SNAT case leaves it with the pod's address); LeftOuter its VXLAN header
+	// when it left encapsulated, nil otherwise.
+	LeftFlow  Flow
+	LeftOuter *Outer
+	// Diagnosis says why, when a Diagnoser could tell (or what it could not read).
+	Diagnosis *Diagnosis
 }
 
 type pendingSYN struct {
@@ -68,6 +75,12 @@ func (w *FlowWatch) Observe(j *Journey) {
 		if h := &j.Hops[i]; h.Kind != KindNetfilter {
 			p.ow.LeftVia = h.Name()
 			p.ow.Expect = h.Ifname + " " + Ingress.String()
+			p.ow.LeftFlow = h.Flow
+			p.ow.LeftOuter = nil
+			if h.Outer != nil {
+				o := *h.Outer // the hop's lives in the journey's storage, released after this
+				p.ow.LeftOuter = &o
+			}
 			break
 		}
 	}

@@ -111,6 +111,7 @@ type Packet struct {
 	ICMPID   uint16
 	ICMPSeq  uint16
 	Fragment bool   // not the first fragment: no L4 header
+	DF       bool   // IPv4: the don't-fragment bit; IPv6 packets are never fragmented on the way
 	fragOff  uint16 // fragment offset (8-byte units): tells a datagram's fragments apart
 	fragID   uint32 // IPv6 fragment header's identification (IPv4's is IPID)
 	l3       int    // offset of the (inner) IP header in the snapshot
@@ -228,6 +229,7 @@ func parseIP(c *cursor, p *Packet) (int, error) {
 		p.IPID = binary.BigEndian.Uint16(h[4:])
 		p.fragOff = binary.BigEndian.Uint16(h[6:]) & 0x1fff
 		p.Fragment = p.fragOff != 0
+		p.DF = h[6]&0x40 != 0
 		p.TTL = h[8]
 		p.Flow.Proto = h[9]
 		src := netip.AddrFrom4([4]byte(h[12:16]))

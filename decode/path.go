@@ -91,6 +91,9 @@ type Path struct {
 	NextAddr          netip.Addr
 	// Missing names the node whose agent did not answer, with why.
 	Missing, MissingWhy string
+	// Diagnosis is why the path failed: the underlay's, from the path itself, or the
+	// failing leg's (the node that judged it diagnosed it); nil on success.
+	Diagnosis *Diagnosis
 }
 
 // Summary is the verdict of the whole path in words.
@@ -132,6 +135,13 @@ type JoinStats struct {
 	Legs, Paths, Joined, UnderlayLost, NodeMissing uint64
 }
 
+// LastCrossing is when a packet last went from one node to the other (the arrival,
+// on to's clock); ok false when none did since the Joiner began.
+func (j *Joiner) LastCrossing(from, to string) (t time.Time, ok bool) {
+	t, ok = j.lastCross[[2]string{from, to}]
+	return t, ok
+}
+
 // Joiner joins the journeys of several nodes into paths. Not safe for concurrent use.
 type Joiner struct {
 	nodes   map[string]*NodeInfo
@@ -140,7 +150,10 @@ type Joiner struct {
 	pending map[uint64]*pendingPath
 	order   []pendingRef // pending IDs by deadline, for expiry
 	minDel  map[[2]string]int64
-	stats   JoinStats
+	// lastCross is the arrival time (the receiving node's wall clock) of the latest
+	// crossing from one node to another: whether a direction works.
+	lastCross map[[2]string]time.Time
+	stats     JoinStats
 }
 
 type pendingRef struct {
@@ -157,7 +170,7 @@ type pendingPath struct {
 // first journey comes in, its other journeys are waited for.
 func NewJoiner(nodes []NodeInfo, wait time.Duration) *Joiner {
 	j := &Joiner{nodes: map[string]*NodeInfo{}, down: map[string]string{}, wait: wait,
-		pending: map[uint64]*pendingPath{}, minDel: map[[2]string]int64{}}
+		pending: map[uint64]*pendingPath{}, minDel: map[[2]string]int64{}, lastCross: map[[2]string]time.Time{}}
 	for i := range nodes {
 		n := nodes[i]
 		j.nodes[n.Name] = &n
@@ -432,6 +445,9 @@ func lastIfaceHop(l *Journey) string {
 // cross measures one crossing and aligns the two clocks.
 func (j *Joiner) cross(from, to string, a, b *Hop) Crossing {
 	c := Crossing{From: from, To: to, FromHop: a.Name(), ToHop: b.Name(), RawNs: int64(b.TimeNs) - int64(a.TimeNs)}
+	if t := time.Unix(0, int64(b.TimeNs)); t.After(j.lastCross[[2]string{from, to}]) {
+		j.lastCross[[2]string{from, to}] = t
+	}
 	na, nb := j.nodes[from], j.nodes[to]
 	if na != nil && nb != nil && na.BootID != "" && na.BootID == nb.BootID {
 		c.LatencyNs, c.Clock = c.RawNs, "same"

@@ -79,8 +79,32 @@ func (t *Text) Write(j *decode.Journey) error {
 	fmt.Fprintln(w, Header(j))
 	start := j.FirstNs()
 	writeHops(w, j, nameWidth(j), func(ns uint64) string { return Offset(ns - start) })
-	fmt.Fprintf(w, "  %s\n\n", j.Summary())
+	fmt.Fprintf(w, "  %s\n", j.Summary())
+	WriteDiagnosis(w, j.Diagnosis, "  ")
+	fmt.Fprintln(w)
 	return w.Flush()
+}
+
+// WriteDiagnosis writes a diagnosis under a verdict: a cause line, one evidence line
+// per fact, the fix, and what could not be read; nothing for nil.
+func WriteDiagnosis(w io.Writer, d *decode.Diagnosis, indent string) {
+	if d == nil {
+		return
+	}
+	seg := ""
+	if d.Segment != "" {
+		seg = " [" + d.Segment + "]"
+	}
+	fmt.Fprintf(w, "%scause: %s%s: %s\n", indent, d.Cause, seg, d.Summary)
+	for _, e := range d.Evidence {
+		fmt.Fprintf(w, "%sevidence: %s: %s\n", indent, e.Name, e.Value)
+	}
+	if d.Fix != "" {
+		fmt.Fprintf(w, "%sfix: %s\n", indent, d.Fix)
+	}
+	for _, m := range d.Missing {
+		fmt.Fprintf(w, "%snot read: %s\n", indent, m)
+	}
 }
 
 // nameWidth is the width of the hop-name column for a journey's lines, in characters
@@ -168,6 +192,7 @@ func (t *Text) WriteOneWay(o *decode.OneWay) error {
 	f := o.Flow
 	fmt.Fprintf(t.w, "%s → %s TCP one-way\n", f.Endpoint(f.Src), f.Endpoint(f.Dst))
 	fmt.Fprintf(t.w, "  %s  %s\n", o.Node, o.Summary())
+	WriteDiagnosis(t.w, o.Diagnosis, "  ")
 	fmt.Fprintln(t.w)
 	return t.w.Flush()
 }
@@ -212,6 +237,9 @@ type JourneyJSON struct {
 	// its packet ID still came, "hop_cap" or "collision" (decode.Journey.Cut).
 	EventsLost uint64 `json:"events_lost,omitempty"`
 	Cut        string `json:"cut,omitempty"`
+	// Diagnosis: why a journey that is not a success failed (or stalled), with the
+	// evidence read from the node and the fix; see package decode/diagnose.
+	Diagnosis *decode.Diagnosis `json:"diagnosis,omitempty"`
 	// Kubernetes names of the flow's ends (as first seen), when names are on; Names is
 	// "unresolved" when they are on but the API server has not answered.
 	SrcPod     string `json:"src_pod,omitempty"`
@@ -309,7 +337,7 @@ func ToJSON(j *decode.Journey, clock Clock) JourneyJSON {
 	out := JourneyJSON{
 		Kind: "journey", ID: fmt.Sprintf("%016x", j.ID), Node: j.Node, Flow: flowJSON(j.Flow), Len: j.IPLen,
 		Verdict: j.Verdict.String(), Where: j.Where, Summary: j.Summary(), Hops: []HopJSON{},
-		EventsLost: j.EventsLost, Cut: j.Cut,
+		EventsLost: j.EventsLost, Cut: j.Cut, Diagnosis: j.Diagnosis,
 	}
 	if j.Flow.Proto == decode.ProtoTCP {
 		out.TCPFlags = decode.TCPFlagString(j.TCPFlags)
@@ -415,13 +443,15 @@ type OneWayJSON struct {
 	LastTNs  int64    `json:"last_t_ns"`
 	WaitNs   int64    `json:"wait_ns"`
 	Summary  string   `json:"summary"`
+	// Diagnosis as a journey's.
+	Diagnosis *decode.Diagnosis `json:"diagnosis,omitempty"`
 }
 
 // WriteOneWay writes a one-way connection as one line.
 func (x *JSON) WriteOneWay(o *decode.OneWay) error {
 	err := x.enc.Encode(OneWayJSON{Kind: "oneway", Node: o.Node, Flow: flowJSON(o.Flow), SYNs: o.SYNs,
 		LeftVia: o.LeftVia, Expected: o.Expect, FirstTNs: x.clock.Wall(o.FirstNs), LastTNs: x.clock.Wall(o.LastNs),
-		WaitNs: int64(o.Wait), Summary: o.Summary()})
+		WaitNs: int64(o.Wait), Summary: o.Summary(), Diagnosis: o.Diagnosis})
 	if err != nil {
 		return err
 	}

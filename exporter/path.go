@@ -30,7 +30,7 @@ func FromJSON(x *JourneyJSON) (*decode.Journey, error) {
 		return nil, err
 	}
 	j := &decode.Journey{ID: id, Node: x.Node, Flow: flow, IPLen: x.Len, TCPFlags: tcpFlagsFrom(x.TCPFlags), Where: x.Where,
-		EventsLost: x.EventsLost, Cut: x.Cut}
+		EventsLost: x.EventsLost, Cut: x.Cut, Diagnosis: BoundDiagnosis(x.Diagnosis)}
 	if j.Verdict, err = verdictFrom(x.Verdict); err != nil {
 		return nil, fmt.Errorf("journey %s: %v", x.ID, err)
 	}
@@ -118,6 +118,41 @@ func FromJSON(x *JourneyJSON) (*decode.Journey, error) {
 		return nil, fmt.Errorf("journey %s: verdict delivered without a hop", x.ID)
 	}
 	return j, nil
+}
+
+// A diagnosis from another agent is kept to what this one writes: at most
+// maxEvidence facts and maxMissing gaps, each text cut to maxDiagText bytes.
+const (
+	maxEvidence = 32
+	maxMissing  = 16
+	maxDiagText = 2048
+)
+
+// BoundDiagnosis copies a diagnosis read from another process within those bounds.
+func BoundDiagnosis(d *decode.Diagnosis) *decode.Diagnosis {
+	if d == nil {
+		return nil
+	}
+	cut := func(s string) string {
+		if len(s) > maxDiagText {
+			return s[:maxDiagText]
+		}
+		return s
+	}
+	out := &decode.Diagnosis{Cause: cut(d.Cause), Summary: cut(d.Summary), Segment: cut(d.Segment), Fix: cut(d.Fix)}
+	for i, e := range d.Evidence {
+		if i == maxEvidence {
+			break
+		}
+		out.Evidence = append(out.Evidence, decode.Evidence{Name: cut(e.Name), Value: cut(e.Value)})
+	}
+	for i, m := range d.Missing {
+		if i == maxMissing {
+			break
+		}
+		out.Missing = append(out.Missing, cut(m))
+	}
+	return out
 }
 
 func flowFromJSON(f *FlowJSON) (decode.Flow, error) {
@@ -255,7 +290,9 @@ func (t *Text) WritePath(p *decode.Path) error {
 		fmt.Fprintf(w, "  %-9s %s  underlay: %s %s → %s (%s): nothing arrived\n", "", strings.Repeat("·", utf8.RuneCountInString(p.LeftNode)),
 			p.LeftNode, p.LeftHop, p.Next, p.NextAddr)
 	}
-	fmt.Fprintf(w, "  %s\n\n", p.Summary())
+	fmt.Fprintf(w, "  %s\n", p.Summary())
+	WriteDiagnosis(w, p.Diagnosis, "  ")
+	fmt.Fprintln(w)
 	return w.Flush()
 }
 
@@ -284,6 +321,8 @@ type PathJSON struct {
 	Summary   string         `json:"summary"`
 	Missing   string         `json:"missing_node,omitempty"`
 	Next      string         `json:"next_node,omitempty"`
+	// Diagnosis as a journey's: the underlay's for a path lost between nodes.
+	Diagnosis *decode.Diagnosis `json:"diagnosis,omitempty"`
 }
 
 // CrossingJSON is an underlay crossing between two nodes.
@@ -300,7 +339,7 @@ type CrossingJSON struct {
 // PathToJSON converts a path; its legs' times are wall-clock already.
 func PathToJSON(p *decode.Path) PathJSON {
 	out := PathJSON{Kind: "path", ID: fmt.Sprintf("%016x", p.ID), Flow: flowJSON(p.Legs[0].Flow), Summary: p.Summary(),
-		Missing: p.Missing, Next: p.Next, Crossings: []CrossingJSON{}}
+		Missing: p.Missing, Next: p.Next, Crossings: []CrossingJSON{}, Diagnosis: p.Diagnosis}
 	for _, l := range p.Legs {
 		out.Nodes = append(out.Nodes, l.Node)
 		out.Legs = append(out.Legs, ToJSON(l, Clock{}))

@@ -39,6 +39,20 @@ Faults:
   underlay   the switch (P-underlay, outside both nodes) drops VXLAN (udp/8472)
              on its way to node-b (an nftables bridge rule): packets leave node-a's eth0, never reach
              node-b's
+  mtu        the underlay's MTU lowered to 1400 (both nodes' eth0, the switch's
+             ports, ext) while pods, cni0 and flannel.1 keep 1450, and flannel.1
+             copies the inner DF bit to the outer header (df inherit): a full-size
+             TCP segment from a pod no longer fits once VXLAN adds 50 bytes and is
+             dropped on the node (an MTU black hole: iperf3 moves 0 bytes)
+  hairpin    both nodes: kube-proxy's hairpin MASQUERADE (KUBE-SEP-API-* -s POD
+             -j KUBE-MARK-MASQ) removed and hairpin mode off on the pods' bridge
+             ports: a pod reaching itself through the VIP gets no answer
+  neighbour  node-a: flannel lost its peer: the VXLAN FDB entry for node-b's
+             VTEP MAC (0a:f1:00:00:00:02 dst 10.0.0.12) deleted from flannel.1
+  conntrack  the machine-wide nf_conntrack_max (init network namespace) lowered
+             to 1, below what the nodes hold: new connections are dropped. Runs
+             only with PATHTRACE_VM=1 (in a VM of scripts/vm.sh); the value is
+             saved at on and restored by off, clear and down
 
 Lab (P = $LAB_PREFIX):
   P-underlay  bridge br0, ports node-a, node-b
@@ -76,7 +90,7 @@ ALL_NS=("$NS_A_API" "$NS_A_REDIS" "$NS_B_API" "$NS_EXT" "$NS_NODE_A" "$NS_NODE_B
 
 VIP=10.96.12.34
 POD_CIDR=10.244.0.0/16
-FAULTS=(policy rpfilter blackhole slow nomasq underlay)
+FAULTS=(policy rpfilter blackhole slow nomasq underlay mtu hairpin neighbour conntrack)
 
 log() { printf 'lab.sh: %s\n' "$*" || true; }
 die() {
@@ -232,8 +246,31 @@ mk_flannel() {
 	ns_exec "$ns" ip addr add "10.244.$idx.0/32" dev flannel.1
 	ns_exec "$ns" ip link set flannel.1 up
 	ns_exec "$ns" ip route add "10.244.$peer.0/24" via "10.244.$peer.0" dev flannel.1 onlink
-	ns_exec "$ns" ip neigh replace "10.244.$peer.0" lladdr "$peer_mac" dev flannel.1 nud permanent
-	ns_exec "$ns" bridge fdb append "$peer_mac" dev flannel.1 dst "10.0.0.1$peer"
+	flannel_peer_neigh add "$ns" "$peer"
+	flannel_peer_fdb add "$ns" "$peer"
+}
+
+# flannel_peer_neigh add|check NS PEER_IDX: the permanent neighbour entry of the peer's
+# VTEP (10.244.PEER.0 at its flannel.1 MAC), as flanneld writes it.
+flannel_peer_neigh() {
+	local op=$1 ns=$2 peer=$3
+	local mac=0a:f1:00:00:00:0$peer
+	case $op in
+	add) ns_exec "$ns" ip neigh replace "10.244.$peer.0" lladdr "$mac" dev flannel.1 nud permanent ;;
+	check) [[ $(ns_exec "$ns" ip neigh show "10.244.$peer.0" dev flannel.1) == *"lladdr $mac PERMANENT"* ]] ;;
+	esac
+}
+
+# flannel_peer_fdb add|del|check NS PEER_IDX: the VXLAN FDB entry that sends frames for
+# the peer's VTEP MAC to the peer node's eth0, as flanneld writes it.
+flannel_peer_fdb() {
+	local op=$1 ns=$2 peer=$3
+	local mac=0a:f1:00:00:00:0$peer dst=10.0.0.1$peer
+	case $op in
+	add) ns_exec "$ns" bridge fdb append "$mac" dev flannel.1 dst "$dst" ;;
+	del) ns_exec "$ns" bridge fdb del "$mac" dev flannel.1 dst "$dst" ;;
+	check) [[ $'\n'$(ns_exec "$ns" bridge fdb show dev flannel.1) == *$'\n'"$mac dst $dst "* ]] ;;
+	esac
 }
 
 # mk_pod NODE_NS POD_NS HOST_VETH IP GW: a pod namespace whose eth0 is
@@ -450,6 +487,8 @@ cmd_up() {
 	trap 'exit 130' INT TERM
 	trap 'on_up_err "$BASH_COMMAND" "$@"' ERR
 
+	# A lab that vanished without 'down' may have left nf_conntrack_max lowered.
+	conntrack_restore
 	rm -rf "$run_dir"
 	mkdir -p "$run_dir"
 	log "creating lab '$P'"
@@ -483,6 +522,7 @@ cmd_down() {
 			log "deleted namespace $ns"
 		fi
 	done
+	conntrack_restore
 	rm -rf "$run_dir"
 	rmdir /run/pathtrace-lab 2>/dev/null || true
 	log "lab '$P' is down"
@@ -656,6 +696,266 @@ fault_nomasq_off() {
 	else
 		masq_rule add "$NS_NODE_A"
 		log "nomasq: $NS_NODE_A: restored 'POSTROUTING -s $POD_CIDR ! -d $POD_CIDR -j MASQUERADE'"
+	fi
+}
+
+# The mtu fault. The underlay is one L2 segment (both nodes' eth0, the switch's ports,
+# ext's eth0) and goes to 1400 as a whole: ends that disagree would have frames dropped
+# by the veth or the switch itself, which is another fault. Pods, cni0 and flannel.1 keep
+# 1450, so a full-size packet from a pod (1450 bytes) is 1500 once VXLAN adds its 50
+# and no longer fits eth0. What the kernel then does depends on flannel.1's df:
+#  - df unset (flannel's own setting, and the lab's otherwise): the outer UDP packet has
+#    no DF, so node-a fragments it and node-b reassembles it. Nothing is dropped and
+#    nothing stalls (iperf3 still moves ~1 Gbit/s here, with thousands of retransmits).
+#    The pod never learns the smaller MTU either: vxlan records a PMTU of 1350 toward
+#    the peer pod, but forwarded packets ignore learned PMTUs
+#    (net.ipv4.ip_forward_use_pmtu=0), and vxlan answers frag-needed itself only as a
+#    bridge port, which flannel.1 is not.
+#  - df inherit (the outer DF copied from the inner packet) or df set: the outer packet
+#    of a DF segment is dropped on node-a in ip_fragment (IpFragFails), and the
+#    frag-needed goes to the outer packet's source, node-a itself, not to the pod: the
+#    pod sends the same segment again and again, an MTU black hole (iperf3: 0 bytes).
+# The fault uses df inherit: DF packets (TCP's, as Linux sends them) die, packets
+# without DF still pass fragmented, as over a real underlay whose MTU shrank.
+MTU_LOW=1400
+# "NS DEV" of each end on the underlay. (Arrays, not a process substitution: the VMs of
+# scripts/vm.sh have no /dev/fd.)
+MTU_LINKS=("$NS_NODE_A eth0" "$NS_NODE_B eth0" "$NS_UNDERLAY node-a" "$NS_UNDERLAY node-b"
+	"$NS_UNDERLAY ext" "$NS_EXT eth0")
+link_mtu() { ns_exec "$1" ip -o link show dev "$2" | sed -n 's/.* mtu \([0-9]*\) .*/\1/p'; }
+# vxlan_df NS: flannel.1's df setting (unset, set or inherit).
+vxlan_df() {
+	local df
+	df=$(ns_exec "$1" ip -d -o link show dev flannel.1 | sed -n 's/.* df \([a-z]*\) .*/\1/p')
+	echo "${df:-unset}"
+}
+fault_mtu_active() {
+	local ns dev link
+	for link in "${MTU_LINKS[@]}"; do
+		ns=${link% *} dev=${link#* }
+		[[ $(link_mtu "$ns" "$dev") == 1500 ]] || return 0
+	done
+	[[ $(vxlan_df "$NS_NODE_A") != unset || $(vxlan_df "$NS_NODE_B") != unset ]]
+}
+fault_mtu_on() {
+	local ns dev link
+	for ns in "$NS_NODE_A" "$NS_NODE_B"; do
+		if [[ $(vxlan_df "$ns") == inherit ]]; then
+			log "mtu: $ns: flannel.1 already copies the inner DF (df inherit)"
+		else
+			ns_exec "$ns" ip link set flannel.1 type vxlan df inherit
+			log "mtu: $ns: flannel.1 df inherit (the outer header copies the inner DF bit)"
+		fi
+	done
+	for link in "${MTU_LINKS[@]}"; do
+		ns=${link% *} dev=${link#* }
+		if [[ $(link_mtu "$ns" "$dev") == "$MTU_LOW" ]]; then
+			log "mtu: $ns: $dev already at mtu $MTU_LOW"
+		else
+			ns_exec "$ns" ip link set dev "$dev" mtu "$MTU_LOW"
+			log "mtu: $ns: $dev mtu $MTU_LOW"
+		fi
+	done
+}
+fault_mtu_off() {
+	local ns dev link
+	for link in "${MTU_LINKS[@]}"; do
+		ns=${link% *} dev=${link#* }
+		if [[ $(link_mtu "$ns" "$dev") == 1500 ]]; then
+			log "mtu: $ns: $dev already at mtu 1500"
+		else
+			ns_exec "$ns" ip link set dev "$dev" mtu 1500
+			log "mtu: $ns: $dev mtu 1500"
+		fi
+	done
+	for ns in "$NS_NODE_A" "$NS_NODE_B"; do
+		if [[ $(vxlan_df "$ns") == unset ]]; then
+			log "mtu: $ns: flannel.1 df already unset"
+		else
+			ns_exec "$ns" ip link set flannel.1 type vxlan df unset
+			log "mtu: $ns: flannel.1 df unset"
+		fi
+		# The PMTUs learned during the fault (1400 toward the peer node, 1350 toward
+		# its pods) would otherwise stay for 10 minutes.
+		ns_exec "$ns" ip route flush cache
+	done
+}
+
+# The hairpin fault: a pod that reaches itself through the VIP needs both kube-proxy's
+# masquerade (else the reply's source would be the pod's own address, and the reply
+# would skip the node's conntrack) and the bridge's hairpin mode on its port (else the
+# bridge will not send the frame back out of the port it came in by).
+HAIRPIN_MASQ=("KUBE-SEP-API-A -s 10.244.1.23/32 -j KUBE-MARK-MASQ"
+	"KUBE-SEP-API-B -s 10.244.2.57/32 -j KUBE-MARK-MASQ")
+POD_PORTS=("$NS_NODE_A veth1a23" "$NS_NODE_A veth1a42" "$NS_NODE_B veth2b57")
+hairpin_mode() { ns_exec "$1" ip -d -o link show dev "$2" | sed -n 's/.* hairpin \([a-z]*\) .*/\1/p'; }
+fault_hairpin_active() {
+	local ns dev rule link
+	for ns in "$NS_NODE_A" "$NS_NODE_B"; do
+		for rule in "${HAIRPIN_MASQ[@]}"; do
+			# shellcheck disable=SC2086 # the rule is words
+			ns_ipt "$ns" -t nat -C $rule 2>/dev/null || return 0
+		done
+	done
+	for link in "${POD_PORTS[@]}"; do
+		ns=${link% *} dev=${link#* }
+		[[ $(hairpin_mode "$ns" "$dev") == on ]] || return 0
+	done
+	return 1
+}
+fault_hairpin_on() {
+	local ns dev rule link
+	for ns in "$NS_NODE_A" "$NS_NODE_B"; do
+		for rule in "${HAIRPIN_MASQ[@]}"; do
+			# shellcheck disable=SC2086
+			if ns_ipt "$ns" -t nat -C $rule 2>/dev/null; then
+				while ns_ipt "$ns" -t nat -D $rule 2>/dev/null; do :; done
+				log "hairpin: $ns: deleted 'nat $rule'"
+			else
+				log "hairpin: $ns: 'nat $rule' already absent"
+			fi
+		done
+	done
+	for link in "${POD_PORTS[@]}"; do
+		ns=${link% *} dev=${link#* }
+		if [[ $(hairpin_mode "$ns" "$dev") == off ]]; then
+			log "hairpin: $ns: $dev hairpin already off"
+		else
+			ns_exec "$ns" ip link set "$dev" type bridge_slave hairpin off
+			log "hairpin: $ns: $dev hairpin off"
+		fi
+	done
+}
+fault_hairpin_off() {
+	local ns dev rule link
+	for ns in "$NS_NODE_A" "$NS_NODE_B"; do
+		for rule in "${HAIRPIN_MASQ[@]}"; do
+			# shellcheck disable=SC2086
+			if ns_ipt "$ns" -t nat -C $rule 2>/dev/null; then
+				log "hairpin: $ns: 'nat $rule' already present"
+			else
+				# First in its chain, before the DNAT, as mk_kube_proxy writes it.
+				ns_ipt "$ns" -t nat -I ${rule%% *} 1 ${rule#* }
+				log "hairpin: $ns: restored 'nat $rule'"
+			fi
+		done
+	done
+	for link in "${POD_PORTS[@]}"; do
+		ns=${link% *} dev=${link#* }
+		if [[ $(hairpin_mode "$ns" "$dev") == on ]]; then
+			log "hairpin: $ns: $dev hairpin already on"
+		else
+			ns_exec "$ns" ip link set "$dev" type bridge_slave hairpin on
+			log "hairpin: $ns: $dev hairpin on"
+		fi
+	done
+}
+
+# The neighbour fault: node-a's flannel "lost" node-b. Of flanneld's two entries for
+# the peer, the VXLAN FDB entry is the one deleted: the kernel then drops node-a's
+# packets to node-b's pods in vxlan_xmit at once (a drop pathtrace names). Deleting the
+# neighbour entry of 10.244.2.0 instead makes the packets wait for ARP on flannel.1
+# (which the FDB cannot carry) and be freed ~3 s later, in neigh_invalidate, after
+# pathtrace has judged them lost. off restores both entries as mk_flannel writes them,
+# so it also repairs the neighbour variant done by hand; active reads both.
+fault_neighbour_active() {
+	! flannel_peer_fdb check "$NS_NODE_A" 2 || ! flannel_peer_neigh check "$NS_NODE_A" 2
+}
+fault_neighbour_on() {
+	if flannel_peer_fdb check "$NS_NODE_A" 2; then
+		while flannel_peer_fdb check "$NS_NODE_A" 2; do flannel_peer_fdb del "$NS_NODE_A" 2; done
+		log "neighbour: $NS_NODE_A: deleted fdb '0a:f1:00:00:00:02 dev flannel.1 dst 10.0.0.12'"
+	else
+		log "neighbour: $NS_NODE_A: fdb entry for 0a:f1:00:00:00:02 already absent"
+	fi
+}
+fault_neighbour_off() {
+	if flannel_peer_fdb check "$NS_NODE_A" 2; then
+		log "neighbour: $NS_NODE_A: fdb entry for 0a:f1:00:00:00:02 already present"
+	else
+		flannel_peer_fdb add "$NS_NODE_A" 2
+		log "neighbour: $NS_NODE_A: restored fdb '0a:f1:00:00:00:02 dev flannel.1 dst 10.0.0.12'"
+	fi
+	if flannel_peer_neigh check "$NS_NODE_A" 2; then
+		log "neighbour: $NS_NODE_A: neighbour 10.244.2.0 already present"
+	else
+		flannel_peer_neigh add "$NS_NODE_A" 2
+		log "neighbour: $NS_NODE_A: restored neighbour '10.244.2.0 lladdr 0a:f1:00:00:00:02 nud permanent'"
+	fi
+}
+
+# The conntrack fault: the table full. nf_conntrack_max is one value for the whole
+# machine, writable only from the init network namespace (read-only in the others), and
+# compared with each namespace's own count: lowering it refuses new connections in every
+# namespace of the machine, the host's own included. So on refuses unless
+# PATHTRACE_VM=1 says the machine is a VM of its own (scripts/test-kernels.sh sets it,
+# as for cmd/pathtrace's TestConntrackFull). As that test does, on first makes two TCP
+# connections on each node to its own pod (closed connections stay in TIME_WAIT, assured,
+# which early_drop may not evict), then sets the max to 1: below what each node then
+# holds, so the next new connection is refused whatever expires meanwhile (0 would mean
+# no limit). The value it had is saved under the run dir; off, clear, down and the next
+# up put it back.
+CT_MAX=/proc/sys/net/netfilter/nf_conntrack_max
+ct_saved() { echo "$run_dir/nf_conntrack_max.saved"; }
+fault_conntrack_active() {
+	local saved
+	saved=$(ct_saved)
+	[[ -f $saved && -r $CT_MAX ]] && [[ $(<"$CT_MAX") != "$(<"$saved")" ]]
+}
+# conntrack_restore: puts back a saved nf_conntrack_max (nothing when none is saved).
+conntrack_restore() {
+	local saved
+	saved=$(ct_saved)
+	[[ -f $saved ]] || return 0
+	if [[ $(<"$CT_MAX") != "$(<"$saved")" ]]; then
+		cat "$saved" >"$CT_MAX"
+		log "conntrack: nf_conntrack_max restored to $(<"$saved")"
+	fi
+	rm -f "$saved"
+}
+fault_conntrack_on() {
+	[[ ${PATHTRACE_VM:-} == 1 ]] ||
+		die "fault conntrack lowers net.netfilter.nf_conntrack_max, one value for the whole machine (the host's own connections too): it runs only in a VM of its own, with PATHTRACE_VM=1 (e.g. scripts/vm.sh run bookworm -- env PATHTRACE_VM=1 scripts/lab.sh fault conntrack)"
+	[[ $(readlink /proc/self/ns/net) == "$(readlink /proc/1/ns/net)" ]] ||
+		die "fault conntrack: nf_conntrack_max is writable only from the init network namespace; run lab.sh there"
+	[[ -w $CT_MAX ]] || die "fault conntrack: $CT_MAX is missing or read-only (nf_conntrack not loaded?)"
+	if fault_conntrack_active; then
+		log "conntrack: nf_conntrack_max already lowered to $(<"$CT_MAX") (saved $(<"$(ct_saved)"))"
+		return
+	fi
+	local lp i
+	lp=$(lab_labpod)
+	for i in 1 2; do
+		ns_exec "$NS_NODE_A" "$lp" tcp 10.244.1.23:8080 --timeout 2s >/dev/null || die "conntrack: node-a cannot reach api-a"
+		ns_exec "$NS_NODE_B" "$lp" tcp 10.244.2.57:8080 --timeout 2s >/dev/null || die "conntrack: node-b cannot reach api-b"
+	done
+	mkdir -p "$run_dir"
+	cat "$CT_MAX" >"$(ct_saved)"
+	echo 1 >"$CT_MAX"
+	log "conntrack: nf_conntrack_max $(<"$(ct_saved)") -> 1 (node-a holds $(ns_exec "$NS_NODE_A" cat /proc/sys/net/netfilter/nf_conntrack_count), node-b $(ns_exec "$NS_NODE_B" cat /proc/sys/net/netfilter/nf_conntrack_count) entries): new connections are dropped"
+}
+fault_conntrack_off() {
+	if [[ -f $(ct_saved) ]]; then
+		conntrack_restore
+	else
+		log "conntrack: nf_conntrack_max was not lowered by this lab"
+	fi
+}
+
+# lab_labpod: the labpod binary: $LABPOD, else the one the lab's servers run.
+lab_labpod() {
+	if [[ -n ${LABPOD:-} ]]; then
+		echo "$LABPOD"
+		return
+	fi
+	local pid
+	pid=$(cat "$run_dir/api-b.pid" 2>/dev/null) || true
+	if is_our_labpod "$pid"; then
+		readlink "/proc/$pid/exe"
+	elif [[ -x $repo/bin/labpod ]]; then
+		echo "$repo/bin/labpod"
+	else
+		die "no labpod binary: set LABPOD"
 	fi
 }
 

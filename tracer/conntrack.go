@@ -11,8 +11,14 @@ import (
 // ConntrackStats reads the traced namespace's conntrack counters and table fill. It
 // fails when conntrack is not in use there.
 func (t *Tracer) ConntrackStats() (decode.CTStats, error) {
+	return readCTStats(t.ns)
+}
+
+// readCTStats reads the conntrack counters and table fill of a namespace from a thread
+// inside it: /proc/thread-self/net and /proc/sys/net are the reading thread's.
+func readCTStats(ns *nsRef) (decode.CTStats, error) {
 	var s decode.CTStats
-	err := t.ns.do(func() error {
+	err := ns.do(func() error {
 		f, err := os.Open("/proc/thread-self/net/stat/nf_conntrack")
 		if err != nil {
 			return err

@@ -4,7 +4,9 @@
 // ring buffer into a bounded queue that counts what it drops, and detaches everything
 // on Close. It also reads the facts decode needs from the system: the traced
 // interfaces and their roles, the node's addresses, the drop-reason names from the
-// kernel's BTF and the kallsyms table.
+// kernel's BTF and the kallsyms table; and, for a diagnosis, the node's state at the
+// moment it is asked (NodeFacts: links, routes, neighbours, FDB, qdiscs, sysctls,
+// conntrack and NAT rules).
 //
 // It must not interpret events beyond decoding their fixed layout: journeys and
 // verdicts are the decode package's. It keeps no package-level state; every setting

@@ -39,19 +39,10 @@ type ctLayout struct {
 // module's BTF, and checks that struct nf_conntrack_tuple is laid out as the programs
 // expect.
 func conntrackLayout(kspec *btf.Spec) ctLayout {
-	var conn *btf.Struct
-	spec := kspec
-	if err := kspec.TypeByName("nf_conn", &conn); err != nil {
-		mspec, merr := btf.LoadKernelModuleSpec("nf_conntrack")
-		if merr != nil {
-			return ctLayout{why: "struct nf_conn is in neither vmlinux's nor nf_conntrack's BTF (conntrack not loaded?)"}
-		}
-		if err := mspec.TypeByName("nf_conn", &conn); err != nil {
-			return ctLayout{why: "struct nf_conn not found in nf_conntrack's BTF"}
-		}
-		spec = mspec
+	conn, why := nfConnStruct(kspec)
+	if conn == nil {
+		return ctLayout{why: why}
 	}
-	_ = spec
 	member := func(s *btf.Struct, name string) (btf.Member, bool) {
 		for _, m := range s.Members {
 			if m.Name == name {
@@ -92,6 +83,23 @@ func conntrackLayout(kspec *btf.Spec) ctLayout {
 		l.mark = m.Offset.Bytes()
 	}
 	return l
+}
+
+// nfConnStruct finds struct nf_conn in vmlinux's BTF or, when conntrack is a module,
+// in the module's; else it says why not.
+func nfConnStruct(kspec *btf.Spec) (*btf.Struct, string) {
+	var conn *btf.Struct
+	if err := kspec.TypeByName("nf_conn", &conn); err == nil {
+		return conn, ""
+	}
+	mspec, err := btf.LoadKernelModuleSpec("nf_conntrack")
+	if err != nil {
+		return nil, "struct nf_conn is in neither vmlinux's nor nf_conntrack's BTF (conntrack not loaded?)"
+	}
+	if err := mspec.TypeByName("nf_conn", &conn); err != nil {
+		return nil, "struct nf_conn not found in nf_conntrack's BTF"
+	}
+	return conn, ""
 }
 
 type nfProgs struct {

@@ -16,12 +16,14 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/pflag"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/pathtrace/pathtrace/decode"
+	"github.com/pathtrace/pathtrace/decode/diagnose"
 	"github.com/pathtrace/pathtrace/exporter"
 	"github.com/pathtrace/pathtrace/exporter/followapi"
 	"github.com/pathtrace/pathtrace/exporter/followsrv"
@@ -237,6 +239,17 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 		}
 		return syms
 	}
+	// One reader of the node's state for every follower's diagnoses, its answers
+	// shared for factsTTL.
+	var facts diagnose.Facts
+	if nf, err := tracer.OpenFacts(o.netns); err != nil {
+		fmt.Fprintf(stderr, "pathtrace agent: note: diagnoses will lack the node's state: %v\n", err)
+	} else {
+		defer nf.Close()
+		facts = diagnose.Cached(nf, factsTTL)
+	}
+	diagnoses := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "pathtrace_diagnoses_total",
+		Help: "Diagnoses given to followers' journeys and one-way reports that were not a success, by cause."}, []string{"cause"})
 	a.srv = followsrv.New(tracerSource{a}, followsrv.Config{
 		Node: o.node, BootID: bootID(), Namer: o.namer, Symbols: symbols, Limits: o.limits, Slots: tracer.MaxSelectors,
 		NewExplainer: func() followsrv.Explainer {
@@ -247,8 +260,12 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 			}
 			return nil
 		},
-		TokenAuth:  tokenAuth,
-		OnJourney:  func(j *decode.Journey) { flagJourney(&a.flagged, j) },
+		NewDiagnoser: func() followsrv.Diagnoser {
+			return diagnose.New(diagnose.Config{Facts: facts, Ifaces: tr.Ifaces()})
+		},
+		OnDiagnosis: func(g *decode.Diagnosis) { diagnoses.WithLabelValues(g.Cause).Inc() },
+		TokenAuth:   tokenAuth,
+		OnJourney:   func(j *decode.Journey) { flagJourney(&a.flagged, j) },
 		OnOther:    a.other,
 		Log:        stderr,
 		Now:        monoNow,
@@ -259,6 +276,7 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 		if o.podDrops != nil {
 			metrics.Registry().MustRegister(o.podDrops)
 		}
+		metrics.Registry().MustRegister(diagnoses)
 		mux.Handle("/metrics", metrics.Handler())
 	}
 	// Nobody follows yet: the netfilter hooks wait for the first follower.

@@ -70,6 +70,7 @@ func TestConntrackFull(t *testing.T) {
 		if m := cause.FindStringSubmatch(d.Cause); m == nil || m[1] == "0" {
 			t.Errorf("SYN: cause %q, want %q with the node's count\n%s", d.Cause, cause, dump(js))
 		}
+		wantDiagnosis(t, "conntrack full", j.Diagnosis, "conntrack_full", "nf_conntrack_count", "nf_conntrack_max=1", "insert_failed", "early_drop")
 	}
 	t.Logf("SYN dropped: %s", syn[0].Drop.Cause)
 }

@@ -73,6 +73,12 @@ func TestCrossNodeTCP(t *testing.T) {
 			if len(find(ja, "S.", "10.244.2.57:8080", "10.244.1.23:")) != 1 {
 				t.Errorf("node-a: no SYN-ACK journey:\n%s", dump(ja))
 			}
+			// A healthy connection: no journey on either node carries a diagnosis.
+			for _, j := range append(ja, jb...) {
+				if j.Diagnosis != nil {
+					t.Errorf("healthy journey %s on %s (%s) has a diagnosis: %+v", j.ID, j.Node, j.Verdict, j.Diagnosis)
+				}
+			}
 		})
 	}
 	assertNothingLeft(t)
@@ -128,6 +134,10 @@ func TestPolicyDrop(t *testing.T) {
 				if want := []string{"veth2b57 ingress", "cni0 ingress"}; !slices.Equal(hopNames(j), want) {
 					t.Errorf("hops %v, want %v", hopNames(j), want)
 				}
+				wantDiagnosis(t, "policy drop", j.Diagnosis, "policy", "rule=filter/FORWARD rule 1", "counter")
+				if j.Diagnosis != nil && !strings.Contains(j.Diagnosis.Fix, "iptables -t filter -D FORWARD -d 10.244.1.42/32") {
+					t.Errorf("policy fix %q: want the rule's deletion as written", j.Diagnosis.Fix)
+				}
 			}
 		})
 	}
@@ -150,6 +160,10 @@ func TestRPFilterDrop(t *testing.T) {
 	if got := hopNames(syn[0]); !slices.Equal(got, []string{"eth0 ingress", "flannel.1 ingress"}) {
 		t.Errorf("hops %v, want eth0 ingress, flannel.1 ingress", got)
 	}
+	// The effective value, max(all, flannel.1), and the route back that the check
+	// found: via eth0, not flannel.1.
+	wantDiagnosis(t, "rp_filter drop", syn[0].Diagnosis, "rp_filter",
+		"rp_filter=1 (strict) on flannel.1: the larger of all=1 and flannel.1=1", "route back=10.244.1.23 via 10.0.0.11 dev eth0")
 }
 
 // A blackhole route: the packet is dropped where the route lookup fails, and the
@@ -172,6 +186,7 @@ func TestBlackholeDrop(t *testing.T) {
 	if syn[0].Where != "cni0 ingress" {
 		t.Errorf("dropped after %q, want cni0 ingress", syn[0].Where)
 	}
+	wantDiagnosis(t, "blackhole drop", syn[0].Diagnosis, "no_route", "route=blackhole 10.244.2.57")
 }
 
 // A 1 Mbit/s tbf on the tunnel: a burst queues (a stall between flannel.1 and eth0)
@@ -196,6 +211,16 @@ func TestSlowTunnel(t *testing.T) {
 	}
 	if stalls == 0 || qdrops == 0 {
 		t.Fatalf("want stalls and qdisc drops on the slow tunnel, got %d stalls, %d drops:\n%s", stalls, qdrops, dump(js))
+	}
+	// Every drop and every stall of the tunnel's queue names the tbf, its settings
+	// and its counters.
+	for _, j := range js {
+		switch {
+		case j.Verdict == "dropped" && j.Drop.Reason == "QDISC_DROP":
+			wantDiagnosis(t, "qdisc drop", j.Diagnosis, "qdisc", "qdisc=tbf", "qdisc=on flannel.1: rate 1Mbit")
+		case j.Stall != nil && j.Stall.From == "flannel.1 egress" && j.Stall.DeltaNs > uint64(10*time.Millisecond):
+			wantDiagnosis(t, "stall", j.Diagnosis, "qdisc", "stall", "qdisc=tbf")
+		}
 	}
 	t.Logf("%d journeys: %d stalled between flannel.1 and eth0, %d QDISC_DROP", len(js), stalls, qdrops)
 }
@@ -289,6 +314,8 @@ func TestDropInsidePod(t *testing.T) {
 	if jb[0].Drop.Ifname != "eth0" {
 		t.Errorf("drop on device %q, want the pod's eth0", jb[0].Drop.Ifname)
 	}
+	// A closed port in the pod, named as such: not a network fault.
+	wantDiagnosis(t, "closed port", jb[0].Diagnosis, "closed_port", "destination=udp 10.244.2.57:9999")
 	if ja[0].ID != jb[0].ID {
 		t.Errorf("ids differ between nodes: %s, %s", ja[0].ID, jb[0].ID)
 	}
@@ -448,6 +475,10 @@ func TestOneWayWithoutMasquerade(t *testing.T) {
 	if o.Flow.Dst != "10.0.0.100:80" || !strings.HasPrefix(o.Flow.Src, "10.244.1.23:") || o.SYNs < 2 ||
 		o.LeftVia != "eth0 egress" || o.Expected != "eth0 ingress" {
 		t.Errorf("one-way report %+v: want 10.244.1.23 → 10.0.0.100:80, 2+ SYNs, left via eth0 egress, expected back through eth0 ingress", o)
+	}
+	wantDiagnosis(t, "one-way without MASQUERADE", o.Diagnosis, "no_snat", "source=10.244.1.23 left eth0 untranslated", "postrouting")
+	if o.Diagnosis != nil && !strings.Contains(o.Diagnosis.Fix, "-j MASQUERADE") {
+		t.Errorf("no_snat fix %q: want the MASQUERADE rule to add", o.Diagnosis.Fix)
 	}
 	// With MASQUERADE back, the same connection is answered: no report.
 	if out, err := lab("fault", "nomasq", "off"); err != nil {

@@ -184,3 +184,8 @@ func (e *explainer) Close() {
 		e.rules.Close()
 	}
 }
+
+// factsTTL is how long an answer about the node's state (a link, a route, a sysctl)
+// serves the diagnoses of further packets: a burst of identical drops reads the node
+// once, and a change shows within this long.
+const factsTTL = 500 * time.Millisecond

@@ -16,6 +16,7 @@ import (
 
 	"github.com/cilium/ebpf"
 
+	"github.com/pathtrace/pathtrace/decode"
 	"github.com/pathtrace/pathtrace/exporter"
 	"github.com/pathtrace/pathtrace/tracer"
 )
@@ -452,4 +453,28 @@ func exitCode(err error) int {
 		return ee.ExitCode()
 	}
 	return -1
+}
+
+// wantDiagnosis checks a report's diagnosis as a user reads it: its cause, and each
+// named piece of evidence present (and containing the text after "=", if any).
+func wantDiagnosis(t *testing.T, what string, d *decode.Diagnosis, cause string, evidence ...string) {
+	t.Helper()
+	if d == nil {
+		t.Errorf("%s: no diagnosis, want cause %s", what, cause)
+		return
+	}
+	show := func() string { b, _ := json.MarshalIndent(d, "", " "); return string(b) }
+	if d.Cause != cause {
+		t.Errorf("%s: cause %q, want %q:\n%s", what, d.Cause, cause, show())
+		return
+	}
+	if d.Summary == "" || d.Fix == "" {
+		t.Errorf("%s: summary or fix empty:\n%s", what, show())
+	}
+	for _, e := range evidence {
+		name, want, _ := strings.Cut(e, "=")
+		if v := d.Value(name); v == "" || !strings.Contains(v, want) {
+			t.Errorf("%s: evidence %q is %q, want it to contain %q:\n%s", what, name, v, want, show())
+		}
+	}
 }

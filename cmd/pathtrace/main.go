@@ -15,6 +15,7 @@ import (
 
 	"github.com/pathtrace/pathtrace/cmd/pathtrace/internal/earlysig"
 	"github.com/pathtrace/pathtrace/decode"
+	"github.com/pathtrace/pathtrace/decode/diagnose"
 	"github.com/pathtrace/pathtrace/exporter"
 	"github.com/pathtrace/pathtrace/exporter/followapi"
 	"github.com/pathtrace/pathtrace/exporter/followcli"
@@ -31,6 +32,8 @@ const usage = `pathtrace: follow packets hop by hop through a node, and name whe
 
 Usage:
   pathtrace follow [flags] SELECTOR...   trace packets matching SELECTOR
+  pathtrace diagnose [flags] SELECTOR... follow for a while (--duration 5s), then say per failing
+                                         flow which segment fails, why, with evidence, and the fix
   pathtrace agent [flags]                the always-on node agent: metrics, and follow through its API
   pathtrace doctor [--json] [--programs] what this kernel offers, and the mode each part will run in
   pathtrace certs --out DIR              make the CA and certificates of the agents' TLS API
@@ -80,6 +83,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "follow":
 		err = follow(args[1:], stdout, stderr)
+	case "diagnose":
+		err = runDiagnose(args[1:], stdout, stderr)
 	case "agent":
 		err = runAgent(args[1:], stdout, stderr)
 	case "doctor":
@@ -90,6 +95,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "pathtrace %s\n", version)
 		return 0
 	case "help", "-h", "--help":
+		if len(args) > 1 && args[1] == "diagnose" {
+			fs, _ := followFlags()
+			fmt.Fprintf(stdout, "Usage: %s\n\nThe flags of follow; --duration defaults to 5s, --json prints one object per failing flow.\n\n%s", diagnoseUsage, fs.FlagUsages())
+			return 0
+		}
 		if len(args) > 1 && args[1] == "follow" {
 			fs, _ := followFlags()
 			fmt.Fprintf(stdout, "Usage: pathtrace follow [flags] SELECTOR...\n\n%s", fs.FlagUsages())
@@ -206,7 +216,43 @@ func follow(args []string, stdout, stderr io.Writer) (err error) {
 	if err := parseFlags(fs, args, "pathtrace follow [flags] SELECTOR...", stdout); err != nil {
 		return err
 	}
-	cfg, err := o.tracerConfig(fs.Args())
+	return followWith(o, fs.Args(), stdout, stderr)
+}
+
+// runDiagnose follows for a while (--duration, 5 s by default) with the journeys as
+// JSON into a report, then prints one block per failing flow: the segment, the
+// cause, the evidence and the fix.
+func runDiagnose(args []string, stdout, stderr io.Writer) error {
+	fs, o := followFlags()
+	if err := parseFlags(fs, args, diagnoseUsage, stdout); err != nil {
+		return err
+	}
+	if !fs.Changed("duration") {
+		o.duration = 5 * time.Second
+	}
+	if o.duration <= 0 {
+		return usageError{errors.New("diagnose needs a --duration above 0: it reports when it ends")}
+	}
+	if o.pcap == "-" {
+		return usageError{errors.New("diagnose writes its report to standard output: give --pcap a file")}
+	}
+	asJSON := o.json
+	o.json = true
+	rep := exporter.NewReport()
+	start := time.Now()
+	if err := followWith(o, fs.Args(), rep, stderr); err != nil {
+		return err
+	}
+	if asJSON {
+		return rep.WriteJSON(stdout)
+	}
+	return rep.WriteText(stdout, time.Since(start))
+}
+
+const diagnoseUsage = "pathtrace diagnose [--duration D] [follow's flags] SELECTOR..."
+
+func followWith(o *followOpts, args []string, stdout, stderr io.Writer) (err error) {
+	cfg, err := o.tracerConfig(args)
 	if err != nil {
 		return usageError{err}
 	}
@@ -290,7 +336,7 @@ func follow(args []string, stdout, stderr io.Writer) (err error) {
 		out = js
 	}
 	if pc != nil {
-		out = pc.tee(out, clock, o.snaplen, strings.Join(fs.Args(), " "), stderr)
+		out = pc.tee(out, clock, o.snaplen, strings.Join(args, " "), stderr)
 	}
 
 	names := make([]string, 0, len(tr.Ifaces()))
@@ -312,6 +358,14 @@ func follow(args []string, stdout, stderr io.Writer) (err error) {
 	r := &runner{asm: asm, out: out, tr: tr, stderr: stderr, limit: o.count}
 	if o.oneway > 0 {
 		r.watch = decode.NewFlowWatch(o.oneway)
+	}
+	facts, ferr := tracer.OpenFacts(o.netns)
+	if ferr != nil {
+		fmt.Fprintf(stderr, "pathtrace: note: diagnoses will lack the node's state: %v\n", ferr)
+		r.diag = diagnose.New(diagnose.Config{Ifaces: tr.Ifaces()})
+	} else {
+		defer facts.Close()
+		r.diag = diagnose.New(diagnose.Config{Facts: diagnose.Cached(facts, factsTTL), Ifaces: tr.Ifaces()})
 	}
 	if tr.Mode().NF != tracer.NFNone && !o.noRules {
 		// The rule counters are read before the ready file says so: a drop after it

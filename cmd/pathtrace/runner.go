@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/pathtrace/pathtrace/decode"
+	"github.com/pathtrace/pathtrace/decode/diagnose"
 	"github.com/pathtrace/pathtrace/exporter"
 	"github.com/pathtrace/pathtrace/tracer"
 )
@@ -18,6 +19,7 @@ type runner struct {
 	asm    *decode.Assembler
 	watch  *decode.FlowWatch // nil: one-way detection off
 	expl   *explainer        // nil: drops are not explained
+	diag   *diagnose.Diagnoser
 	out    exporter.Writer
 	tr     *tracer.Tracer
 	stderr io.Writer
@@ -33,6 +35,9 @@ var errLimit = fmt.Errorf("journey limit reached")
 func (r *runner) emit(js []*decode.Journey) error {
 	if r.expl != nil {
 		r.expl.Explain(js)
+	}
+	if r.diag != nil {
+		r.diag.Diagnose(js)
 	}
 	for _, j := range js {
 		if r.limit > 0 && r.written >= r.limit {
@@ -128,6 +133,9 @@ func (r *runner) emitOneWay(nowNs uint64) error {
 		return nil
 	}
 	for _, o := range r.watch.Expire(nowNs) {
+		if r.diag != nil {
+			o.Diagnosis = r.diag.OneWay(o)
+		}
 		if err := r.out.WriteOneWay(o); err != nil {
 			return fmt.Errorf("write output: %w", err)
 		}

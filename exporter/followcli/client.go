@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/pathtrace/pathtrace/decode"
+	"github.com/pathtrace/pathtrace/decode/diagnose"
 	"github.com/pathtrace/pathtrace/exporter"
 	"github.com/pathtrace/pathtrace/exporter/followapi"
 )
@@ -277,6 +278,7 @@ func Join(ctx context.Context, stop func(), conns []*Conn, cfg JoinConfig, out i
 			if werr != nil || cfg.Count > 0 && written >= cfg.Count {
 				return
 			}
+			diagnose.Path(p, j)
 			if err := w.WritePath(p); err != nil {
 				werr = fmt.Errorf("write output: %w", err)
 				stop()
@@ -334,7 +336,9 @@ loop:
 				}
 				var x exporter.OneWayJSON
 				if json.Unmarshal(l.line, &x) == nil {
-					fmt.Fprintf(stdout, "%s → %s TCP one-way\n  %s  %s\n\n", x.Flow.Src, x.Flow.Dst, x.Node, x.Summary)
+					fmt.Fprintf(stdout, "%s → %s TCP one-way\n  %s  %s\n", x.Flow.Src, x.Flow.Dst, x.Node, x.Summary)
+					exporter.WriteDiagnosis(stdout, exporter.BoundDiagnosis(x.Diagnosis), "  ")
+					fmt.Fprintln(stdout)
 				}
 			}
 		}

@@ -52,6 +52,13 @@ type Explainer interface {
 	Close()
 }
 
+// Diagnoser gives a follower's journeys and one-way reports that are not a success
+// their diagnosis (decode/diagnose.Diagnoser).
+type Diagnoser interface {
+	Diagnose(js []*decode.Journey)
+	OneWay(o *decode.OneWay) *decode.Diagnosis
+}
+
 // Config is the server's configuration.
 type Config struct {
 	Node, BootID string
@@ -60,6 +67,9 @@ type Config struct {
 	Limits       followapi.Limits
 	Slots        int              // the kernel's selector slots
 	NewExplainer func() Explainer // nil: drops are not explained
+	NewDiagnoser func() Diagnoser // nil: no diagnoses
+	// OnDiagnosis is called for each diagnosis sent to a follower (counting causes).
+	OnDiagnosis func(*decode.Diagnosis)
 	// TokenAuth reviews the token of a follower without a client certificate: who it
 	// is, and whether it may follow (Kubernetes TokenReview and SubjectAccessReview).
 	// nil: tokens are not taken.
@@ -495,16 +505,28 @@ func (s *Server) stream(ctx context.Context, f *follower, fl *followapi.Follow, 
 	if fl.Oneway > 0 {
 		watch = decode.NewFlowWatch(fl.Oneway)
 	}
+	var diag Diagnoser
+	if s.cfg.NewDiagnoser != nil {
+		diag = s.cfg.NewDiagnoser()
+	}
 	written := 0
 	emit := func(js []*decode.Journey) error {
 		if expl != nil {
 			expl.Explain(js)
 		}
 		for _, j := range js {
+			hideKernelAddrs(j) // before the diagnosis quotes the location
+		}
+		if diag != nil {
+			diag.Diagnose(js)
+		}
+		for _, j := range js {
 			if written >= fl.Count {
 				return errLimit
 			}
-			hideKernelAddrs(j)
+			if j.Diagnosis != nil && s.cfg.OnDiagnosis != nil {
+				s.cfg.OnDiagnosis(j.Diagnosis)
+			}
 			if s.cfg.OnJourney != nil {
 				s.cfg.OnJourney(j)
 			}
@@ -542,6 +564,11 @@ func (s *Server) stream(ctx context.Context, f *follower, fl *followapi.Follow, 
 			return nil
 		}
 		for _, o := range watch.Expire(now) {
+			if diag != nil {
+				if o.Diagnosis = diag.OneWay(o); o.Diagnosis != nil && s.cfg.OnDiagnosis != nil {
+					s.cfg.OnDiagnosis(o.Diagnosis)
+				}
+			}
 			buf.Reset()
 			if err := out.WriteOneWay(o); err != nil {
 				return err
