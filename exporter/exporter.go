@@ -297,9 +297,10 @@ type NATJSON struct {
 
 // VXLANJSON is the underlay header of an encapsulated hop.
 type VXLANJSON struct {
-	VNI uint32 `json:"vni"`
-	Src string `json:"src"`
-	Dst string `json:"dst"`
+	VNI  uint32 `json:"vni"`
+	Src  string `json:"src"`
+	Dst  string `json:"dst"`
+	Port uint16 `json:"port,omitempty"` // the outer UDP destination port (8472, 4789)
 }
 
 // DropJSON is the kernel's account of a drop.
@@ -354,7 +355,7 @@ func ToJSON(j *decode.Journey, clock Clock) JourneyJSON {
 			hj.Flow = &f
 		}
 		if o := h.Outer; o != nil {
-			hj.VXLAN = &VXLANJSON{VNI: o.VNI, Src: o.Src.String(), Dst: o.Dst.String()}
+			hj.VXLAN = &VXLANJSON{VNI: o.VNI, Src: o.Src.String(), Dst: o.Dst.String(), Port: o.DstPort}
 		}
 		if h.Kind == decode.KindNetfilter {
 			hj.Hook, hj.Priority, hj.OutIfname = h.Hook, h.Prio, h.OutIfname

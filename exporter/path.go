@@ -52,7 +52,7 @@ func FromJSON(x *JourneyJSON) (*decode.Journey, error) {
 			}
 		}
 		if v := hj.VXLAN; v != nil {
-			o := &decode.Outer{VNI: v.VNI}
+			o := &decode.Outer{VNI: v.VNI, DstPort: v.Port}
 			if o.Src, err = netip.ParseAddr(v.Src); err != nil {
 				return nil, fmt.Errorf("hop vxlan src: %v", err)
 			}

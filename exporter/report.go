@@ -22,9 +22,11 @@ type Report struct {
 	entries map[reportKey]*ReportEntry
 	order   []reportKey
 	// Seen counts the journeys, one-way reports and paths read; Failing those that
-	// were not a success; Unparsed the lines that did not parse; Dropped the failing
-	// ones left out once MaxReportEntries flows were held.
-	Seen, Failing, Unparsed, Dropped int
+	// were not a success and got a diagnosis; Undiagnosed those that were not a success
+	// without one (a connection's end: its socket freed what was queued; tracing
+	// stopped); Unparsed the lines that did not parse; Dropped the failing ones left
+	// out once MaxReportEntries flows were held.
+	Seen, Failing, Undiagnosed, Unparsed, Dropped int
 }
 
 // MaxReportEntries bounds the flows a Report holds; maxReportLine one line.
@@ -102,7 +104,10 @@ func (r *Report) line(b []byte) {
 			return
 		}
 		r.Seen++
-		if x.Diagnosis == nil && (x.Verdict == "delivered" || x.Verdict == "forwarded" || x.Verdict == "unfinished") {
+		if x.Diagnosis == nil {
+			if x.Verdict != "delivered" && x.Verdict != "forwarded" {
+				r.Undiagnosed++
+			}
 			return
 		}
 		first := int64(0)
@@ -126,7 +131,10 @@ func (r *Report) line(b []byte) {
 		}
 		r.Seen++
 		last := x.Legs[len(x.Legs)-1]
-		if x.Diagnosis == nil && (x.Verdict == "delivered" || x.Verdict == "forwarded" || x.Verdict == "unfinished") {
+		if x.Diagnosis == nil {
+			if x.Verdict != "delivered" && x.Verdict != "forwarded" {
+				r.Undiagnosed++
+			}
 			return
 		}
 		first := int64(0)
@@ -198,7 +206,8 @@ func SegmentLine(seg string) string {
 // WriteText prints the report: a line of totals, then one block per failing flow.
 func (r *Report) WriteText(w io.Writer, took time.Duration) error {
 	es := r.Entries()
-	fmt.Fprintf(w, "pathtrace diagnose: %d failing flow(s) in %s; %d journeys and reports read, %d not a success\n", len(es), took.Round(time.Millisecond), r.Seen, r.Failing)
+	fmt.Fprintf(w, "pathtrace diagnose: %d failing flow(s) in %s; %d journeys and reports read, %d diagnosed, %d not a success without a fault (a connection's end, tracing stopped)\n",
+		len(es), took.Round(time.Millisecond), r.Seen, r.Failing, r.Undiagnosed)
 	if r.Dropped > 0 {
 		fmt.Fprintf(w, "pathtrace diagnose: %d failing packets of flows beyond the first %d were not summed up\n", r.Dropped, MaxReportEntries)
 	}
@@ -220,14 +229,10 @@ func (r *Report) WriteText(w io.Writer, took time.Duration) error {
 			fmt.Fprintf(w, "  segment: %s\n", SegmentLine(seg))
 		}
 		fmt.Fprintf(w, "  verdict: %s\n", e.Summary)
-		if e.Diagnosis == nil {
-			fmt.Fprintf(w, "  cause: not diagnosed (an agent without diagnoses, or the verdict has none)\n")
-			continue
-		}
 		WriteDiagnosis(w, e.Diagnosis, "  ")
 	}
 	if len(es) == 0 {
-		fmt.Fprintln(w, "no failing flow: every packet followed was delivered or forwarded")
+		fmt.Fprintln(w, "no failing flow: every packet followed was delivered or forwarded, or ended with its connection")
 	}
 	return nil
 }

@@ -121,6 +121,9 @@ func TestCrossNodeJoin(t *testing.T) {
 	if p.Summary != "delivered to pod via veth2b57 on node-b" {
 		t.Errorf("SYN path summary %q", p.Summary)
 	}
+	if p.Diagnosis != nil {
+		t.Errorf("the delivered SYN's path has a diagnosis: %+v", p.Diagnosis)
+	}
 	// The SYN-ACK goes the other way.
 	if sa := findPaths(paths, "S.", "10.244.2.57:8080", "10.244.1.23:"); len(sa) != 1 || !slices.Equal(sa[0].Nodes, []string{"node-b", "node-a"}) || sa[0].Verdict != "delivered" {
 		t.Errorf("SYN-ACK: want one path node-b → node-a, got:\n%s", dumpPaths(sa))
@@ -136,6 +139,10 @@ func TestCrossNodeJoin(t *testing.T) {
 			t.Errorf("lost SYN: node %s says %s (drop %+v); no node dropped it", leg.Node, leg.Verdict, leg.Drop)
 		}
 	}
+	// The underlay named with what the two nodes show: the direction, the tunnel's
+	// port and addresses, and that the other direction worked (the SYN-ACK before).
+	wantDiagnosis(t, "lost on the underlay", l.Diagnosis, "underlay", "direction=node-a → node-b",
+		"tunnel=udp/8472 from 10.0.0.11 to 10.0.0.12", "other direction=node-b → node-a works")
 	t.Logf("%d paths; SYN crossing %d ns (%s)", len(paths), c.LatencyNs, c.Clock)
 
 	// node-b's agent stops while the follower runs: a SYN to node-b's pod is not

@@ -79,6 +79,11 @@ func TestPromtoolCheckMetrics(t *testing.T) {
 	if sum(ss, "pathtrace_flagged_flows_total", "trigger", "drop") == 0 {
 		t.Errorf("no flow flagged for a drop")
 	}
+	// The follower's datagram to the closed port got its diagnosis from the agent, and
+	// the agent counted it.
+	if v := sum(ss, "pathtrace_diagnoses_total", "cause", "closed_port"); v != 1 {
+		t.Errorf("pathtrace_diagnoses_total{cause=\"closed_port\"} %v, want 1", v)
+	}
 	if sum(ss, "pathtrace_drops_total", "reason", "NO_SOCKET", "hop", "pod") == 0 {
 		t.Errorf("the datagram to a closed port in a pod of node-b is not counted as NO_SOCKET in a pod")
 	}

@@ -326,7 +326,7 @@ func TestMTU(t *testing.T) {
 	if want := "veth1a23 1450 → cni0 1450 → flannel.1 1450 (vxlan, +50) → eth0 1400 (carries flannel.1)"; g.Value("mtu_chain") != want {
 		t.Errorf("mtu_chain %q, want %q", g.Value("mtu_chain"), want)
 	}
-	if !strings.Contains(g.Fix, "to 1350") || !strings.Contains(g.Fix, "--set-mss 1310") || g.Segment != decode.SegUplink {
+	if !strings.Contains(g.Fix, "to 1350") || !strings.Contains(g.Fix, "--set-mss 1310") || !strings.Contains(g.Fix, "raise eth0's MTU to 1500") || g.Segment != decode.SegUplink {
 		t.Errorf("mtu: %s", dump(g))
 	}
 	if !strings.Contains(g.Value("icmp"), "black hole") {
@@ -342,7 +342,9 @@ func TestMTU(t *testing.T) {
 	if icmp.Diagnosis != nil {
 		t.Errorf("the delivered ICMP got a diagnosis: %s", dump(icmp.Diagnosis))
 	}
-	// A packet that fits every MTU, dropped at a site only inferred: not blamed on the MTU.
+	// A packet that fits every MTU of a healthy path, dropped at a site only
+	// inferred: not blamed on the MTU.
+	d = New(Config{Facts: labNode(), Ifaces: labIfs})
 	j2 := forwardedSYN()
 	j2 = dropAfter(j2, 3, decode.Drop{Reason: "IP_FRAGFAILS", ReasonSource: decode.ReasonInferred, Location: "ip_fragment+0x84", Ifname: "eth0"})
 	if g := d.Journey(j2); g == nil || g.Cause == decode.CauseMTU {

@@ -134,35 +134,43 @@ func (d *Diagnoser) mtu(j *decode.Journey) *decode.Diagnosis {
 		return g
 	}
 	g.Segment = d.segmentOf(tight.dev)
-	if size <= tight.limit {
-		g.Summary = fmt.Sprintf("dropped as too big (%s), but the %d-byte packet fits every MTU read now (the tightest: %s passes %d)", reasonOr(dr), size, tight.dev, tight.limit)
-		if dr.ReasonSource == decode.ReasonInferred {
-			g.Cause = decode.CauseUnknown
-		}
-		g.Fix = "compare the MTUs along the path while it happens (ip link; ip route get DST shows a route's own mtu)"
-		return g
-	}
 	// The devices in front of the tight one that let bigger packets in.
 	var bigger []string
+	need := size // what the tight device would have to pass
 	for _, s := range steps {
 		if s.dev == tight.dev {
 			break
 		}
 		if s.limit > tight.limit {
 			bigger = append(bigger, s.dev)
+			need = max(need, s.limit)
 		}
 	}
-	if tight.limit != tight.mtu {
+	switch {
+	case size <= tight.limit && len(bigger) == 0:
+		g.Summary = fmt.Sprintf("dropped as too big (%s), but the %d-byte packet fits every MTU read now (the tightest: %s passes %d)", reasonOr(dr), size, tight.dev, tight.limit)
+		if dr.ReasonSource == decode.ReasonInferred {
+			g.Cause = decode.CauseUnknown
+		}
+		g.Fix = "compare the MTUs along the path while it happens (ip link; ip route get DST shows a route's own mtu)"
+		return g
+	case size <= tight.limit:
+		// A small packet that died all the same: a segment of a larger send (GSO)
+		// that did not fit as a whole, on a path whose devices let in more than it
+		// carries.
+		g.Summary = fmt.Sprintf("a %d-byte packet, part of a larger send, died as too big: %s let in larger packets than %s carries (%d bytes after %s)",
+			size, strings.Join(bigger, ", "), tight.dev, tight.limit, tunnelOf(tight))
+	case tight.limit != tight.mtu:
 		g.Summary = fmt.Sprintf("a %d-byte packet with %s does not fit: %s carries %d bytes, %d of them for the packet after %s",
-			size, df, tight.dev, tight.mtu, tight.limit, strings.TrimPrefix(strings.TrimSuffix(tight.note, ")"), "(carries "))
-	} else {
+			size, df, tight.dev, tight.mtu, tight.limit, tunnelOf(tight))
+	default:
 		g.Summary = fmt.Sprintf("a %d-byte packet with %s does not fit through %s (MTU %d)", size, df, tight.dev, tight.mtu)
 	}
 	set := "the MTU of " + strings.Join(bigger, ", ")
 	if len(bigger) == 0 {
 		set = "the pods' MTU"
 	}
-	g.Fix = fmt.Sprintf("set %s to %d (what %s passes) — for flannel the MTU in net-conf.json or its detection from the uplink, passed by the CNI to the pods — or raise %s's MTU to %d if the network under it carries that", set, tight.limit, tight.dev, tight.dev, tight.mtu+size-tight.limit)
+	g.Fix = fmt.Sprintf("set %s to %d (what %s passes) — for flannel the MTU in net-conf.json or its detection from the uplink, passed by the CNI to the pods — or raise %s's MTU to %d if the network under it carries that", set, tight.limit, tight.dev, tight.dev, tight.mtu+need-tight.limit)
 	if j.Flow.Proto == decode.ProtoTCP {
 		mss := tight.limit - 40
 		if j.Flow.Src.Addr().Is6() {
@@ -171,6 +179,11 @@ func (d *Diagnoser) mtu(j *decode.Journey) *decode.Diagnosis {
 		g.Fix += fmt.Sprintf("; meanwhile clamp TCP's MSS: iptables -t mangle -A FORWARD -p tcp --tcp-flags SYN,RST SYN -j TCPMSS --set-mss %d", mss)
 	}
 	return g
+}
+
+// tunnelOf names the tunnel a step carries, from its note "(carries flannel.1)".
+func tunnelOf(s *mtuStep) string {
+	return strings.TrimPrefix(strings.TrimSuffix(s.note, ")"), "(carries ")
 }
 
 // underlayOf is the device that carries a tunnel's packets: the one the tunnel is
