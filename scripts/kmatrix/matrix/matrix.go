@@ -34,6 +34,8 @@ var Columns = []Column{
 	{"capture", "", []string{"TestFollowPcap"}},
 	{"cross-node join", "", []string{"TestCrossNodeJoin"}},
 	{"conntrack full", "", []string{"TestConntrackFull"}},
+	{"diagnosis", "", []string{"TestDiagnoseMTU", "TestDiagnoseHairpin", "TestDiagnoseNeighbour", "TestDiagnoseCommand",
+		"TestSlowTunnel", "TestOneWayWithoutMasquerade"}},
 	{"doctor, no BTF", "", []string{"TestDoctorHost", "TestKernelBTF"}},
 }
 
