@@ -472,3 +472,48 @@ func checkPcapng(t *testing.T, b []byte, snap int) (ends map[int]bool, packets i
 	}
 	return ends, packets
 }
+
+// FuzzReport: pathtrace diagnose's report reads the JSON lines a follow wrote (an
+// agent's, relayed): any bytes, cut anywhere, neither crash it nor let it hold more
+// than its bounds, and what it prints parses back.
+func FuzzReport(f *testing.F) {
+	f.Add([]byte(`{"kind":"journey","id":"01","node":"n","flow":{"proto":"tcp","src":"10.0.0.1:1","dst":"10.0.0.2:80"},"len":60,"hops":[],"verdict":"dropped","summary":"s","diagnosis":{"cause":"policy","summary":"x","evidence":[{"name":"rule","value":"r"}],"fix":"f"}}`+"\n"), 7)
+	f.Add([]byte(`{"kind":"oneway","node":"n","flow":{"proto":"tcp","src":"10.0.0.1:1","dst":"10.0.0.2:80"},"diagnosis":{"cause":"no_snat"}}`+"\n"+`{"kind":"path","legs":[]}`+"\n"), 3)
+	f.Fuzz(func(t *testing.T, b []byte, cut int) {
+		r := exporter.NewReport()
+		if cut < 0 || cut > len(b) {
+			cut = len(b) / 2
+		}
+		r.Write(b[:cut])
+		r.Write(b[cut:])
+		r.Write([]byte("\n"))
+		es := r.Entries()
+		if len(es) > exporter.MaxReportEntries {
+			t.Fatalf("%d entries, bound %d", len(es), exporter.MaxReportEntries)
+		}
+		n := 0
+		for _, e := range es {
+			n += e.Count
+			if d := e.Diagnosis; d != nil && (len(d.Evidence) > 32 || len(d.Missing) > 16 || len(d.Summary) > 2048) {
+				t.Fatalf("diagnosis beyond the bounds: %d evidence, %d missing, %d bytes of summary", len(d.Evidence), len(d.Missing), len(d.Summary))
+			}
+		}
+		if n != r.Failing-r.Dropped {
+			t.Fatalf("entries count %d packets, the report %d failing (%d left out)", n, r.Failing, r.Dropped)
+		}
+		var out bytes.Buffer
+		if err := r.WriteJSON(&out); err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range bytes.Split(bytes.TrimSpace(out.Bytes()), []byte("\n")) {
+			if len(line) == 0 {
+				continue
+			}
+			var e exporter.ReportEntry
+			if err := json.Unmarshal(line, &e); err != nil {
+				t.Fatalf("report line does not parse: %v: %s", err, line)
+			}
+		}
+		r.WriteText(io.Discard, time.Second)
+	})
+}

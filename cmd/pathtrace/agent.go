@@ -266,10 +266,10 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 		OnDiagnosis: func(g *decode.Diagnosis) { diagnoses.WithLabelValues(g.Cause).Inc() },
 		TokenAuth:   tokenAuth,
 		OnJourney:   func(j *decode.Journey) { flagJourney(&a.flagged, j) },
-		OnOther:    a.other,
-		Log:        stderr,
-		Now:        monoNow,
-		WallOffset: time.Now().UnixNano() - int64(monoNow()),
+		OnOther:     a.other,
+		Log:         stderr,
+		Now:         monoNow,
+		WallOffset:  time.Now().UnixNano() - int64(monoNow()),
 	})
 	if mln != nil {
 		metrics := exporter.NewMetrics(a, exporter.BuildInfo{Version: version, Kernel: kernelRelease(), AttachMode: tr.Mode().TC})
