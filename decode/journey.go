@@ -182,8 +182,11 @@ type Drop struct {
 	Location     string // symbol+0xoff
 	Addr         uint64
 	Ifname       string // skb->dev at the time, may be empty
-	Netns        uint32
-	TimeNs       uint64
+	// Flow is the packet's flow as kfree_skb saw it: after any NAT it got on the way
+	// (a DNAT by br_netfilter shows here before any later hop could).
+	Flow   Flow
+	Netns  uint32
+	TimeNs uint64
 	// Hook is the netfilter hook the packet was in or had just left when it died, from
 	// the last netfilter hop before the drop; "" when none was seen.
 	Hook string
@@ -480,7 +483,7 @@ func (a *Assembler) Add(ev *Event) []*Journey {
 		j.Hops = append(j.Hops, h)
 	case KindDrop:
 		d := &Drop{Code: ev.Reason, Addr: ev.Location, Ifname: ev.IfnameString(),
-			Netns: ev.Netns, TimeNs: ev.TimeNs, Location: a.cfg.Symbols.Symbolize(ev.Location)}
+			Netns: ev.Netns, TimeNs: ev.TimeNs, Location: a.cfg.Symbols.Symbolize(ev.Location), Flow: p.Flow}
 		if a.cfg.Reasons != nil {
 			d.Reason, d.ReasonSource = a.cfg.Reasons.Name(ev.Reason), ReasonKernel
 		}

@@ -345,7 +345,7 @@ func TestJourneyDropped(t *testing.T) {
 			t.Errorf("order %v: verdict %v where %q", order, j.Verdict, j.Where)
 		}
 		want := decode.Drop{Reason: "NETFILTER_DROP", ReasonSource: decode.ReasonKernel, Code: 12, Location: "nft_do_chain+0x2c8", Addr: nftDoChain + 0x2c8,
-			Ifname: "cni0", Netns: netnsInit, TimeNs: t0 + 38_000, Len: 60}
+			Ifname: "cni0", Netns: netnsInit, TimeNs: t0 + 38_000, Len: 60, Flow: j.Flow}
 		if j.Drop == nil || !reflect.DeepEqual(*j.Drop, want) {
 			t.Fatalf("order %v: drop %+v, want %+v", order, j.Drop, want)
 		}

@@ -427,6 +427,12 @@ func TestHairpin(t *testing.T) {
 	if !strings.Contains(g.Value("hairpin_mode"), "off on veth2b57") || !strings.Contains(g.Fix, "KUBE-MARK-MASQ") {
 		t.Errorf("hairpin: %s", dump(g))
 	}
+	// Dead at the bridge before any later hop showed the DNAT (the kprobe fallback):
+	// the dropped packet shows it.
+	j2 := &decode.Journey{Flow: f, Verdict: decode.Dropped, Hops: []decode.Hop{
+		hop("veth2b57", decode.KindPod, decode.Ingress, 1, f), nfHop("PREROUTING", "entry", "cni0", 2, f)},
+		Drop: &decode.Drop{Reason: "BRIDGE", ReasonSource: decode.ReasonInferred, Location: "br_handle_frame_finish+0x22e", Ifname: "veth2b57", TimeNs: 3, Flow: dn}}
+	mustCause(t, d.Journey(j2), decode.CauseHairpin, "flow", "snat")
 	// With the hairpin masquerade the source is the bridge's: no diagnosis.
 	sn := tcp(netip.MustParseAddr("10.244.2.1"), podB, 41000, 8080)
 	j.Hops[2].Flow, j.Hops[3].Flow = sn, sn

@@ -359,6 +359,11 @@ func (d *Diagnoser) hairpin(j *decode.Journey) *decode.Diagnosis {
 			break
 		}
 	}
+	if at == nil && j.Drop != nil && j.Drop.Flow.Dst.Addr() == src {
+		// Died before any later hop could show the DNAT (5.10, 6.1: the kprobe sees
+		// a translation at the next hook): the dropped packet shows it.
+		at = &decode.Hop{Node: j.Node, Kind: decode.KindNetfilter, Hook: "drop", Prio: "site", Flow: j.Drop.Flow}
+	}
 	if at == nil || at.Flow.Src.Addr() != src {
 		return nil
 	}
