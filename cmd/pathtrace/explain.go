@@ -21,7 +21,20 @@ type explainer struct {
 	ctOK     bool
 	done     chan struct{} // stops keepTexts
 	shared   bool          // rules is the agent's sharedRules': not this explainer's to close
+	// last is the rule named last at each hook, and when: a drop whose counter rose
+	// before its journey closed (two drops close in two batches, the first batch's
+	// read already counted both) is the same rule's.
+	last map[string]lastMatch
 }
+
+type lastMatch struct {
+	m  decode.RuleMatch
+	at time.Time
+}
+
+// reuseWithin is how long a named rule stands for later drops at its hook that no
+// counter rise explains.
+const reuseWithin = 3 * time.Second
 
 // keepTexts reads the rules' texts again soon after the ruleset changes, off the
 // lookup's path: naming the rule behind a drop then needs only the counters (tens of
@@ -161,10 +174,20 @@ func (e *explainer) Explain(js []*decode.Journey) {
 			byHook[d.Hook] = append(byHook[d.Hook], d)
 		}
 	}
+	now := time.Now()
 	for hook, ds := range byHook {
 		m := decode.MatchDrop(e.before, after, hook, len(ds))
 		if m.Rule != nil {
 			_ = e.rules.Describe(&m)
+		}
+		if e.last == nil {
+			e.last = map[string]lastMatch{}
+		}
+		switch l, ok := e.last[hook]; {
+		case m.Rule != nil || m.Policy != nil:
+			e.last[hook] = lastMatch{m: m, at: now}
+		case ok && now.Sub(l.at) < reuseWithin && m.Candidates == 0:
+			m = l.m
 		}
 		for _, d := range ds {
 			d.Rule = &m
