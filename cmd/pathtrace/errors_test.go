@@ -53,6 +53,10 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"follow", "--timeout", "0s", "10.0.0.1"}, "--timeout must be positive"},
 		{[]string{"follow", "--vxlan-ports", "0", "10.0.0.1"}, "--vxlan-ports: 0 is not a port"},
 		{[]string{"follow", "1", "2", "3", "4", "5", "6", "7", "8", "9"}, "at most 8"},
+		{[]string{"diagnose"}, "follow needs a SELECTOR"},
+		{[]string{"diagnose", "--duration", "0s", "10.0.0.1"}, "diagnose needs a --duration above 0"},
+		{[]string{"diagnose", "--pcap", "-", "10.0.0.1"}, "give --pcap a file"},
+		{[]string{"diagnose", "1.2.3"}, `selector "1.2.3": not an IP address`},
 	} {
 		code, stderr := runBin(t, nil, tc.args...)
 		if code != 2 || !strings.Contains(stderr, tc.want) {
