@@ -76,14 +76,20 @@ var dropSites = map[string]string{
 // gives it) most likely had, and the function it was taken from; ok is false when the
 // function is not in the table (or location is a bare address).
 func InferReason(location string) (reason, fn string, ok bool) {
-	fn, _, _ = strings.Cut(location, "+")
-	// Compiler clones keep the function's name before the first dot: ip_rcv_finish.isra.0.
-	fn, _, _ = strings.Cut(fn, ".")
+	fn = SiteFunc(location)
 	reason, ok = dropSites[fn]
 	if !ok {
 		return "", "", false
 	}
 	return reason, fn, true
+}
+
+// SiteFunc is the function of a drop location ("symbol+0xoff"), as the kernel's source
+// names it: compiler clones keep the name before the first dot (ip_rcv_finish.isra.0).
+func SiteFunc(location string) string {
+	fn, _, _ := strings.Cut(location, "+")
+	fn, _, _ = strings.Cut(fn, ".")
+	return fn
 }
 
 // ReasonText is the reason as the text outputs show it: the kernel's name, or an

@@ -3,12 +3,11 @@ package main
 import (
 	"bytes"
 	"encoding/json"
-	"os"
+	"fmt"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/pathtrace/pathtrace/exporter"
 )
@@ -142,18 +141,17 @@ func TestDiagnoseCommand(t *testing.T) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		for deadline := time.Now().Add(readyWait); ; time.Sleep(20 * time.Millisecond) {
-			if _, err := os.Stat(ready); err == nil {
-				break
-			}
-			if time.Now().After(deadline) {
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		t.Cleanup(func() {
+			if cmd.ProcessState == nil {
 				cmd.Process.Kill()
-				cmd.Wait()
-				t.Fatalf("pathtrace diagnose not ready after %v:\n%s", readyWait, stderr.String())
+				<-done
 			}
-		}
+		})
+		waitReady(t, ready, done, func() string { return fmt.Sprintf("pathtrace diagnose %v", args) }, stderr.String)
 		pod(t, "a-api", "tcp", "10.244.2.57:8080", "--timeout", "500ms")
-		if err := cmd.Wait(); err != nil {
+		if err := <-done; err != nil {
 			t.Fatalf("pathtrace diagnose %v: %v\n%s", args, err, stderr.String())
 		}
 		return stdout.String(), stderr.String()

@@ -254,18 +254,26 @@ func runFollow(t *testing.T, name string, args []string) *follower {
 			<-f.done
 		}
 	})
+	waitReady(t, ready, f.done, func() string { return fmt.Sprintf("pathtrace follow %v", args) }, f.stderr.String)
+	return f
+}
+
+// waitReady waits for a pathtrace's ready file, failing the test when it exits first
+// (done gets its Wait's result) or is not ready within readyWait.
+func waitReady(t *testing.T, ready string, done <-chan error, what, stderr func() string) {
+	t.Helper()
 	deadline := time.Now().Add(readyWait)
 	for {
 		if _, err := os.Stat(ready); err == nil {
-			return f
+			return
 		}
 		select {
-		case err := <-f.done:
-			t.Fatalf("pathtrace follow %v exited before it was ready: %v\n%s", args, err, f.stderr.String())
+		case err := <-done:
+			t.Fatalf("%s exited before it was ready: %v\n%s", what(), err, stderr())
 		case <-time.After(20 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("pathtrace follow %v not ready after %v\n%s", args, readyWait, f.stderr.String())
+			t.Fatalf("%s not ready after %v\n%s", what(), readyWait, stderr())
 		}
 	}
 }

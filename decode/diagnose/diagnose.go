@@ -132,8 +132,7 @@ func lack(g *decode.Diagnosis, what string, err error) {
 // dropped: the kernel's reason and location decide which evidence to read.
 func (d *Diagnoser) dropped(j *decode.Journey) *decode.Diagnosis {
 	dr := j.Drop
-	fn, _, _ := strings.Cut(dr.Location, "+")
-	fn, _, _ = strings.Cut(fn, ".")
+	fn := decode.SiteFunc(dr.Location)
 	inPod := d.inPod(j)
 	switch {
 	case socketTeardown(j, dr.Reason, fn):

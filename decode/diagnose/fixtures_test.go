@@ -50,7 +50,7 @@ func TestLabFixtures(t *testing.T) {
 				switch {
 				case g == nil && (j.Verdict == decode.Delivered || j.Verdict == decode.Forwarded) && j.Stall == nil:
 				case g == nil:
-					if j.Verdict == decode.Dropped && j.Drop != nil && !SocketTeardown(j, j.Drop.Reason, fnOf(j.Drop.Location)) && want != "" {
+					if j.Verdict == decode.Dropped && j.Drop != nil && !SocketTeardown(j, j.Drop.Reason, decode.SiteFunc(j.Drop.Location)) && want != "" {
 						t.Errorf("%s: no diagnosis", what)
 					}
 				case want == "":
@@ -88,12 +88,6 @@ func TestLabFixtures(t *testing.T) {
 			}
 		})
 	}
-}
-
-func fnOf(loc string) string {
-	fn, _, _ := strings.Cut(loc, "+")
-	fn, _, _ = strings.Cut(fn, ".")
-	return fn
 }
 
 func readFixture(t *testing.T, file string) ([]*decode.Journey, []*decode.OneWay) {
