@@ -469,16 +469,13 @@ func tcSize(sz uint32) string {
 	return strconv.FormatUint(uint64(sz), 10) + "b"
 }
 
-// tcTime prints microseconds as tc's sprint_time ("%.3gms").
+// tcTime prints microseconds as tc's sprint_time ("%.3gms"): as tcTime64 does, in
+// microseconds at the least.
 func tcTime(us uint32) string {
-	t := float64(us)
-	switch {
-	case t >= 1e6:
-		return strconv.FormatFloat(t/1e6, 'g', 3, 64) + "s"
-	case t >= 1e3:
-		return strconv.FormatFloat(t/1e3, 'g', 3, 64) + "ms"
+	if us == 0 {
+		return "0us"
 	}
-	return strconv.FormatUint(uint64(us), 10) + "us"
+	return tcTime64(int64(us) * 1000)
 }
 
 // tcTime64 prints nanoseconds as tc's sprint_time64.
