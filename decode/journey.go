@@ -98,6 +98,11 @@ type Iface struct {
 	Name      string
 	Kind      IfaceKind
 	PeerNetns uint32 // a pod's veth: the inode of the pod's network namespace; 0 if unknown
+	// Others names the programs of another datapath (a CNI's tc or tcx programs) that
+	// run after pathtrace's on ingress [0] and egress [1]. They may redirect a packet
+	// past every later hook (bpf_redirect_peer, bpf_redirect_neigh): a packet last seen
+	// there is then Redirected, not Lost.
+	Others [2]string
 }
 
 // Verdict is what became of a packet.
@@ -113,6 +118,10 @@ const (
 	// Incomplete: as Lost, but events were lost while the packet was in flight
 	// (Assembler.EventsLost), so its fate may be among them.
 	Incomplete
+	// Redirected: last seen at a tc hook where another datapath's program runs after
+	// pathtrace's, then no further hop and no drop: that program took it past the
+	// hooks pathtrace sits on (Journey.HandedTo names it).
+	Redirected
 	// New verdicts go here, at the end: the numbers are not a format, but
 	// exporter.FromJSON reads names back up to the last.
 )
@@ -129,6 +138,8 @@ func (v Verdict) String() string {
 		return "lost"
 	case Incomplete:
 		return "incomplete"
+	case Redirected:
+		return "redirected"
 	}
 	return "unfinished"
 }
@@ -246,7 +257,10 @@ type Journey struct {
 	// Where says where the verdict happened: the interface that delivered or
 	// forwarded the packet, or the last hop before it was lost or dropped.
 	Where string
-	Stall *Stall
+	// HandedTo names the other datapath's programs a Redirected packet was last handed
+	// to (Iface.Others of its last hop).
+	HandedTo string
+	Stall    *Stall
 	// CopyDrop is the death of another copy of the packet (the bridge flooded it to
 	// several pods) while this one was delivered.
 	CopyDrop *Drop
@@ -843,6 +857,9 @@ func (a *Assembler) finish(j *Journey, timedOut bool) {
 		case timedOut && j.EventsLost > 0:
 			j.Verdict = Incomplete
 			a.stats.Incomplete++
+		case timedOut && a.handedOn(last) != "":
+			j.Verdict = Redirected
+			j.HandedTo = a.handedOn(last)
 		case timedOut:
 			j.Verdict = Lost
 		default:
@@ -935,6 +952,22 @@ func markNAT(j *Journey) {
 // toLocal reports whether the packet at an ingress hop is addressed to the node. For a
 // VXLAN packet that is the inner destination: an outer one addressed to the node must
 // still reach the tunnel device.
+// handedOn names the other datapath's programs that run after pathtrace's at a tc
+// hop, "" when there are none (or the hop is a netfilter hook).
+func (a *Assembler) handedOn(h *Hop) string {
+	if h.Kind == KindNetfilter {
+		return ""
+	}
+	i, ok := a.ifaces[h.Ifindex]
+	if !ok {
+		return ""
+	}
+	if h.Dir == Egress {
+		return i.Others[1]
+	}
+	return i.Others[0]
+}
+
 func (a *Assembler) toLocal(h *Hop) bool {
 	return a.local[h.Flow.Dst.Addr().Unmap()]
 }
@@ -985,6 +1018,12 @@ func (j *Journey) Summary() string {
 		return s
 	case Lost:
 		return "lost after " + j.Where + ": no further hop and no drop within the timeout"
+	case Redirected:
+		s := "redirected at " + j.Where + ": another datapath's program runs there after pathtrace's"
+		if j.HandedTo != "" {
+			s += " (" + j.HandedTo + ")"
+		}
+		return s + " and took the packet past the hooks pathtrace sits on; no drop was seen"
 	case Incomplete:
 		n := strconv.FormatUint(j.EventsLost, 10) + " events"
 		if j.EventsLost == 1 {

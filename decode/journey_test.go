@@ -422,6 +422,46 @@ func lostAtCni0(t testing.TB) ([]decode.Event, uint64) {
 	}, last
 }
 
+// Another datapath's program runs after pathtrace's on cni0's ingress (as Cilium's
+// redirects to a pod's namespace): the packet last seen there is redirected, not
+// lost, and the program is named. On egress nothing else runs: still lost there.
+func TestJourneyRedirected(t *testing.T) {
+	evs, last := lostAtCni0(t)
+	cfg := nodeConfig(t, "node-a")
+	for i := range cfg.Ifaces {
+		if cfg.Ifaces[i].Name == "cni0" {
+			cfg.Ifaces[i].Others = [2]string{"tcx cil_from_overlay (id 42)", ""}
+		}
+	}
+	a := decode.NewAssembler(cfg)
+	add(t, a, evs...)
+	js := a.Expire(last + uint64(timeout))
+	if len(js) != 1 || js[0].Verdict != decode.Redirected || js[0].HandedTo != "tcx cil_from_overlay (id 42)" || js[0].Where != "cni0 ingress" {
+		t.Fatalf("want one journey redirected at cni0 ingress by cil_from_overlay, got %s", describe(js))
+	}
+	want := "redirected at cni0 ingress: another datapath's program runs there after pathtrace's (tcx cil_from_overlay (id 42)) and took the packet past the hooks pathtrace sits on; no drop was seen"
+	if s := js[0].Summary(); s != want {
+		t.Errorf("summary %q, want %q", s, want)
+	}
+	// Tracing stopped before the timeout: unfinished, as any other.
+	a = decode.NewAssembler(cfg)
+	add(t, a, evs...)
+	if js := a.Flush(last + 1); len(js) != 1 || js[0].Verdict != decode.Unfinished {
+		t.Errorf("flushed before the timeout: %s", describe(js))
+	}
+	// The program on the other direction does not count.
+	for i := range cfg.Ifaces {
+		if cfg.Ifaces[i].Name == "cni0" {
+			cfg.Ifaces[i].Others = [2]string{"", "tcx other (id 43)"}
+		}
+	}
+	a = decode.NewAssembler(cfg)
+	add(t, a, evs...)
+	if js := a.Expire(last + uint64(timeout)); len(js) != 1 || js[0].Verdict != decode.Lost {
+		t.Errorf("a program on egress only: %s", describe(js))
+	}
+}
+
 func TestJourneyLost(t *testing.T) {
 	evs, last := lostAtCni0(t)
 	a := decode.NewAssembler(nodeConfig(t, "node-a"))
@@ -636,6 +676,7 @@ func TestNamesOfEnums(t *testing.T) {
 		{decode.Dropped.String(), "dropped"},
 		{decode.Lost.String(), "lost"},
 		{decode.Incomplete.String(), "incomplete"},
+		{decode.Redirected.String(), "redirected"},
 	} {
 		if tc.got != tc.want {
 			t.Errorf("got %q, want %q", tc.got, tc.want)

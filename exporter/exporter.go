@@ -219,15 +219,18 @@ func NewJSON(w io.Writer, clock Clock) *JSON {
 // JourneyJSON is the JSON form of a journey. Field names are an interface: add, never
 // rename.
 type JourneyJSON struct {
-	Kind     string     `json:"kind"` // "journey"
-	ID       string     `json:"id"`
-	Node     string     `json:"node"`
-	Flow     FlowJSON   `json:"flow"`
-	TCPFlags string     `json:"tcp_flags,omitempty"`
-	Len      uint16     `json:"len"`
-	Hops     []HopJSON  `json:"hops"`
-	Verdict  string     `json:"verdict"` // delivered, forwarded, dropped, lost, incomplete, unfinished
-	Where    string     `json:"where,omitempty"`
+	Kind     string    `json:"kind"` // "journey"
+	ID       string    `json:"id"`
+	Node     string    `json:"node"`
+	Flow     FlowJSON  `json:"flow"`
+	TCPFlags string    `json:"tcp_flags,omitempty"`
+	Len      uint16    `json:"len"`
+	Hops     []HopJSON `json:"hops"`
+	Verdict  string    `json:"verdict"` // delivered, forwarded, dropped, lost, incomplete, redirected, unfinished
+	Where    string    `json:"where,omitempty"`
+	// HandedTo: a "redirected" packet's last hop ran another datapath's programs after
+	// pathtrace's; they are named here.
+	HandedTo string     `json:"handed_to,omitempty"`
 	Summary  string     `json:"summary"`
 	Drop     *DropJSON  `json:"drop,omitempty"`
 	CopyDrop *DropJSON  `json:"copy_drop,omitempty"` // another copy of a delivered packet died
@@ -337,7 +340,7 @@ func flowJSON(f decode.Flow) FlowJSON {
 func ToJSON(j *decode.Journey, clock Clock) JourneyJSON {
 	out := JourneyJSON{
 		Kind: "journey", ID: fmt.Sprintf("%016x", j.ID), Node: j.Node, Flow: flowJSON(j.Flow), Len: j.IPLen,
-		Verdict: j.Verdict.String(), Where: j.Where, Summary: j.Summary(), Hops: []HopJSON{},
+		Verdict: j.Verdict.String(), Where: j.Where, HandedTo: j.HandedTo, Summary: j.Summary(), Hops: []HopJSON{},
 		EventsLost: j.EventsLost, Cut: j.Cut, Diagnosis: j.Diagnosis,
 	}
 	if j.Flow.Proto == decode.ProtoTCP {

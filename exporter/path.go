@@ -29,7 +29,7 @@ func FromJSON(x *JourneyJSON) (*decode.Journey, error) {
 	if err != nil {
 		return nil, err
 	}
-	j := &decode.Journey{ID: id, Node: x.Node, Flow: flow, IPLen: x.Len, TCPFlags: tcpFlagsFrom(x.TCPFlags), Where: x.Where,
+	j := &decode.Journey{ID: id, Node: x.Node, Flow: flow, IPLen: x.Len, TCPFlags: tcpFlagsFrom(x.TCPFlags), Where: x.Where, HandedTo: x.HandedTo,
 		EventsLost: x.EventsLost, Cut: x.Cut, Diagnosis: BoundDiagnosis(x.Diagnosis)}
 	if j.Verdict, err = verdictFrom(x.Verdict); err != nil {
 		return nil, fmt.Errorf("journey %s: %v", x.ID, err)
@@ -198,7 +198,7 @@ func kindFrom(s string) decode.IfaceKind {
 }
 
 func verdictFrom(s string) (decode.Verdict, error) {
-	for v := decode.Unfinished; v <= decode.Incomplete; v++ { // the last verdict
+	for v := decode.Unfinished; v <= decode.Redirected; v++ { // the last verdict
 		if v.String() == s {
 			return v, nil
 		}

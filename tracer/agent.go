@@ -246,9 +246,12 @@ func (t *Tracer) SetSelector(slot int, s *decode.Selector, slots int) error {
 // new interfaces that match the patterns and forgets those that are gone. It returns
 // the names added and removed.
 func (t *Tracer) Refresh() (added, removed []string, err error) {
-	now, err := findLinks(t.nl, t.cfg.Ifaces)
+	now, lay, err := findLinks(t.nl, t.cfg.Ifaces)
 	if err != nil && len(t.ifaces) == 0 {
 		return nil, nil, err
+	}
+	if err == nil {
+		t.layout = lay
 	}
 	present := map[int]iface{}
 	for _, l := range now {
@@ -276,7 +279,7 @@ func (t *Tracer) Refresh() (added, removed []string, err error) {
 		if _, ok := present[l.Index]; !ok {
 			continue
 		}
-		if err := t.attachIface(l); err != nil {
+		if err := t.attachIface(&l); err != nil {
 			errs = append(errs, err) // it may have vanished meanwhile
 			continue
 		}

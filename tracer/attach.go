@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -143,11 +144,60 @@ func attachClsact(h *netlink.Handle, l iface, prog *ebpf.Program, ingress bool, 
 		},
 		Fd: prog.FD(), Name: filterName(), DirectAction: true,
 	}
+	// Priority 1 is taken (a CNI's datapath, as Cilium attaches before tcx): no free
+	// priority runs before it. cls_bpf runs the filters of one priority newest first,
+	// so a filter of ours with a new handle at that priority runs before theirs,
+	// leaving them and their order as they were. Only where all of that priority's
+	// filters are cls_bpf for every protocol (the kernel refuses a mix); else ours
+	// goes after, and the tracer says what runs before it.
+	if first := joinablePrio(existing); prio > 1 && first.prio != 0 {
+		j := *f
+		j.Priority, j.Handle = first.prio, first.handle
+		if err := h.FilterAdd(&j); err == nil {
+			return &clsactAttachment{h: h, filter: &j, qdisc: added, ifname: l.Name, ifindex: l.Index,
+				name: fmt.Sprintf("clsact %s %s prio %d handle %#x", l.Name, dir, j.Priority, j.Handle)}, nil
+		}
+	}
 	if err := h.FilterAdd(f); err != nil {
 		return nil, fmt.Errorf("attach tc %s filter on %s (ifindex %d): %w", dir, l.Name, l.Index, err)
 	}
 	return &clsactAttachment{h: h, filter: f, qdisc: added, ifname: l.Name, ifindex: l.Index,
 		name: fmt.Sprintf("clsact %s %s prio %d", l.Name, dir, prio)}, nil
+}
+
+// prioSlot is a place for a filter: a priority and a handle free at it.
+type prioSlot struct {
+	prio   uint16
+	handle uint32
+}
+
+// joinablePrio returns the lowest priority of a hook's filters with an unused handle,
+// when every filter there is cls_bpf for all protocols; the zero slot otherwise.
+func joinablePrio(fs []netlink.Filter) prioSlot {
+	var low uint16
+	for _, f := range fs {
+		if p := f.Attrs().Priority; low == 0 || p < low {
+			low = p
+		}
+	}
+	if low == 0 {
+		return prioSlot{}
+	}
+	var maxHandle uint32
+	for _, f := range fs {
+		a := f.Attrs()
+		if a.Priority != low {
+			continue
+		}
+		if _, ok := f.(*netlink.BpfFilter); !ok || a.Protocol != unix.ETH_P_ALL {
+			return prioSlot{}
+		}
+		maxHandle = max(maxHandle, a.Handle)
+	}
+	if maxHandle == ^uint32(0) {
+		return prioSlot{}
+	}
+	return prioSlot{prio: low, handle: maxHandle + 1}
 }
 
 // filterName names our cls_bpf filters after this process: "pathtrace-PID". A filter
@@ -211,4 +261,120 @@ func removeStale(h *netlink.Handle, l iface) ([]string, error) {
 		}
 	}
 	return removed, nil
+}
+
+// tcProgram is one program or filter on a tc hook, in the order the kernel runs them.
+type tcProgram struct {
+	desc      string // "tcx cil_from_overlay (id 42)", "cls_bpf cil_from_netdev prio 1 (id 7)"
+	ours      bool   // this process's
+	pathtrace bool   // another pathtrace's: it never redirects or drops
+}
+
+// ownPrograms tells pathtrace's programs from others': this process's by ID and
+// filter name, another pathtrace's by the programs' tags (a hash of the instructions,
+// the same in every process of one build) and filter names.
+type ownPrograms struct {
+	ids    map[ebpf.ProgramID]bool
+	tags   map[string]bool
+	filter string // this process's cls_bpf filter name
+}
+
+func (o ownPrograms) classify(id ebpf.ProgramID, tag, filter string) tcProgram {
+	switch {
+	case id != 0 && o.ids[id], filter != "" && filter == o.filter:
+		return tcProgram{ours: true}
+	case tag != "" && o.tags[tag], strings.HasPrefix(filter, "pathtrace-"):
+		return tcProgram{pathtrace: true}
+	}
+	return tcProgram{}
+}
+
+// hookPrograms lists what runs on an interface's tc hook, in order: the tcx programs
+// first (the kernel runs them before the legacy filters), then the clsact filters by
+// priority, and within one priority in the order the kernel lists (and runs) them.
+// ownIDs are pathtrace's own programs, own its cls_bpf filter name.
+func hookPrograms(ns *nsRef, h *netlink.Handle, l iface, ingress bool, own ownPrograms) ([]tcProgram, error) {
+	at, parent := ebpf.AttachTCXEgress, uint32(netlink.HANDLE_MIN_EGRESS)
+	if ingress {
+		at, parent = ebpf.AttachTCXIngress, netlink.HANDLE_MIN_INGRESS
+	}
+	var out []tcProgram
+	var res *link.QueryResult
+	err := ns.do(func() error {
+		var err error
+		res, err = link.QueryPrograms(link.QueryOptions{Target: l.Index, Attach: at})
+		return err
+	})
+	switch {
+	case err == nil:
+		for _, p := range res.Programs {
+			name, tag := programName(p.ID)
+			tp := own.classify(p.ID, tag, "")
+			tp.desc = "tcx " + name
+			out = append(out, tp)
+		}
+	case errors.Is(err, ebpf.ErrNotSupported), errors.Is(err, unix.EINVAL):
+		// no tcx on this kernel: nothing can be there
+	default:
+		return nil, fmt.Errorf("query tcx programs of %s: %w", l.Name, err)
+	}
+	fs, err := h.FilterList(&netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Index: l.Index}}, parent)
+	if err != nil {
+		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOENT) {
+			return out, nil // no clsact qdisc
+		}
+		return nil, fmt.Errorf("list tc filters of %s: %w", l.Name, err)
+	}
+	slices.SortStableFunc(fs, func(a, b netlink.Filter) int { return int(a.Attrs().Priority) - int(b.Attrs().Priority) })
+	for _, f := range fs {
+		if bf, ok := f.(*netlink.BpfFilter); ok {
+			name := bf.Name
+			if name == "" {
+				name = "unnamed"
+			}
+			tp := own.classify(ebpf.ProgramID(bf.Id), bf.Tag, bf.Name)
+			tp.desc = fmt.Sprintf("cls_bpf %s prio %d (id %d)", name, f.Attrs().Priority, bf.Id)
+			out = append(out, tp)
+			continue
+		}
+		out = append(out, tcProgram{desc: fmt.Sprintf("%s filter prio %d", f.Type(), f.Attrs().Priority)})
+	}
+	return out, nil
+}
+
+// programName names a loaded program by ID, "name (id N)", and gives its tag.
+func programName(id ebpf.ProgramID) (string, string) {
+	p, err := ebpf.NewProgramFromID(id)
+	if err != nil {
+		return fmt.Sprintf("id %d", id), ""
+	}
+	defer p.Close()
+	info, err := p.Info()
+	if err != nil || info.Name == "" {
+		return fmt.Sprintf("id %d", id), ""
+	}
+	return fmt.Sprintf("%s (id %d)", info.Name, id), info.Tag
+}
+
+// aroundOurs splits a hook's programs into those that run before pathtrace's and
+// those after. Without pathtrace's among them, all are "after" (a hook pathtrace is
+// not on, as doctor sees it).
+func aroundOurs(ps []tcProgram) (before, after []string) {
+	at := -1
+	for i, p := range ps {
+		if p.ours {
+			at = i
+			break
+		}
+	}
+	for i, p := range ps {
+		switch {
+		case p.ours, p.pathtrace:
+		case i < at:
+			before = append(before, p.desc)
+		default:
+			after = append(after, p.desc)
+		}
+	}
+	return before, after
 }

@@ -2,6 +2,7 @@ package tracer
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -18,28 +19,33 @@ import (
 	"github.com/pathtrace/pathtrace/decode"
 )
 
-// DefaultIfaces match the host side of pod veths, the CNI bridge, the flannel tunnel
-// and the uplink of a flannel node.
-var DefaultIfaces = []string{"veth*", "cni0", "flannel.1", "eth0"}
-
 // iface is a traced interface with what attaching needs.
 type iface struct {
 	decode.Iface
 	l2 bool // has an Ethernet header
 }
 
-// findLinks lists the namespace's interfaces whose names match one of the glob
-// patterns, with their roles.
-func findLinks(h *netlink.Handle, patterns []string) ([]iface, error) {
+// findLinks lists the namespace's interfaces to trace, with their roles, and the
+// layout they make. With no patterns it finds them (discover); else it takes those
+// whose names match one of the glob patterns.
+func findLinks(h *netlink.Handle, patterns []string) ([]iface, Layout, error) {
 	for _, p := range patterns {
 		if _, err := path.Match(p, ""); err != nil {
-			return nil, fmt.Errorf("interface pattern %q: %w", p, err)
+			return nil, Layout{}, fmt.Errorf("interface pattern %q: %w", p, err)
 		}
 	}
 	all, err := h.LinkList()
 	if err != nil {
-		return nil, fmt.Errorf("list interfaces: %w", err)
+		return nil, Layout{}, fmt.Errorf("list interfaces: %w", err)
 	}
+	found, lay := discover(h, all)
+	if len(patterns) == 0 {
+		if len(found) == 0 {
+			return nil, lay, errors.New("found no interface to trace: no pod veth, bridge, tunnel or uplink is up (see `ip link`; set --ifaces)")
+		}
+		return found, lay, nil
+	}
+	lay.Listed = patterns
 	uplinks := uplinkIndexes(h, all)
 	var out []iface
 	for _, l := range all {
@@ -47,15 +53,23 @@ func findLinks(h *netlink.Handle, patterns []string) ([]iface, error) {
 		if a.Flags&net.FlagLoopback != 0 || !matchAny(patterns, a.Name) {
 			continue
 		}
+		kind := classify(l, uplinks)
+		// The role discovery gave it, where it found the link (a pod's veth is told
+		// from a node's uplink veth by its addresses, not its name).
+		for _, f := range found {
+			if f.Index == a.Index {
+				kind = f.Kind
+			}
+		}
 		out = append(out, iface{
-			Iface: decode.Iface{Index: a.Index, Name: a.Name, Kind: classify(l, uplinks)},
+			Iface: decode.Iface{Index: a.Index, Name: a.Name, Kind: kind},
 			l2:    len(a.HardwareAddr) == 6,
 		})
 	}
 	if len(out) == 0 {
-		return nil, fmt.Errorf("no interface matches %s (see `ip link`; set --ifaces)", strings.Join(patterns, ","))
+		return nil, lay, fmt.Errorf("no interface matches %s (see `ip link`; set --ifaces)", strings.Join(patterns, ","))
 	}
-	return out, nil
+	return out, lay, nil
 }
 
 func matchAny(patterns []string, name string) bool {
@@ -79,6 +93,28 @@ func uplinkIndexes(h *netlink.Handle, all []netlink.Link) map[int]bool {
 			up[p] = true
 		}
 	}
+	// The devices that lead to a tunnel's far end: its remote, or the gateway of a
+	// route through it (Calico's "BLOCK via NODE dev tunl0 onlink"), each looked up once.
+	tunnels := map[int]bool{}
+	var remotes []net.IP
+	for _, l := range all {
+		if !isTunnel(l.Type()) {
+			continue
+		}
+		tunnels[l.Attrs().Index] = true
+		switch x := l.(type) {
+		case *netlink.Iptun:
+			remotes = append(remotes, x.Remote)
+		case *netlink.Sittun:
+			remotes = append(remotes, x.Remote)
+		case *netlink.Ip6tnl:
+			remotes = append(remotes, x.Remote)
+		case *netlink.Geneve:
+			remotes = append(remotes, x.Remote)
+		case *netlink.Vxlan:
+			remotes = append(remotes, x.Group)
+		}
+	}
 	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
 		routes, err := h.RouteList(nil, fam)
 		if err != nil {
@@ -88,10 +124,27 @@ func uplinkIndexes(h *netlink.Handle, all []netlink.Link) map[int]bool {
 			if r.Dst == nil || r.Dst.IP.IsUnspecified() && isZeroMask(r.Dst.Mask) {
 				up[r.LinkIndex] = true
 			}
+			if tunnels[r.LinkIndex] && r.Gw != nil {
+				remotes = append(remotes, r.Gw)
+			}
+		}
+	}
+	asked := map[string]bool{}
+	for _, ip := range remotes {
+		if ip == nil || ip.IsUnspecified() || ip.IsMulticast() || asked[ip.String()] || len(asked) >= maxRemoteLookups {
+			continue
+		}
+		asked[ip.String()] = true
+		if rs, err := h.RouteGet(ip); err == nil && len(rs) > 0 && !tunnels[rs[0].LinkIndex] && rs[0].LinkIndex > 0 {
+			up[rs[0].LinkIndex] = true
 		}
 	}
 	return up
 }
+
+// maxRemoteLookups bounds the route lookups for tunnel remotes: a node with a route
+// per peer node through one tunnel reaches them all through the same few uplinks.
+const maxRemoteLookups = 16
 
 func isZeroMask(m []byte) bool {
 	for _, b := range m {

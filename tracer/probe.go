@@ -51,6 +51,8 @@ type Report struct {
 	Parts    []Part   `json:"parts"`
 	// Programs: each BPF program loaded as the tracer would (doctor --programs).
 	Programs []ProgramCheck `json:"programs,omitempty"`
+	// Network: the namespace's layout and interfaces as the tracer would find them.
+	Network *Network `json:"network,omitempty"`
 	// Fatal, when not empty, is why pathtrace cannot run at all, and what to do.
 	Fatal string `json:"fatal,omitempty"`
 }
@@ -347,6 +349,9 @@ func (r Report) Text() string {
 	}
 	if len(r.Programs) > 0 {
 		b.WriteString("\n" + ChecksText(r.Programs))
+	}
+	if r.Network != nil {
+		b.WriteString("\n" + r.Network.Text())
 	}
 	if r.Fatal != "" {
 		fmt.Fprintf(&b, "\npathtrace cannot run: %s\n", r.Fatal)

@@ -36,7 +36,7 @@ const (
 // Config is everything the tracer needs to know; there are no other settings.
 type Config struct {
 	Netns      string            // "" for the caller's namespace; a name under /run/netns, or a path
-	Ifaces     []string          // glob patterns of interfaces to trace; nil means DefaultIfaces
+	Ifaces     []string          // glob patterns of interfaces to trace; nil: those discovery finds (Layout)
 	AttachMode string            // AttachAuto, AttachTCX or AttachClsact
 	DropHook   string            // DropAuto, DropTPBTF, DropRawTP, DropRawTPNoReason or DropNone
 	Selectors  []decode.Selector // which packets to report; at most MaxSelectors
@@ -119,6 +119,8 @@ type Tracer struct {
 	progs    []*ebpf.Program
 	attached []detacher
 	ifaces   []iface
+	layout   Layout
+	own      ownPrograms // pathtrace's programs, told from other datapaths'
 	ifAttach map[int][]detacher // tc attachments by ifindex
 	tc       tcProgs
 	nfAttach []detacher // netfilter links, or the kprobe
@@ -188,7 +190,7 @@ func New(cfg Config) (t *Tracer, err error) {
 	if err != nil {
 		return t, fmt.Errorf("netlink in %s: %w", t.ns, err)
 	}
-	if t.ifaces, err = findLinks(t.nl, cfg.Ifaces); err != nil {
+	if t.ifaces, t.layout, err = findLinks(t.nl, cfg.Ifaces); err != nil {
 		return t, fmt.Errorf("%s: %w", t.ns, err)
 	}
 	if t.local, err = localAddrs(t.nl); err != nil {
@@ -230,9 +232,6 @@ func New(cfg Config) (t *Tracer, err error) {
 }
 
 func validate(cfg *Config) error {
-	if len(cfg.Ifaces) == 0 {
-		cfg.Ifaces = DefaultIfaces
-	}
 	switch cfg.AttachMode {
 	case "":
 		cfg.AttachMode = AttachAuto
@@ -469,18 +468,56 @@ func (t *Tracer) attachTC(kspec *btf.Spec) error {
 	t.progs = append(t.progs, p.Ingress, p.Egress, p.IngressL3, p.EgressL3)
 
 	t.tc = p
+	t.own = ownPrograms{ids: map[ebpf.ProgramID]bool{}, tags: map[string]bool{}, filter: filterName()}
+	for _, prog := range []*ebpf.Program{p.Ingress, p.Egress, p.IngressL3, p.EgressL3} {
+		if info, err := prog.Info(); err == nil {
+			if id, ok := info.ID(); ok {
+				t.own.ids[id] = true
+			}
+			t.own.tags[info.Tag] = true
+		}
+	}
 	t.mode.TC = t.cfg.AttachMode
-	for _, l := range t.ifaces {
-		if err := t.attachIface(l); err != nil {
+	for i := range t.ifaces {
+		if err := t.attachIface(&t.ifaces[i]); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
+// findOthers reads which programs of another datapath run on the interface's tc hooks
+// before and after pathtrace's: those after go to Iface.Others (a packet they take
+// away is Redirected, not Lost), those before into a note (what they take away never
+// reaches pathtrace's hook).
+func (t *Tracer) findOthers(l *iface) {
+	for d, ingress := range []bool{true, false} {
+		ps, err := hookPrograms(t.ns, t.nl, *l, ingress, t.own)
+		dir := [2]string{"ingress", "egress"}[d]
+		if err != nil {
+			t.mode.Notes = append(t.mode.Notes, fmt.Sprintf("other programs on %s %s unknown: %v", l.Name, dir, err))
+			continue
+		}
+		before, after := aroundOurs(ps)
+		l.Others[d] = strings.Join(after, ", ")
+		if len(before) > 0 {
+			t.mode.Notes = append(t.mode.Notes, fmt.Sprintf("on %s %s, %s %s before pathtrace's: packets %s redirects or drops are not seen at this hop",
+				l.Name, dir, strings.Join(before, ", "), plural(len(before), "runs", "run"), plural(len(before), "it", "they")))
+		}
+	}
+}
+
 // attachIface puts the tc programs on one interface's ingress and egress. In auto
 // mode the first interface decides between tcx and clsact for all.
-func (t *Tracer) attachIface(l iface) error {
+func (t *Tracer) attachIface(l *iface) error {
+	if err := t.attachHooks(*l); err != nil {
+		return err
+	}
+	t.findOthers(l)
+	return nil
+}
+
+func (t *Tracer) attachHooks(l iface) error {
 	in, eg := t.tc.Ingress, t.tc.Egress
 	if !l.l2 {
 		in, eg = t.tc.IngressL3, t.tc.EgressL3
@@ -698,6 +735,9 @@ func pump(rd recordReader, q chan<- decode.Event, c *counters) {
 
 // Events is the bounded queue of decoded events. It is closed after Close.
 func (t *Tracer) Events() <-chan decode.Event { return t.queue }
+
+// Layout is what the tracer recognised of the node's network.
+func (t *Tracer) Layout() Layout { return t.layout }
 
 // Ifaces are the traced interfaces with their roles.
 func (t *Tracer) Ifaces() []decode.Iface {

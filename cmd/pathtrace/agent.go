@@ -81,7 +81,7 @@ func agentFlags() (*pflag.FlagSet, *agentOpts) {
 	addKubeFlags(fs, &o.kube)
 	fs.BoolVar(&o.kube.nodePods, "names-node-pods", false, "watch only this node's pods (field selector spec.nodeName=--node), for clusters too large for every agent to hold every pod; pods elsewhere are then named only when a Service's endpoints point at them")
 	fs.IntVar(&o.podNames, "metrics-pod-names", 0, "with Kubernetes names: count drop events per pod in pathtrace_pod_drops_total{namespace,pod,end,reason}, at most this many series (the rest under pod=\"_other_\"); 0: off, no pod in any label")
-	fs.StringSliceVar(&o.ifaces, "ifaces", tracer.DefaultIfaces, "interfaces to trace, glob patterns; new matching interfaces are attached as they appear")
+	fs.StringSliceVar(&o.ifaces, "ifaces", nil, "interfaces to trace, glob patterns (default: those found on the node: pod veths of any CNI, bridges, tunnels, uplinks); new ones are attached as they appear")
 	fs.StringVar(&o.attachMode, "attach-mode", tracer.AttachAuto, "tc attachment: auto, tcx or clsact")
 	fs.StringVar(&o.dropHook, "drop-hook", tracer.DropAuto, "kfree_skb hook: auto, tp_btf, raw_tp, raw_tp_noreason or none")
 	fs.StringVar(&o.nfHook, "nf-hook", tracer.NFAuto, "netfilter hooks for followed flows: auto, link, kprobe or none")
@@ -294,6 +294,7 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stderr, "pathtrace agent: node %s: %s on %d interfaces: %s; metrics on %s, API on %s\n",
 		o.node, tr.Mode(), len(names), strings.Join(names, " "), o.metricsAddr, strings.Join(o.api, ","))
+	fmt.Fprintf(stderr, "pathtrace agent: node %s: layout: %s\n", o.node, tr.Layout())
 	for _, n := range tr.Mode().Notes {
 		fmt.Fprintf(stderr, "pathtrace agent: note: %s\n", n)
 	}

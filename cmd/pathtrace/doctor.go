@@ -13,7 +13,8 @@ import (
 
 type doctorOpts struct {
 	json, programs bool
-	btf            string
+	btf, netns     string
+	ifaces         []string
 }
 
 func doctorFlags() (*pflag.FlagSet, *doctorOpts) {
@@ -21,12 +22,14 @@ func doctorFlags() (*pflag.FlagSet, *doctorOpts) {
 	o := &doctorOpts{}
 	fs.BoolVar(&o.json, "json", false, "print the report as one JSON object")
 	fs.BoolVar(&o.programs, "programs", false, "also load every BPF program of pathtrace as the tracer would (follow, agent, whole packets) and report what the verifier made of each: instructions processed, or why it refused")
+	fs.StringVar(&o.netns, "netns", "", "network namespace whose interfaces to show (a name under /run/netns or a path); default: pathtrace's own")
+	fs.StringSliceVar(&o.ifaces, "ifaces", nil, "show what these glob patterns match instead of what discovery finds")
 	kernelBTFFlag(fs, &o.btf)
 	return fs, o
 }
 
 // doctorUsage is the synopsis of pathtrace doctor.
-const doctorUsage = "pathtrace doctor [--json] [--programs] [--kernel-btf FILE]"
+const doctorUsage = "pathtrace doctor [--json] [--programs] [--netns NS] [--ifaces GLOBS] [--kernel-btf FILE]"
 
 // doctor reports what this kernel and process offer and the mode each part of
 // pathtrace will run in. It fails (exit 1) only when pathtrace cannot run at all.
@@ -46,6 +49,8 @@ func doctor(args []string, stdout io.Writer) error {
 		}
 		r.AddChecks(checks)
 	}
+	nw := tracer.Discover(tracer.Config{Netns: o.netns, Ifaces: o.ifaces})
+	r.Network = &nw
 	if o.json {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
@@ -57,6 +62,9 @@ func doctor(args []string, stdout io.Writer) error {
 	}
 	if r.Fatal != "" {
 		return errors.New(r.Fatal)
+	}
+	if nw.Error != "" && (o.netns != "" || len(o.ifaces) > 0) {
+		return errors.New(nw.Error) // asked about a namespace or patterns that do not work
 	}
 	return nil
 }

@@ -189,7 +189,7 @@ func followFlags() (*pflag.FlagSet, *followOpts) {
 	fs.BoolVar(&o.noRules, "no-rules", false, "do not read the netfilter ruleset to name the rule behind a drop")
 	fs.StringVar(&o.node, "node", host, "name of this node in the output")
 	fs.StringVar(&o.readyFile, "ready-file", "", "write this file once every program is attached")
-	fs.StringSliceVar(&o.ifaces, "ifaces", tracer.DefaultIfaces, "interfaces to trace, glob patterns")
+	fs.StringSliceVar(&o.ifaces, "ifaces", nil, "interfaces to trace, glob patterns (default: those found on the node: pod veths of any CNI, bridges, tunnels, uplinks)")
 	fs.StringVar(&o.attachMode, "attach-mode", tracer.AttachAuto, "tc attachment: auto (tcx, else clsact), tcx or clsact")
 	fs.StringVar(&o.dropHook, "drop-hook", tracer.DropAuto, "kfree_skb hook: auto (tp_btf, else raw_tp), tp_btf, raw_tp, raw_tp_noreason (as before 5.17) or none")
 	fs.StringVar(&o.nfHook, "nf-hook", tracer.NFAuto, "netfilter hooks: auto (netfilter links, else a kprobe on nf_hook_slow), link, kprobe or none")
@@ -349,6 +349,7 @@ func followWith(o *followOpts, args []string, stdout, stderr io.Writer) (err err
 	}
 	fmt.Fprintf(stderr, "pathtrace: node %s: following %s; %s on %d interfaces: %s\n",
 		o.node, strings.Join(shown, ", "), tr.Mode(), len(names), strings.Join(names, " "))
+	fmt.Fprintf(stderr, "pathtrace: node %s: layout: %s\n", o.node, tr.Layout())
 	for _, n := range tr.Mode().Notes {
 		fmt.Fprintf(stderr, "pathtrace: note: %s\n", n)
 	}
@@ -478,7 +479,7 @@ func checkWritable(path string) error {
 
 // writeReady writes the ready file whole, so a script that sees it sees all of it.
 func writeReady(path string, tr *tracer.Tracer) error {
-	return writeReadyFile(path, fmt.Sprintf("mode: %s\nattached: %s\n", tr.Mode(), strings.Join(tr.Attachments(), ", ")))
+	return writeReadyFile(path, fmt.Sprintf("mode: %s\nlayout: %s\nattached: %s\n", tr.Mode(), tr.Layout(), strings.Join(tr.Attachments(), ", ")))
 }
 
 // writeReadyFile writes body to a new file renamed to path: no link at path is written
