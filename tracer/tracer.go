@@ -120,7 +120,7 @@ type Tracer struct {
 	attached []detacher
 	ifaces   []iface
 	layout   Layout
-	own      ownPrograms // pathtrace's programs, told from other datapaths'
+	own      ownPrograms        // pathtrace's programs, told from other datapaths'
 	ifAttach map[int][]detacher // tc attachments by ifindex
 	tc       tcProgs
 	nfAttach []detacher // netfilter links, or the kprobe
