@@ -291,6 +291,9 @@ func (t *Tracer) Refresh() (added, removed []string, err error) {
 	}
 	if len(added) > 0 || len(removed) > 0 {
 		t.allowPods()
+		if pods, err := podPrefixes(t.nl); err == nil {
+			t.pods = pods // routed pods: their routes came and went with them
+		}
 	}
 	return added, removed, errors.Join(errs...)
 }

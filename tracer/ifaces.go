@@ -194,7 +194,10 @@ func localAddrs(h *netlink.Handle) ([]netip.Addr, error) {
 	return out, nil
 }
 
-// podPrefixes lists the subnets of the namespace's bridges, where its pods live.
+// podPrefixes lists where the namespace's pods live: the subnets of its bridges
+// (flannel's cni0), and for pods routed through their own veths (Calico, Cilium) the
+// block that holds their routes (Calico's "blackhole BLOCK/26"), else each pod's own
+// route (/32, /128).
 func podPrefixes(h *netlink.Handle) ([]netip.Prefix, error) {
 	links, err := h.LinkList()
 	if err != nil {
@@ -218,8 +221,53 @@ func podPrefixes(h *netlink.Handle) ([]netip.Prefix, error) {
 			out = append(out, netip.PrefixFrom(ip.Unmap(), ones).Masked())
 		}
 	}
+	found, _ := discover(h, links)
+	podLink := map[int]bool{}
+	for _, f := range found {
+		if f.Kind == decode.KindPod {
+			podLink[f.Index] = true
+		}
+	}
+	if len(podLink) == 0 {
+		return out, nil
+	}
+	var routed, blocks []netip.Prefix
+	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+		routes, err := h.RouteList(nil, fam)
+		if err != nil {
+			return nil, fmt.Errorf("list routes: %w", err)
+		}
+		for _, r := range routes {
+			if r.Dst == nil {
+				continue
+			}
+			p, ok := prefixOf(r.Dst)
+			if !ok {
+				continue
+			}
+			switch {
+			case podLink[r.LinkIndex]:
+				routed = append(routed, p)
+			case r.Type == unix.RTN_BLACKHOLE || r.Type == unix.RTN_UNREACHABLE:
+				blocks = append(blocks, p)
+			}
+		}
+	}
+	for _, p := range routed {
+		if slices.ContainsFunc(out, func(q netip.Prefix) bool { return q.Overlaps(p) && q.Bits() <= p.Bits() }) {
+			continue // already inside a bridge's subnet or a block taken
+		}
+		block := p
+		for _, b := range blocks {
+			if b.Bits() <= p.Bits() && b.Contains(p.Addr()) && b.Bits() > 0 {
+				block = b
+			}
+		}
+		out = append(out, block)
+	}
 	return out, nil
 }
+
 
 // podNetns finds the network namespaces at the far end of the node's veths, so that
 // drops inside a pod count as this node's. The kernel names a peer namespace only by
@@ -231,9 +279,13 @@ func podPrefixes(h *netlink.Handle) ([]netip.Prefix, error) {
 // or drops on the underlay would count as the node's.
 func podNetns(h *netlink.Handle, links []netlink.Link) map[int]uint32 {
 	want := map[int]bool{}
-	uplinks := uplinkIndexes(h, links)
+	found, _ := discover(h, links)
+	pod := map[int]bool{}
+	for _, f := range found {
+		pod[f.Index] = f.Kind == decode.KindPod
+	}
 	for _, l := range links {
-		if l.Type() == "veth" && l.Attrs().NetNsID >= 0 && !uplinks[l.Attrs().Index] {
+		if pod[l.Attrs().Index] && l.Attrs().NetNsID >= 0 {
 			want[l.Attrs().NetNsID] = true
 		}
 	}
@@ -305,7 +357,7 @@ func (t *Tracer) PodVeth(a netip.Addr) (string, error) {
 		return "", fmt.Errorf("route to %s: device %d: %w", a, routes[0].LinkIndex, err)
 	}
 	switch dev.Type() {
-	case "veth":
+	case "veth", "netkit":
 		return dev.Attrs().Name, nil
 	case "bridge":
 	default:

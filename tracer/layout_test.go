@@ -1,6 +1,7 @@
 package tracer
 
 import (
+	"net/netip"
 	"os/exec"
 	"slices"
 	"strings"
@@ -133,6 +134,16 @@ func TestDiscoverRouted(t *testing.T) {
 		len(l.Tunnels) != 1 || l.Tunnels[0] != (Tunnel{Name: "vxlan.calico", Kind: "vxlan", Port: 4789}) {
 		t.Errorf("layout %s", l)
 	}
+	// The routed pod's block: the blackhole route that holds its /32 (as Calico's
+	// IPAM writes it), else the /32 itself.
+	h := nsHandle(t, node)
+	if pods, err := podPrefixes(h); err != nil || !slices.Equal(pods, []netip.Prefix{netip.MustParsePrefix("192.168.10.65/32")}) {
+		t.Errorf("pod prefixes %v, %v; want the pod's /32", pods, err)
+	}
+	run(node, "ip route add blackhole 192.168.10.64/26")
+	if pods, err := podPrefixes(h); err != nil || !slices.Equal(pods, []netip.Prefix{netip.MustParsePrefix("192.168.10.64/26")}) {
+		t.Errorf("pod prefixes %v, %v; want the block 192.168.10.64/26", pods, err)
+	}
 	// Listed patterns take what matches, with discovery's roles where it has one.
 	nw = Discover(Config{Netns: node, Ifaces: []string{"cali*", "up0", "hostnet"}})
 	if want := []string{"up0(uplink)", "cali0123456789a(pod)", "hostnet(pod)"}; !slices.Equal(nw.Interfaces, want) {
@@ -234,4 +245,20 @@ func TestClsactBeforeOthers(t *testing.T) {
 	if err != nil || len(fs) != 1 || fs[0].(*netlink.BpfFilter).Name != "cil_from_netdev" || fs[0].Attrs().Handle != 1 {
 		t.Errorf("after close: filters %+v, %v; want theirs alone, as it was", fs, err)
 	}
+}
+
+// nsHandle is a netlink handle in a test's namespace.
+func nsHandle(t *testing.T, name string) *netlink.Handle {
+	t.Helper()
+	ns, err := openNetns(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ns.close)
+	h, err := netlink.NewHandleAt(ns.handle, unix.NETLINK_ROUTE)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.Close)
+	return h
 }

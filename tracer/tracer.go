@@ -751,8 +751,9 @@ func (t *Tracer) Ifaces() []decode.Iface {
 // LocalAddrs are the traced namespace's own addresses.
 func (t *Tracer) LocalAddrs() []netip.Addr { return t.local }
 
-// PodPrefixes are the subnets of the node's bridges (cni0's 10.244.1.0/24): its pods'
-// addresses, as a follow client joining several nodes needs to know.
+// PodPrefixes are where the node's pods live: its bridges' subnets (cni0's
+// 10.244.1.0/24), or the blocks (or single routes) of pods routed through their own
+// veths, as a follow client joining several nodes needs to know.
 func (t *Tracer) PodPrefixes() []netip.Prefix { return t.pods }
 
 // Reasons are the kernel's drop-reason names; nil when drops carry none.
