@@ -268,7 +268,6 @@ func podPrefixes(h *netlink.Handle) ([]netip.Prefix, error) {
 	return out, nil
 }
 
-
 // podNetns finds the network namespaces at the far end of the node's veths, so that
 // drops inside a pod count as this node's. The kernel names a peer namespace only by
 // an ID local to the node's namespace; candidates from /run/netns and /proc/*/ns/net
