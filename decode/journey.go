@@ -103,6 +103,9 @@ type Iface struct {
 	// past every later hook (bpf_redirect_peer, bpf_redirect_neigh): a packet last seen
 	// there is then Redirected, not Lost.
 	Others [2]string
+	// Before names those that run before pathtrace's on ingress: what they redirect
+	// there never reaches pathtrace's hook.
+	Before string
 }
 
 // Verdict is what became of a packet.
@@ -848,6 +851,13 @@ func (a *Assembler) finish(j *Journey, timedOut bool) {
 		j.Verdict = Forwarded
 	case last.Dir == Ingress && a.toLocal(last):
 		j.Verdict = Delivered
+	case last.Kind == KindNetfilter && last.Hook == "INPUT" && last.Outer != nil && timedOut && a.overlayBefore() != "":
+		// The tunnel's packet went to the node's own socket to be taken apart, and the
+		// packet inside never reached pathtrace's hook on the tunnel device: a program
+		// of another datapath that runs before it there took it.
+		j.Verdict = Redirected
+		j.Where = last.Name()
+		j.HandedTo = a.overlayBefore()
 	case last.Kind == KindNetfilter && last.Hook == "INPUT":
 		j.Verdict = Delivered
 		j.Where = last.Name()
@@ -952,6 +962,18 @@ func markNAT(j *Journey) {
 // toLocal reports whether the packet at an ingress hop is addressed to the node. For a
 // VXLAN packet that is the inner destination: an outer one addressed to the node must
 // still reach the tunnel device.
+// overlayBefore names the other datapath's programs that run before pathtrace's on
+// a tunnel device's ingress (clsact mode beside tcx programs, or a priority pathtrace
+// could not go before), "" when there are none.
+func (a *Assembler) overlayBefore() string {
+	for _, i := range a.ifaces {
+		if i.Kind == KindOverlay && i.Before != "" {
+			return i.Before
+		}
+	}
+	return ""
+}
+
 // handedOn names the other datapath's programs that run after pathtrace's at a tc
 // hop, "" when there are none (or the hop is a netfilter hook).
 func (a *Assembler) handedOn(h *Hop) string {

@@ -500,6 +500,9 @@ func (t *Tracer) findOthers(l *iface) {
 		}
 		before, after := aroundOurs(ps)
 		l.Others[d] = strings.Join(after, ", ")
+		if ingress {
+			l.Before = strings.Join(before, ", ")
+		}
 		if len(before) > 0 {
 			t.mode.Notes = append(t.mode.Notes, fmt.Sprintf("on %s %s, %s %s before pathtrace's: packets %s redirects or drops are not seen at this hop",
 				l.Name, dir, strings.Join(before, ", "), plural(len(before), "runs", "run"), plural(len(before), "it", "they")))
