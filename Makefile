@@ -23,14 +23,16 @@ deps: ## install the Debian packages that generate, test and demo need (as root)
 generate: ## rebuild the BPF objects and their Go bindings with $(CLANG) (bpf2go)
 	@command -v $(CLANG) >/dev/null || { echo "$(CLANG) not found: run 'make deps'" >&2; exit 1; }
 	cd bpf && $(GO) generate ./...
+	$(GO) generate ./cmd/labredirect
 
 check-generate: generate ## fail when the committed BPF objects differ from a fresh generate
-	@git diff --exit-code --stat -- bpf/ || { echo "bpf/: generated files differ from the committed ones: run 'make generate' and commit" >&2; exit 1; }
-	@new=$$(git ls-files --others --exclude-standard -- bpf/); [ -z "$$new" ] || { echo "bpf/: generated files not committed: $$new" >&2; exit 1; }
+	@git diff --exit-code --stat -- bpf/ cmd/labredirect/ || { echo "bpf/, cmd/labredirect/: generated files differ from the committed ones: run 'make generate' and commit" >&2; exit 1; }
+	@new=$$(git ls-files --others --exclude-standard -- bpf/ cmd/labredirect/); [ -z "$$new" ] || { echo "generated files not committed: $$new" >&2; exit 1; }
 
 build: ## build static binaries into bin/ (GOARCH=arm64: into bin/linux_arm64/)
 	CGO_ENABLED=0 GOOS=linux GOARCH=$(GOARCH) $(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o $(OUT)/pathtrace ./cmd/pathtrace
 	CGO_ENABLED=0 GOOS=linux GOARCH=$(GOARCH) $(GO) build -trimpath -o $(OUT)/labpod ./cmd/labpod
+	CGO_ENABLED=0 GOOS=linux GOARCH=$(GOARCH) $(GO) build -trimpath -o $(OUT)/labredirect ./cmd/labredirect
 
 lint: ## gofmt, go vet and staticcheck (pinned in go.mod as a tool)
 	@bad=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$bad" ]; then echo "gofmt would change: $$bad" >&2; exit 1; fi
@@ -86,7 +88,7 @@ demo: deps build ## build the lab, follow a cross-node connection and a policy d
 	scripts/demo.sh
 
 lab-up: build ## build the two-node lab (network namespaces only)
-	LABPOD=$(BIN)/labpod scripts/lab.sh up
+	LABPOD=$(BIN)/labpod LABREDIRECT=$(BIN)/labredirect scripts/lab.sh up
 
 lab-down: ## tear the lab down
 	scripts/lab.sh down

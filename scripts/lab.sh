@@ -47,7 +47,9 @@ Commands:
                   netfilter (so the node's conntrack never sees them: a reply
                   from a remote VIP backend is not un-DNATed). Idempotent;
                   off by default. tcx on kernels >= 6.6 (link pinned under
-                  /sys/fs/bpf/labredirect/NS/DEV), else a clsact cls_bpf filter.
+                  /sys/fs/bpf/labredirect/NS/DEV, '.' in DEV as '_'), else
+                  a clsact cls_bpf filter at priority 1. LABREDIRECT_MODE=clsact
+                  forces the latter.
 
 Exit status: 0 done, 1 failed, 2 usage error, 3 not possible here: the kernel
 lacks what the layout needs (calico-ipip: ipip; geneve: geneve) or the fault
@@ -1092,7 +1094,7 @@ redirect_state() {
 	for ns in "$NS_NODE_A" "$NS_NODE_B"; do
 		ns_exists "$ns" || continue
 		for dev in $(redirect_devs); do
-			if [[ -e $BPFFS_DIR/$ns/$dev ]]; then
+			if [[ -e $BPFFS_DIR/$ns/${dev//./_} ]]; then
 				on=$((on + 1)) modes+=" tcx"
 			elif ns_exec "$ns" tc filter show dev "$dev" ingress 2>/dev/null | grep -q 'labredirect'; then
 				on=$((on + 1)) modes+=" clsact"

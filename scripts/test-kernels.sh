@@ -17,6 +17,7 @@ rm -rf "$out"; mkdir -p "$out" bin/vm
 echo "test-kernels: building the binaries the VMs run"
 CGO_ENABLED=0 go build -o bin/vm/pathtrace ./cmd/pathtrace
 CGO_ENABLED=0 go build -o bin/vm/labpod ./cmd/labpod
+CGO_ENABLED=0 go build -o bin/vm/labredirect ./cmd/labredirect
 go test -c -o bin/vm/cmd.test ./cmd/pathtrace 2>&1 | grep -v "statically linked\|in function\|^#" || true
 [[ -x bin/vm/cmd.test ]] || { echo "test-kernels.sh: building the test binary failed" >&2; exit 1; }
 regex=$(go run ./scripts/kmatrix -list)

@@ -125,7 +125,7 @@ func testMain(m *testing.M) int {
 	defer os.RemoveAll(dir)
 	binDir = dir
 	os.Chmod(dir, 0o755) // the no-privileges test runs the binary as nobody
-	for _, b := range []string{"pathtrace", "labpod"} {
+	for _, b := range []string{"pathtrace", "labpod", "labredirect"} {
 		if pre := os.Getenv("PATHTRACE_TEST_BIN"); pre != "" {
 			// Binaries built beforehand (scripts/test-kernels.sh: a VM under
 			// emulation has no time to build them).
@@ -184,7 +184,8 @@ func copyFile(src, dst string) error {
 
 func lab(args ...string) (string, error) {
 	cmd := exec.Command(filepath.Join(repoRoot, "scripts", "lab.sh"), args...)
-	cmd.Env = append(os.Environ(), "LAB_PREFIX="+labPrefix, "LABPOD="+filepath.Join(binDir, "labpod"))
+	cmd.Env = append(os.Environ(), "LAB_PREFIX="+labPrefix, "LABPOD="+filepath.Join(binDir, "labpod"),
+		"LABREDIRECT="+filepath.Join(binDir, "labredirect"))
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }
