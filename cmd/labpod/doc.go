@@ -10,6 +10,8 @@
 //	labpod tcp ADDR:PORT [--timeout 2s] [--sport N] [--msg hello]
 //	labpod udp ADDR:PORT [--count 1] [--size 64] [--interval 0] [--sport N] [--wait 0]
 //
+// ADDR is IPv4 or IPv6 ([fd00:244:2::57]:8080): serve's sockets take both families.
+//
 // serve listens on every given TCP and UDP port (all addresses). A TCP
 // connection is read until a newline, 4 KiB or one second of silence, then
 // answered with "ok NAME\n" and closed. Every UDP datagram is answered with
