@@ -851,7 +851,7 @@ func (a *Assembler) finish(j *Journey, timedOut bool) {
 		j.Verdict = Forwarded
 	case last.Dir == Ingress && a.toLocal(last):
 		j.Verdict = Delivered
-	case last.Kind == KindNetfilter && last.Hook == "INPUT" && last.Outer != nil && timedOut && a.overlayBefore() != "":
+	case last.Kind == KindNetfilter && last.Hook == "INPUT" && arrivedEncapsulated(j) && timedOut && a.overlayBefore() != "":
 		// The tunnel's packet went to the node's own socket to be taken apart, and the
 		// packet inside never reached pathtrace's hook on the tunnel device: a program
 		// of another datapath that runs before it there took it.
@@ -962,6 +962,17 @@ func markNAT(j *Journey) {
 // toLocal reports whether the packet at an ingress hop is addressed to the node. For a
 // VXLAN packet that is the inner destination: an outer one addressed to the node must
 // still reach the tunnel device.
+// arrivedEncapsulated reports whether the packet came in inside a tunnel: a hop on
+// ingress saw its outer header.
+func arrivedEncapsulated(j *Journey) bool {
+	for i := range j.Hops {
+		if h := &j.Hops[i]; h.Dir == Ingress && h.Outer != nil && h.Kind != KindNetfilter {
+			return true
+		}
+	}
+	return false
+}
+
 // overlayBefore names the other datapath's programs that run before pathtrace's on
 // a tunnel device's ingress (clsact mode beside tcx programs, or a priority pathtrace
 // could not go before), "" when there are none.

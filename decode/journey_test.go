@@ -462,6 +462,41 @@ func TestJourneyRedirected(t *testing.T) {
 	}
 }
 
+// The tunnel's program runs before pathtrace's (clsact beside tcx): the packet is seen
+// arriving inside the tunnel and delivered to the node to be taken apart (INPUT), and
+// its inner packet never reaches the tunnel's hook. Redirected, not delivered; with
+// nothing before pathtrace's on the tunnel, delivered as before.
+func TestJourneyRedirectedBeforeTunnel(t *testing.T) {
+	outer := encap(ether(etIPv4, podSyn(63, "10.244.1.7", 8080)))
+	ip := outer[14:]
+	evs := []decode.Event{
+		hop(t, t0, idxEth0, "eth0", decode.Ingress, outer),
+		nfEvent(t, t0+20_000, 1, decode.NFLast, "eth0", idxEth0, "", ip),
+	}
+	last := t0 + 20_000
+	for _, before := range []string{"tcx cil_from_overlay (id 7)", ""} {
+		cfg := nodeConfig(t, "node-b")
+		for i := range cfg.Ifaces {
+			if cfg.Ifaces[i].Name == "flannel.1" {
+				cfg.Ifaces[i].Before = before
+			}
+		}
+		a := decode.NewAssembler(cfg)
+		add(t, a, evs...)
+		js := a.Expire(last + uint64(timeout))
+		if len(js) != 1 {
+			t.Fatalf("want one journey, got %s (open %d, %+v)", describe(js), a.Open(), a.Stats())
+		}
+		want, handed := decode.Redirected, before
+		if before == "" {
+			want = decode.Delivered
+		}
+		if js[0].Verdict != want || js[0].HandedTo != handed {
+			t.Errorf("before=%q: verdict %v handed to %q, want %v %q (%s)", before, js[0].Verdict, js[0].HandedTo, want, handed, js[0].Summary())
+		}
+	}
+}
+
 func TestJourneyLost(t *testing.T) {
 	evs, last := lostAtCni0(t)
 	a := decode.NewAssembler(nodeConfig(t, "node-a"))

@@ -9,6 +9,7 @@ import (
 	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/features"
 	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
 
 	"github.com/pathtrace/pathtrace/decode"
 )
@@ -182,9 +183,22 @@ func (t *Tracer) linkNF() error {
 			}{{p.First, nfPrioFirst, "first"}, {p.Last, nfPrioLast, "last"}} {
 				var l link.Link
 				err := t.ns.do(func() error {
-					var err error
-					l, err = link.AttachNetfilter(link.NetfilterOptions{Program: at.prog, ProtocolFamily: pf.fam, Hook: hook, Priority: at.prio})
-					return err
+					// The kernel refuses a BPF hook at a priority another hook holds
+					// (EBUSY): IPv6 conntrack confirms at INPUT on NF_IP6_PRI_LAST-1, ours
+					// "last". The next priority inward is as good.
+					prio := at.prio
+					for try := 0; ; try++ {
+						var err error
+						l, err = link.AttachNetfilter(link.NetfilterOptions{Program: at.prog, ProtocolFamily: pf.fam, Hook: hook, Priority: prio})
+						if !errors.Is(err, unix.EBUSY) || try == 8 {
+							return err
+						}
+						if prio > 0 {
+							prio--
+						} else {
+							prio++
+						}
+					}
 				})
 				if err != nil {
 					for _, a := range made {

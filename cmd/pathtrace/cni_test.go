@@ -335,10 +335,16 @@ func layoutRedirect(t *testing.T, l *layoutLab) {
 		js := b.stop(t)
 		syn := find(js, "S", l.get(t, "POD_A_API_IP")+":", dst)
 		tunnel := l.get(t, "TUNNEL")
-		want := []string{l.get(t, "UPLINK") + " ingress", tunnel + " ingress"}
+		want, where := []string{l.get(t, "UPLINK") + " ingress", tunnel + " ingress"}, tunnel+" ingress"
+		if mode == "clsact" && kernTCX() {
+			// The lab's program is a tcx one, which the kernel runs before any clsact
+			// filter: pathtrace's on the tunnel never sees the packet. What it saw last
+			// is the tunnel's packet delivered to the node to be taken apart.
+			want, where = want[:1], ""
+		}
 		if len(syn) != 1 || !slices.Equal(hopNames(syn[0]), want) || syn[0].Verdict != "redirected" ||
-			!strings.Contains(syn[0].HandedTo, "labredirect") || syn[0].Where != tunnel+" ingress" {
-			t.Errorf("%s: want the SYN seen at %v, then redirected by labredirect at %s ingress; got:\n%s\n%s", mode, want, tunnel, dump(js), b.stderr.String())
+			!strings.Contains(syn[0].HandedTo, "from_overlay") || where != "" && syn[0].Where != where {
+			t.Errorf("%s: want the SYN seen at %v, then redirected by the lab's from_overlay; got:\n%s\n%s", mode, want, dump(js), b.stderr.String())
 		}
 	}
 }
