@@ -169,7 +169,7 @@ func layoutScenarios(t *testing.T, args ...string) {
 // devices in order, with the tunnel's outer header at the uplink, and one identity.
 func layoutCrossNode(t *testing.T, l *layoutLab, fam string) {
 	dst := hostPort(l.get(t, "POD_B_API_IP"+fam), l.get(t, "BACKEND_PORT"))
-	src := l.get(t, "POD_A_API_IP" + fam)
+	src := l.get(t, "POD_A_API_IP"+fam)
 	a := l.follow(t, "a", "--proto", "tcp", dst)
 	b := l.follow(t, "b", "--proto", "tcp", dst)
 	if out, err := l.client(t, "A_API", "tcp", dst); err != nil || !strings.Contains(out, "ok api-b") {
