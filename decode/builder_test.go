@@ -317,3 +317,50 @@ func event(kind decode.Kind, tNs uint64, ifindex uint32, name string, dir decode
 	ev.SnapLen = uint16(copy(ev.Data[:], data))
 	return ev
 }
+
+// ipInIPv4 wraps an IP packet in an outer IPv4 header, as a tunl0 (IPIP, protocol 4)
+// or sit (IPv6, protocol 41) device sends it on the uplink: Ethernet, outer IPv4, the
+// packet.
+func ipInIPv4(outer v4, inner []byte) []byte {
+	proto := uint8(4)
+	if inner[0]>>4 == 6 {
+		proto = 41
+	}
+	outer.rawL4 = true
+	return ether(etIPv4, outer.packet(proto, inner))
+}
+
+// ipInIPv6 wraps an IP packet in an outer IPv6 header, as ip6tnl sends it: next header
+// 41 for IPv6 (ip6ip6), 4 for IPv4 (ip4ip6).
+func ipInIPv6(outer v6, inner []byte) []byte {
+	proto := uint8(4)
+	if inner[0]>>4 == 6 {
+		proto = 41
+	}
+	return ether(etIPv6, outer.packet(proto, inner))
+}
+
+// geneve wraps a packet as a Geneve device sends it: Ethernet, outer IPv4, UDP from
+// sport to dport, the Geneve header (version 0, len(opts)/4 words of options, protocol
+// type ptype: 0x6558 when inner is an Ethernet frame, 0x0800 or 0x86dd for bare IP,
+// vni), the options, then inner.
+func geneve(outer v4, sport, dport uint16, vni uint32, ptype uint16, opts, inner []byte) []byte {
+	if len(opts)%4 != 0 || len(opts) > 63*4 {
+		panic("geneve options: a multiple of 4 bytes, at most 252")
+	}
+	hdr := make([]byte, 8, 8+len(opts)+len(inner))
+	hdr[0] = byte(len(opts) / 4)
+	binary.BigEndian.PutUint16(hdr[2:], ptype)
+	binary.BigEndian.PutUint32(hdr[4:], vni<<8)
+	hdr = append(hdr, opts...)
+	hdr = append(hdr, inner...)
+	outer.frag |= 0x4000
+	return ether(etIPv4, outer.packet(decode.ProtoUDP, udpDgram(sport, dport, hdr)))
+}
+
+// geneveOpt is one Geneve option TLV: class, type, and data of a multiple of 4 bytes.
+func geneveOpt(class uint16, typ uint8, data []byte) []byte {
+	b := binary.BigEndian.AppendUint16(nil, class)
+	b = append(b, typ, byte(len(data)/4))
+	return append(b, data...)
+}

@@ -55,6 +55,17 @@ func packetSeeds() []variant {
 		{"gre", gre, false},
 		{"arp", ether(etARP, make([]byte, 28)), true},
 		{"truncated", synFrame()[:30], true},
+		{"ipip", ipInIPv4(v4{src: "192.168.1.10", dst: "192.168.1.11"}, ip), true},
+		{"sit", ipInIPv4(v4{src: "192.168.1.10", dst: "192.168.1.11"}, udp6)[14:], false},
+		{"ip6ip6", ipInIPv6(v6{src: "fd00:1::10", dst: "fd00:1::11"}, echo6), true},
+		{"ip4ip6", ipInIPv6(v6{src: "fd00:1::10", dst: "fd00:1::11"}, echo)[14:], false},
+		{"geneve ethernet", geneve(v4{src: "192.168.1.10", dst: "192.168.1.11"}, 5000, 6081, 7, 0x6558, nil, inner), true},
+		{"geneve options bare ipv4", geneve(v4{src: "192.168.1.10", dst: "192.168.1.11"}, 5000, 6081, 7, 0x0800,
+			geneveOpt(0x0102, 0x80, []byte{1, 2, 3, 4}), ip), true},
+		{"geneve options past the end", geneve(v4{src: "192.168.1.10", dst: "192.168.1.11"}, 5000, 6081, 7, 0x86dd,
+			make([]byte, 200), udp6)[:120], true},
+		{"ipip in geneve", geneve(v4{src: "192.168.1.10", dst: "192.168.1.11"}, 5000, 6081, 7, 0x6558, nil,
+			ipInIPv4(v4{src: "10.0.0.1", dst: "10.0.0.2"}, ip)), true},
 	}
 }
 
@@ -134,18 +145,20 @@ func FuzzParsePacket(f *testing.F) {
 			}
 		}
 
-		// A VXLAN packet is its inner packet, for its flow and its identity: the inner
-		// frame, wherever it starts, parses to the same.
+		// A tunnel's packet is its inner packet, for its flow and its identity: the
+		// inner frame or IP packet, wherever it starts, parses to the same.
 		if p.Outer != nil {
 			found := false
 			for k := 1; k < len(data) && !found; k++ {
-				var q decode.Packet
-				if decode.ParsePacket(data[k:], true, decode.DefaultVXLANPorts, &q) == nil && q.ID == p.ID && q.Flow == p.Flow {
-					found = true
+				for _, l2 := range []bool{true, false} {
+					var q decode.Packet
+					if decode.ParsePacket(data[k:], l2, decode.DefaultVXLANPorts, &q) == nil && q.ID == p.ID && q.Flow == p.Flow {
+						found = true
+					}
 				}
 			}
 			if !found {
-				t.Fatalf("no inner frame parses to the VXLAN packet's flow %v and ID %#x", p.Flow, p.ID)
+				t.Fatalf("no inner packet parses to the %s packet's flow %v and ID %#x", p.Outer.Kind, p.Flow, p.ID)
 			}
 		}
 	})
@@ -177,7 +190,21 @@ func checkPacket(t *testing.T, p *decode.Packet) {
 		t.Fatalf("TCP payload %d beyond the IP length %d", p.Payload, p.IPLen)
 	}
 	if o := p.Outer; o != nil {
-		if !o.Src.IsValid() || !o.Dst.IsValid() || !slices.Contains(decode.DefaultVXLANPorts, o.DstPort) || o.VNI > 0xffffff {
+		if !o.Src.IsValid() || !o.Dst.IsValid() || o.Src.Is4() != o.Dst.Is4() || o.VNI > 0xffffff {
+			t.Fatalf("outer header %+v", *o)
+		}
+		ok := false
+		switch o.Kind {
+		case decode.TunnelVXLAN:
+			ok = slices.Contains(decode.DefaultVXLANPorts, o.DstPort) && o.Options == 0
+		case decode.TunnelGeneve:
+			ok = slices.Contains(decode.DefaultGenevePorts, o.DstPort) && o.Options%4 == 0 && o.Options <= 252
+		case decode.TunnelIPIP, decode.TunnelSIT:
+			ok = o.Src.Is4() && o.SrcPort == 0 && o.DstPort == 0 && o.VNI == 0 && o.Options == 0
+		case decode.TunnelIP6IP6, decode.TunnelIP4IP6:
+			ok = o.Src.Is6() && o.SrcPort == 0 && o.DstPort == 0 && o.VNI == 0 && o.Options == 0
+		}
+		if !ok {
 			t.Fatalf("outer header %+v", *o)
 		}
 	}

@@ -157,7 +157,7 @@ type Hop struct {
 	TimeNs  uint64 // CLOCK_MONOTONIC of the node
 	Len     uint32 // skb->len at this hop
 	Flow    Flow   // the (inner) flow as seen here; NAT may change it between hops
-	Outer   *Outer // the VXLAN header when the packet is encapsulated here
+	Outer   *Outer // the (outermost) tunnel header when the packet is encapsulated here
 	TTL     uint8
 	// Netfilter hops (Kind KindNetfilter): the hook, the priority ("first", "last",
 	// or "entry" for the kprobe fallback), the devices (Ifname is the input one) and
@@ -313,13 +313,15 @@ type Config struct {
 	Node       string
 	Timeout    time.Duration // a journey with no event for this long is closed
 	Stall      time.Duration // hop-to-hop delays above this are stalls; 0 disables
-	VXLANPorts []uint16
-	Ifaces     []Iface      // the traced interfaces, by index
-	LocalAddrs []netip.Addr // addresses of the node: packets to them end in its stack
-	Reasons    DropReasons  // nil: the kernel reports no drop reasons
-	Symbols    *Symbols     // nil: locations in hex
-	MaxOpen    int          // bound on journeys in flight; 0 means 65536
-	MaxHops    int          // bound on the hops of one journey; 0 means DefaultMaxHops
+	VXLANPorts []uint16      // UDP ports of VXLAN; nil means DefaultVXLANPorts
+	// GenevePorts are the UDP ports of Geneve; nil means DefaultGenevePorts.
+	GenevePorts []uint16
+	Ifaces      []Iface      // the traced interfaces, by index
+	LocalAddrs  []netip.Addr // addresses of the node: packets to them end in its stack
+	Reasons     DropReasons  // nil: the kernel reports no drop reasons
+	Symbols     *Symbols     // nil: locations in hex
+	MaxOpen     int          // bound on journeys in flight; 0 means 65536
+	MaxHops     int          // bound on the hops of one journey; 0 means DefaultMaxHops
 	// KeepBytes keeps each hop's captured bytes (Hop.Data, Drop.Data) for a packet
 	// capture. Off, journeys carry no packet bytes and cost nothing more.
 	KeepBytes bool
@@ -353,6 +355,7 @@ type lossMark struct{ ns, n uint64 }
 // concurrent use; one goroutine feeds it.
 type Assembler struct {
 	cfg     Config
+	tunnels Tunnels
 	ifaces  map[uint32]Iface
 	local   map[netip.Addr]bool
 	open    map[uint64]*Journey
@@ -377,8 +380,12 @@ func NewAssembler(cfg Config) *Assembler {
 	if len(cfg.VXLANPorts) == 0 {
 		cfg.VXLANPorts = DefaultVXLANPorts
 	}
+	if len(cfg.GenevePorts) == 0 {
+		cfg.GenevePorts = DefaultGenevePorts
+	}
 	a := &Assembler{
 		cfg:     cfg,
+		tunnels: Tunnels{VXLANPorts: cfg.VXLANPorts, GenevePorts: cfg.GenevePorts},
 		ifaces:  make(map[uint32]Iface, len(cfg.Ifaces)),
 		local:   make(map[netip.Addr]bool, len(cfg.LocalAddrs)),
 		open:    make(map[uint64]*Journey),
@@ -422,7 +429,7 @@ func (a *Assembler) Open() int { return len(a.open) }
 func (a *Assembler) Add(ev *Event) []*Journey {
 	a.stats.Events++
 	p := &a.pkt
-	if err := ParsePacket(ev.Packet(), ev.L2, a.cfg.VXLANPorts, p); err != nil {
+	if err := a.tunnels.Parse(ev.Packet(), ev.L2, p); err != nil {
 		a.stats.Unparsable++
 		return nil
 	}
@@ -960,7 +967,7 @@ func markNAT(j *Journey) {
 }
 
 // toLocal reports whether the packet at an ingress hop is addressed to the node. For a
-// VXLAN packet that is the inner destination: an outer one addressed to the node must
+// tunnelled packet that is the inner destination: an outer one addressed to the node must
 // still reach the tunnel device.
 // arrivedEncapsulated reports whether the packet came in inside a tunnel: a hop on
 // ingress saw its outer header.

@@ -193,7 +193,7 @@ func TestJourneyForwarded(t *testing.T) {
 					t.Errorf("hop %d: outer %+v", i, h.Outer)
 				}
 			}
-			if o := j.Hops[3].Outer; o == nil || *o != (decode.Outer{Src: addr("192.168.1.10"), Dst: addr("192.168.1.11"), SrcPort: 51234, DstPort: 8472, VNI: 1}) {
+			if o := j.Hops[3].Outer; o == nil || *o != (decode.Outer{Kind: decode.TunnelVXLAN, Src: addr("192.168.1.10"), Dst: addr("192.168.1.11"), SrcPort: 51234, DstPort: 8472, VNI: 1}) {
 				t.Errorf("eth0 hop outer %+v", o)
 			}
 			if j.Drop != nil || j.Stall != nil || j.FirstNs() != t0 {

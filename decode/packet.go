@@ -19,6 +19,22 @@ const (
 // DefaultVXLANPorts are flannel's port and the IANA one.
 var DefaultVXLANPorts = []uint16{8472, 4789}
 
+// DefaultGenevePorts is the IANA port of Geneve (OVN, Cilium, Antrea).
+var DefaultGenevePorts = []uint16{6081}
+
+// IP protocols that carry a packet in a packet.
+const (
+	protoIPIP = 4  // IPv4 follows
+	protoIPv6 = 41 // IPv6 follows
+)
+
+// Tunnels says which UDP ports carry which tunnel; IP in IP (protocols 4 and 41) needs
+// no port. A nil list: no packet is of that kind.
+type Tunnels struct {
+	VXLANPorts  []uint16
+	GenevePorts []uint16
+}
+
 // Flow is a packet's 5-tuple. Ports are zero for protocols without them.
 type Flow struct {
 	Proto uint8
@@ -54,12 +70,49 @@ func (f Flow) Endpoint(ap netip.AddrPort) string {
 // Reverse returns the flow of the other direction.
 func (f Flow) Reverse() Flow { return Flow{Proto: f.Proto, Src: f.Dst, Dst: f.Src} }
 
-// Outer is the underlay header of a VXLAN packet.
+// Tunnel kinds (Outer.Kind), named by what carries what as ip link names the devices.
+const (
+	TunnelVXLAN  = "vxlan"
+	TunnelGeneve = "geneve"
+	TunnelIPIP   = "ipip"   // IPv4 in IPv4, IP protocol 4 (Calico's tunl0)
+	TunnelSIT    = "sit"    // IPv6 in IPv4, IP protocol 41
+	TunnelIP6IP6 = "ip6ip6" // IPv6 in IPv6, next header 41 (ip6tnl)
+	TunnelIP4IP6 = "ip4ip6" // IPv4 in IPv6, next header 4 (ip6tnl)
+)
+
+// Outer is the underlay header of an encapsulated packet: the outermost one when
+// tunnels nest.
 type Outer struct {
+	Kind     string // TunnelVXLAN, TunnelGeneve, TunnelIPIP, ...
 	Src, Dst netip.Addr
-	SrcPort  uint16
+	SrcPort  uint16 // UDP tunnels (VXLAN, Geneve); 0 for IP in IP
 	DstPort  uint16
-	VNI      uint32
+	VNI      uint32 // VXLAN and Geneve; 0 for IP in IP
+	Options  uint16 // Geneve: bytes of options between its header and the packet
+}
+
+// UDP reports whether the tunnel is carried in UDP (VXLAN, Geneve).
+func (o *Outer) UDP() bool { return o.Kind == TunnelVXLAN || o.Kind == TunnelGeneve }
+
+// Proto is the IP protocol that carries the tunnel on the underlay: UDP, 4 (IPv4
+// follows) or 41 (IPv6 follows).
+func (o *Outer) Proto() uint8 {
+	switch o.Kind {
+	case TunnelIPIP, TunnelIP4IP6:
+		return protoIPIP
+	case TunnelSIT, TunnelIP6IP6:
+		return protoIPv6
+	}
+	return ProtoUDP
+}
+
+// Transport names what the underlay carries the tunnel as, the way a firewall rule
+// would match it: "udp/8472" for a UDP tunnel, else the kind ("ipip", "sit").
+func (o *Outer) Transport() string {
+	if o.UDP() {
+		return fmt.Sprintf("udp/%d", o.DstPort)
+	}
+	return o.Kind
 }
 
 // TCP flag bits.
@@ -92,10 +145,10 @@ func TCPFlagString(f uint8) string {
 }
 
 // Packet is what decode reads from an event's bytes: the (inner) flow, the underlay
-// header when the packet is VXLAN, and the fields its identity is made of.
+// header when the packet is encapsulated, and the fields its identity is made of.
 type Packet struct {
 	Flow     Flow
-	Outer    *Outer // nil unless VXLAN; points into the Packet's own storage
+	Outer    *Outer // nil unless encapsulated; points into the Packet's own storage
 	outer    Outer
 	IPLen    uint16 // total length of the (inner) IP packet, as its header says
 	IPID     uint16 // IPv4 only
@@ -134,10 +187,17 @@ type cursor struct {
 func (c *cursor) need(n int) bool { return c.off+n <= len(c.b) }
 
 // ParsePacket decodes data, which starts at an Ethernet header when l2 is set and at the
-// IP header otherwise. VXLAN packets on one of vxlanPorts yield the inner flow with the
-// outer header in p.Outer. Fields the snapshot cut off are left zero; the error is
-// ErrTruncated only when not even the IP header is there.
+// IP header otherwise. VXLAN packets on one of vxlanPorts, Geneve packets on
+// DefaultGenevePorts and IP in IP yield the inner flow with the outer header in
+// p.Outer (Tunnels.Parse takes the Geneve ports too). Fields the snapshot cut off are
+// left zero; the error is ErrTruncated only when not even the IP header is there.
 func ParsePacket(data []byte, l2 bool, vxlanPorts []uint16, p *Packet) error {
+	t := Tunnels{VXLANPorts: vxlanPorts, GenevePorts: DefaultGenevePorts}
+	return t.Parse(data, l2, p)
+}
+
+// Parse decodes data as ParsePacket does, with t's ports for VXLAN and Geneve.
+func (t *Tunnels) Parse(data []byte, l2 bool, p *Packet) error {
 	*p = Packet{}
 	c := cursor{b: data}
 	if l2 {
@@ -150,19 +210,18 @@ func ParsePacket(data []byte, l2 bool, vxlanPorts []uint16, p *Packet) error {
 		return err
 	}
 	parseL4(&c, l4, p)
-	// VXLAN: the UDP header, 8 bytes of VXLAN (flags, VNI), then the inner frame. A
-	// frame in VXLAN in VXLAN (a pod's own overlay, carried by the node's) is read to
-	// the innermost packet, as the hop that takes one layer off reads it, so that both
-	// hops give it one ID; Outer stays the outermost header. Each layer starts further
-	// into the snapshot, so the loop ends.
-	for p.Flow.Proto == ProtoUDP && !p.Fragment && isVXLAN(p.Flow.Dst.Port(), vxlanPorts) && l4+16 <= len(c.b) {
-		vx := c.b[l4+8:]
-		if vx[0]&0x08 == 0 {
+	// A tunnel's packet is read to the innermost packet: a frame in VXLAN in VXLAN (a
+	// pod's own overlay, carried by the node's), IP in IP in Geneve, as the hop that
+	// takes one layer off reads it, so that both hops give it one ID; Outer stays the
+	// outermost header. Each layer starts further into the snapshot, so the loop ends.
+	for !p.Fragment {
+		o, in, il2 := t.tunnel(c.b, l4, p)
+		if o.Kind == "" {
 			break
 		}
-		inner := cursor{b: c.b, off: l4 + 16}
+		inner := cursor{b: c.b, off: in}
 		var ip Packet
-		if !skipEthernet(&inner) {
+		if il2 && !skipEthernet(&inner) {
 			break
 		}
 		il4, err := parseIP(&inner, &ip)
@@ -172,9 +231,10 @@ func ParsePacket(data []byte, l2 bool, vxlanPorts []uint16, p *Packet) error {
 		parseL4(&inner, il4, &ip)
 		ip.outer = p.outer
 		if p.Outer == nil {
-			ip.outer = Outer{Src: p.Flow.Src.Addr(), Dst: p.Flow.Dst.Addr(),
-				SrcPort: p.Flow.Src.Port(), DstPort: p.Flow.Dst.Port(),
-				VNI: binary.BigEndian.Uint32(vx[4:]) >> 8}
+			ip.outer = o
+			if !o.UDP() {
+				ip.outer.Kind = ipKind(p.Flow.Src.Addr().Is4(), ip.Flow.Src.Addr().Is4())
+			}
 		}
 		*p = ip
 		p.Outer = &p.outer
@@ -184,7 +244,64 @@ func ParsePacket(data []byte, l2 bool, vxlanPorts []uint16, p *Packet) error {
 	return nil
 }
 
-func isVXLAN(port uint16, ports []uint16) bool {
+// tunnel reads the tunnel header of p, whose L4 header is at l4 in b, when p is the
+// outer packet of a tunnel: the outer header (its Kind empty when p is no tunnel's),
+// where the packet it carries begins, and whether that starts at an Ethernet header.
+// The caller names IP in IP by the families (ipKind).
+func (t *Tunnels) tunnel(b []byte, l4 int, p *Packet) (o Outer, in int, l2 bool) {
+	switch p.Flow.Proto {
+	case protoIPIP, protoIPv6:
+		o.Kind = TunnelIPIP
+		o.Src, o.Dst = p.Flow.Src.Addr(), p.Flow.Dst.Addr()
+		return o, l4, false
+	case ProtoUDP:
+		if l4+16 > len(b) {
+			return o, 0, false
+		}
+		port, h := p.Flow.Dst.Port(), b[l4+8:]
+		o = Outer{Src: p.Flow.Src.Addr(), Dst: p.Flow.Dst.Addr(), SrcPort: p.Flow.Src.Port(), DstPort: port,
+			VNI: binary.BigEndian.Uint32(h[4:]) >> 8}
+		switch {
+		case isPort(port, t.VXLANPorts):
+			// 8 bytes: flags (I: a VNI follows), the VNI; then an Ethernet frame.
+			if h[0]&0x08 != 0 {
+				o.Kind = TunnelVXLAN
+				return o, l4 + 16, true
+			}
+		case isPort(port, t.GenevePorts):
+			// 8 bytes: version (2 bits, 0) and options length (6 bits, in 4-byte
+			// words), flags, protocol type, VNI; then the options and the packet.
+			o.Options = uint16(h[0]&0x3f) * 4
+			switch binary.BigEndian.Uint16(h[2:]) {
+			case 0x6558: // Ethernet
+				l2 = true
+			case 0x0800, 0x86dd:
+			default:
+				return Outer{}, 0, false
+			}
+			if h[0]>>6 == 0 {
+				o.Kind = TunnelGeneve
+				return o, l4 + 16 + int(o.Options), l2
+			}
+		}
+	}
+	return Outer{}, 0, false
+}
+
+// ipKind names IP in IP by the families of the outer and the inner packet.
+func ipKind(outer4, inner4 bool) string {
+	switch {
+	case outer4 && inner4:
+		return TunnelIPIP
+	case outer4:
+		return TunnelSIT
+	case inner4:
+		return TunnelIP4IP6
+	}
+	return TunnelIP6IP6
+}
+
+func isPort(port uint16, ports []uint16) bool {
 	for _, x := range ports {
 		if x == port {
 			return true

@@ -346,7 +346,7 @@ func TestParseVXLAN(t *testing.T) {
 		if p.Outer == nil {
 			t.Fatalf("port %d: no Outer", port)
 		}
-		want := decode.Outer{Src: addr("192.168.1.10"), Dst: addr("192.168.1.11"), SrcPort: 51234, DstPort: port, VNI: 1}
+		want := decode.Outer{Kind: decode.TunnelVXLAN, Src: addr("192.168.1.10"), Dst: addr("192.168.1.11"), SrcPort: 51234, DstPort: port, VNI: 1}
 		if *p.Outer != want {
 			t.Errorf("port %d: outer %+v, want %+v", port, *p.Outer, want)
 		}
@@ -428,5 +428,141 @@ func TestFlowHelpers(t *testing.T) {
 	}
 	if got := decode.ProtoName(decode.ProtoICMP); got != "icmp" {
 		t.Errorf("ProtoName(1) = %q", got)
+	}
+}
+
+// syn6Frame is a pod's SYN over IPv6.
+func syn6Frame() []byte {
+	return ether(etIPv6, v6{src: "fd00:10:244::5", dst: "fd00:10:244:1::7", hlim: 63}.packet(decode.ProtoTCP,
+		tcpSeg{sport: 43512, dport: 8080, seq: 0x5eed, flags: decode.TCPSyn, opts: synOpts(1390, 77)}.bytes()))
+}
+
+// Every kind of tunnel yields the inner flow, the outer header with its kind, and the ID
+// of the same inner packet parsed bare (at tunl0, which hands it to tc without L2), so
+// that a packet keeps one journey through encapsulation.
+func TestParseTunnels(t *testing.T) {
+	syn4, syn6 := synFrame()[14:], syn6Frame()[14:]
+	node := v4{src: "192.168.1.10", dst: "192.168.1.11", id: 0x99}
+	node6 := v6{src: "fd00:1::10", dst: "fd00:1::11"}
+	n4a, n4b, n6a, n6b := addr("192.168.1.10"), addr("192.168.1.11"), addr("fd00:1::10"), addr("fd00:1::11")
+	opts := append(geneveOpt(0x0102, 0x80, []byte{1, 2, 3, 4, 5, 6, 7, 8}), geneveOpt(0xffff, 1, []byte{9, 9, 9, 9})...)
+	cases := []struct {
+		name  string
+		data  []byte
+		l2    bool
+		inner []byte // the bare inner IP packet
+		want  decode.Outer
+	}{
+		{"IPv4 TCP in IPIP at eth0", ipInIPv4(node, syn4), true, syn4,
+			decode.Outer{Kind: decode.TunnelIPIP, Src: n4a, Dst: n4b}},
+		{"IPIP from the network header (kfree_skb)", ipInIPv4(node, syn4)[14:], false, syn4,
+			decode.Outer{Kind: decode.TunnelIPIP, Src: n4a, Dst: n4b}},
+		{"IPv6 in SIT", ipInIPv4(node, syn6), true, syn6,
+			decode.Outer{Kind: decode.TunnelSIT, Src: n4a, Dst: n4b}},
+		{"IPv6 in IPv6", ipInIPv6(node6, syn6), true, syn6,
+			decode.Outer{Kind: decode.TunnelIP6IP6, Src: n6a, Dst: n6b}},
+		{"IPv4 in IPv6", ipInIPv6(node6, syn4), true, syn4,
+			decode.Outer{Kind: decode.TunnelIP4IP6, Src: n6a, Dst: n6b}},
+		{"Geneve, Ethernet, no options", geneve(node, 5000, 6081, 7, 0x6558, nil, synFrame()), true, syn4,
+			decode.Outer{Kind: decode.TunnelGeneve, Src: n4a, Dst: n4b, SrcPort: 5000, DstPort: 6081, VNI: 7}},
+		{"Geneve, Ethernet, 20 bytes of options", geneve(node, 5000, 6081, 0xabcdef, 0x6558, opts, synFrame()), true, syn4,
+			decode.Outer{Kind: decode.TunnelGeneve, Src: n4a, Dst: n4b, SrcPort: 5000, DstPort: 6081, VNI: 0xabcdef, Options: 20}},
+		{"Geneve, bare IPv4", geneve(node, 5000, 6081, 7, 0x0800, nil, syn4), true, syn4,
+			decode.Outer{Kind: decode.TunnelGeneve, Src: n4a, Dst: n4b, SrcPort: 5000, DstPort: 6081, VNI: 7}},
+		{"Geneve, bare IPv6 after options", geneve(node, 5000, 6081, 7, 0x86dd, opts, syn6), true, syn6,
+			decode.Outer{Kind: decode.TunnelGeneve, Src: n4a, Dst: n4b, SrcPort: 5000, DstPort: 6081, VNI: 7, Options: 20}},
+		// Nested, in any mix: the innermost packet, the outermost header.
+		{"IPIP in Geneve", geneve(node, 5000, 6081, 7, 0x6558, opts, ipInIPv4(v4{src: "10.0.0.1", dst: "10.0.0.2"}, syn4)), true, syn4,
+			decode.Outer{Kind: decode.TunnelGeneve, Src: n4a, Dst: n4b, SrcPort: 5000, DstPort: 6081, VNI: 7, Options: 20}},
+		{"VXLAN in IPv4 in IPv6", ipInIPv6(node6, vxlanSyn(8472)[14:]), true, vxlanSyn(8472)[14+20+16+14:],
+			decode.Outer{Kind: decode.TunnelIP4IP6, Src: n6a, Dst: n6b}},
+		{"SIT in IPIP", ipInIPv4(node, ipInIPv4(v4{src: "10.0.0.1", dst: "10.0.0.2"}, syn6)[14:]), true, syn6,
+			decode.Outer{Kind: decode.TunnelIPIP, Src: n4a, Dst: n4b}},
+	}
+	for _, c := range cases {
+		bare := parse(t, c.inner, false)
+		p := parse(t, c.data, c.l2)
+		if p.Flow != bare.Flow {
+			t.Errorf("%s: flow %v, want the inner %v", c.name, p.Flow, bare.Flow)
+		}
+		if p.Outer == nil {
+			t.Errorf("%s: no outer header", c.name)
+			continue
+		}
+		if *p.Outer != c.want {
+			t.Errorf("%s: outer %+v, want %+v", c.name, *p.Outer, c.want)
+		}
+		if p.ID != bare.ID || p.IPLen != bare.IPLen || p.TTL != bare.TTL || p.Seq != bare.Seq {
+			t.Errorf("%s: ID %#x len %d ttl %d seq %#x, want the bare packet's %#x %d %d %#x", c.name, p.ID, p.IPLen, p.TTL, p.Seq,
+				bare.ID, bare.IPLen, bare.TTL, bare.Seq)
+		}
+	}
+}
+
+// Geneve headers that do not lead to a packet leave the outer datagram as it is.
+func TestParseGeneveNot(t *testing.T) {
+	node := v4{src: "192.168.1.10", dst: "192.168.1.11"}
+	outer := decode.Flow{Proto: decode.ProtoUDP, Src: addrPort("192.168.1.10:5000"), Dst: addrPort("192.168.1.11:6081")}
+	long := make([]byte, 63*4) // the most options there can be
+	full := geneve(node, 5000, 6081, 7, 0x6558, long, synFrame())
+	cases := []struct {
+		name string
+		data []byte
+	}{
+		// A snapshot of 256 bytes ends inside 252 bytes of options.
+		{"options past the snapshot", full[:256]},
+		{"options past the end of the header", full[:14+20+8+8+40]},
+		{"Geneve header cut", full[:14+20+8+6]},
+		{"version 1", func() []byte { b := geneve(node, 5000, 6081, 7, 0x6558, nil, synFrame()); b[14+20+8] |= 0x40; return b }()},
+		{"protocol type LLDP", geneve(node, 5000, 6081, 7, 0x88cc, nil, synFrame())},
+		{"Ethernet type ARP inside", geneve(node, 5000, 6081, 7, 0x6558, nil, ether(etARP, make([]byte, 28)))},
+	}
+	for _, c := range cases {
+		var p decode.Packet
+		if err := decode.ParsePacket(c.data, true, decode.DefaultVXLANPorts, &p); err != nil {
+			t.Errorf("%s: %v", c.name, err)
+			continue
+		}
+		if p.Outer != nil || p.Flow != outer {
+			t.Errorf("%s: flow %v outer %+v, want the outer datagram %v", c.name, p.Flow, p.Outer, outer)
+		}
+	}
+
+	// The ports are the caller's: none, or another one.
+	frame := geneve(node, 5000, 6081, 7, 0x6558, nil, synFrame())
+	var p decode.Packet
+	none := decode.Tunnels{VXLANPorts: decode.DefaultVXLANPorts}
+	if err := none.Parse(frame, true, &p); err != nil || p.Outer != nil || p.Flow != outer {
+		t.Errorf("no Geneve ports: err %v flow %v outer %+v", err, p.Flow, p.Outer)
+	}
+	other := decode.Tunnels{GenevePorts: []uint16{7000}}
+	if err := other.Parse(geneve(node, 5000, 7000, 7, 0x6558, nil, synFrame()), true, &p); err != nil ||
+		p.Outer == nil || p.Outer.Kind != decode.TunnelGeneve || p.Outer.DstPort != 7000 || p.Flow.Dst != addrPort("10.244.1.7:8080") {
+		t.Errorf("Geneve on 7000: err %v flow %v outer %+v", err, p.Flow, p.Outer)
+	}
+
+	// IPIP whose inner packet is cut before its IP header: the outer packet.
+	cut := ipInIPv4(node, synFrame()[14:])[:14+20+10]
+	if err := decode.ParsePacket(cut, true, nil, &p); err != nil || p.Outer != nil || p.Flow.Proto != 4 {
+		t.Errorf("IPIP cut: err %v flow %v outer %+v", err, p.Flow, p.Outer)
+	}
+}
+
+func TestOuterText(t *testing.T) {
+	for _, c := range []struct {
+		o     decode.Outer
+		proto uint8
+		wire  string
+	}{
+		{decode.Outer{Kind: decode.TunnelVXLAN, DstPort: 8472}, decode.ProtoUDP, "udp/8472"},
+		{decode.Outer{Kind: decode.TunnelGeneve, DstPort: 6081}, decode.ProtoUDP, "udp/6081"},
+		{decode.Outer{Kind: decode.TunnelIPIP}, 4, "ipip"},
+		{decode.Outer{Kind: decode.TunnelSIT}, 41, "sit"},
+		{decode.Outer{Kind: decode.TunnelIP6IP6}, 41, "ip6ip6"},
+		{decode.Outer{Kind: decode.TunnelIP4IP6}, 4, "ip4ip6"},
+	} {
+		if p, w := c.o.Proto(), c.o.Transport(); p != c.proto || w != c.wire {
+			t.Errorf("%s: Proto %d Transport %q, want %d %q", c.o.Kind, p, w, c.proto, c.wire)
+		}
 	}
 }

@@ -26,7 +26,7 @@ func labNodes(bootA, bootB string) []NodeInfo {
 // node's address, first seen at t.
 func legOut(id uint64, node string, src, dst netip.AddrPort, outerSrc, outerDst netip.Addr, t uint64) *Journey {
 	f := Flow{Proto: ProtoTCP, Src: src, Dst: dst}
-	o := &Outer{Src: outerSrc, Dst: outerDst, DstPort: 8472, VNI: 1}
+	o := &Outer{Kind: TunnelVXLAN, Src: outerSrc, Dst: outerDst, DstPort: 8472, VNI: 1}
 	return &Journey{ID: id, Node: node, Flow: f, Verdict: Forwarded, Where: "eth0", Hops: []Hop{
 		{Node: node, Ifname: "veth", Kind: KindPod, Dir: Ingress, TimeNs: t, Flow: f},
 		{Node: node, Ifname: "cni0", Kind: KindBridge, Dir: Ingress, TimeNs: t + 5000, Flow: f},
@@ -40,7 +40,7 @@ func legOut(id uint64, node string, src, dst netip.AddrPort, outerSrc, outerDst 
 // legIn is the same packet arriving at node's eth0 at t and delivered to its pod.
 func legIn(id uint64, node string, src, dst netip.AddrPort, outerSrc, outerDst netip.Addr, t uint64) *Journey {
 	f := Flow{Proto: ProtoTCP, Src: src, Dst: dst}
-	o := &Outer{Src: outerSrc, Dst: outerDst, DstPort: 8472, VNI: 1}
+	o := &Outer{Kind: TunnelVXLAN, Src: outerSrc, Dst: outerDst, DstPort: 8472, VNI: 1}
 	return &Journey{ID: id, Node: node, Flow: f, Verdict: Delivered, Where: "veth", Hops: []Hop{
 		{Node: node, Ifname: "eth0", Kind: KindUplink, Dir: Ingress, TimeNs: t, Flow: f, Outer: o},
 		{Node: node, Ifname: "flannel.1", Kind: KindOverlay, Dir: Ingress, TimeNs: t + 10000, Flow: f},

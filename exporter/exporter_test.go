@@ -42,7 +42,7 @@ func forwarded() *decode.Journey {
 			{Node: "node-a", Ifindex: 3, Ifname: "flannel.1", Kind: decode.KindOverlay, Dir: decode.Egress, TimeNs: t0 + 31_200, Len: 74, Flow: backend, TTL: 63,
 				NAT: &decode.NAT{Type: "dnat", From: "10.96.0.20:80", To: "10.244.1.7:8080"}},
 			{Node: "node-a", Ifindex: 2, Ifname: "eth0", Kind: decode.KindUplink, Dir: decode.Egress, TimeNs: t0 + 31_200 + 15*ms, Len: 124, Flow: backend, TTL: 63,
-				Outer: &decode.Outer{Src: netip.MustParseAddr("192.168.1.10"), Dst: netip.MustParseAddr("192.168.1.11"), SrcPort: 51234, DstPort: 8472, VNI: 1}},
+				Outer: &decode.Outer{Kind: decode.TunnelVXLAN, Src: netip.MustParseAddr("192.168.1.10"), Dst: netip.MustParseAddr("192.168.1.11"), SrcPort: 51234, DstPort: 8472, VNI: 1}},
 		},
 		Verdict: decode.Forwarded, Where: "eth0",
 		Stall: &decode.Stall{From: "flannel.1 egress", Hop: "eth0 egress", DeltaNs: 15 * ms},

@@ -116,7 +116,7 @@ func crossNodePath(t testing.TB, lostOnB bool) *decode.Path {
 	podA, podB := netip.MustParseAddrPort("10.244.1.23:40000"), netip.MustParseAddrPort("10.244.2.57:8080")
 	a, b := netip.MustParseAddr("10.0.0.11"), netip.MustParseAddr("10.0.0.12")
 	f := decode.Flow{Proto: decode.ProtoTCP, Src: podA, Dst: podB}
-	o := &decode.Outer{Src: a, Dst: b, VNI: 1, DstPort: 8472}
+	o := &decode.Outer{Kind: decode.TunnelVXLAN, Src: a, Dst: b, VNI: 1, DstPort: 8472}
 	legA := &decode.Journey{ID: 0xabc, Node: "node-a", Flow: f, TCPFlags: decode.TCPSyn, IPLen: 60, Verdict: decode.Forwarded, Where: "eth0",
 		Hops: []decode.Hop{
 			{Node: "node-a", Ifname: "veth1a23", Kind: decode.KindPod, Dir: decode.Ingress, TimeNs: 1_000_000, Flow: f},

@@ -471,7 +471,7 @@ func TestOneWay(t *testing.T) {
 	// Encapsulated toward the other node: the node cannot tell underlay from the
 	// other node, and says so.
 	o.LeftFlow = tcp(podA, podB, 47034, 8080)
-	o.LeftOuter = &decode.Outer{Src: nodeA, Dst: nodeB, DstPort: 8472, VNI: 1}
+	o.LeftOuter = &decode.Outer{Kind: decode.TunnelVXLAN, Src: nodeA, Dst: nodeB, DstPort: 8472, VNI: 1}
 	g = d.OneWay(o)
 	if g.Cause != decode.CauseUnknown || g.Segment != decode.SegUnderlay || !strings.Contains(g.Value("tunnel"), "udp/8472 from 10.0.0.11 to 10.0.0.12") {
 		t.Errorf("encapsulated one-way: %s", dump(g))
@@ -481,7 +481,7 @@ func TestOneWay(t *testing.T) {
 func TestUnderlayPath(t *testing.T) {
 	f := tcp(podA, podB, 41000, 8080)
 	j := forwardedSYN()
-	j.Hops[3].Outer = &decode.Outer{Src: nodeA, Dst: nodeB, DstPort: 8472, VNI: 1}
+	j.Hops[3].Outer = &decode.Outer{Kind: decode.TunnelVXLAN, Src: nodeA, Dst: nodeB, DstPort: 8472, VNI: 1}
 	p := &decode.Path{Legs: []*decode.Journey{j}, Verdict: decode.PathUnderlayLost, LeftNode: "node-a", LeftHop: "eth0 egress", Next: "node-b", NextAddr: nodeB}
 	jn := decode.NewJoiner(nil, time.Second)
 	Path(p, jn)
