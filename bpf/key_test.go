@@ -14,8 +14,9 @@ import (
 // offsets and parse_pkt computes by parsing; a packet must get the same key on every
 // hop whichever of the two computes it, or its hops are sampled on some interfaces and
 // not on others. The test runs the real tc programs (BPF_PROG_TEST_RUN) on the same
-// packets in forms fast_key takes (untagged Ethernet, VXLAN, bare IP) and forms it
-// leaves to parse_pkt (VLAN tag, IP options), with 1 packet in 2 sampled, and checks
+// packets in forms fast_key takes (untagged Ethernet, VXLAN, Geneve without options,
+// IPIP, bare IP) and forms it leaves to parse_pkt (VLAN tag, IP options, Geneve options
+// or bare IP, IPv4 in IPv6), with 1 packet in 2 sampled, and checks
 // that exactly the packets whose key, computed here, is sampled left it in lat_last.
 func TestFastKeyIsParseKey(t *testing.T) {
 	for _, copied := range []bool{false, true} {
@@ -39,6 +40,13 @@ func testFastKey(t *testing.T, copied bool) {
 		{"vlan tag (parsed)", objs.ingress, vlan},
 		{"ip options (parsed)", objs.ingress, func(ip []byte) []byte { return eth(withOptions(ip)) }},
 		{"vxlan in vlan (parsed)", objs.ingress, func(ip []byte) []byte { return vlan(vxlan(eth(ip))) }},
+		{"ipip (fast)", objs.ingress, func(ip []byte) []byte { return eth(ipip(ip)) }},
+		{"bare ipip (fast)", objs.ingressL3, ipip},
+		{"ipip with outer options (parsed)", objs.ingress, func(ip []byte) []byte { return eth(withOptions(ipip(ip))) }},
+		{"ipv4 in ipv6 (parsed)", objs.ingress, func(ip []byte) []byte { return eth6(ip6in(ip)) }},
+		{"geneve (fast)", objs.ingress, func(ip []byte) []byte { return eth(geneve(eth(ip), nil, 0x6558)) }},
+		{"geneve with options (parsed)", objs.ingress, func(ip []byte) []byte { return eth(geneve(eth(ip), make([]byte, 12), 0x6558)) }},
+		{"geneve of bare ip (parsed)", objs.ingress, func(ip []byte) []byte { return eth(geneve(ip, []byte{1, 2, 3, 4}, 0x0800)) }},
 	}
 	for _, f := range forms {
 		var got, want []uint32
@@ -94,8 +102,13 @@ func mix32(h, v uint32) uint32 {
 // reads them.
 func packetKey(frame []byte, form string) uint32 {
 	ne := binary.NativeEndian
-	ip := frame
-	if form != "bare ip (fast)" {
+	var ip []byte
+	switch form {
+	case "bare ip (fast)":
+		ip = frame
+	case "bare ipip (fast)":
+		ip = frame[20:]
+	default:
 		ip = innerIP(frame)
 	}
 	ihl := int(ip[0]&0xf) * 4
@@ -112,15 +125,30 @@ func packetKey(frame []byte, form string) uint32 {
 	return k
 }
 
-// innerIP skips Ethernet and VLAN headers, and a VXLAN encapsulation.
+// innerIP skips Ethernet and VLAN headers, and one tunnel's (VXLAN, Geneve, IP in IP):
+// the kernel's parse takes one apart.
 func innerIP(frame []byte) []byte {
 	off := 12
 	if frame[off] == 0x81 {
 		off += 4
 	}
 	ip := frame[off+2:]
-	if ip[9] == 17 && binary.BigEndian.Uint16(ip[22:]) == 8472 {
-		return innerIP(ip[20+16:])
+	if ip[0]>>4 == 6 {
+		return ip[40:] // IPv4 in IPv6, all this test builds over IPv6
+	}
+	ihl := int(ip[0]&0xf) * 4
+	switch {
+	case ip[9] == 4:
+		return ip[ihl:]
+	case ip[9] == 17 && binary.BigEndian.Uint16(ip[ihl+2:]) == 8472:
+		return innerIP(ip[ihl+16:])
+	case ip[9] == 17 && binary.BigEndian.Uint16(ip[ihl+2:]) == 6081:
+		g := ip[ihl+8:]
+		in := ip[ihl+16+int(g[0]&0x3f)*4:]
+		if binary.BigEndian.Uint16(g[2:]) == 0x6558 {
+			return innerIP(in)
+		}
+		return in
 	}
 	return ip
 }
@@ -220,6 +248,47 @@ func eth(ip []byte) []byte {
 
 func vlan(ip []byte) []byte {
 	return append(append(append([]byte{}, macs...), 0x81, 0x00, 0, 7, 0x08, 0x00), ip...)
+}
+
+func eth6(ip []byte) []byte {
+	return append(append(append([]byte{}, macs...), 0x86, 0xdd), ip...)
+}
+
+// ipip wraps an IPv4 packet in an outer IPv4 header, protocol 4, as Calico's tunl0 sends
+// it.
+func ipip(ip []byte) []byte {
+	o := ip4(4243, 4, ip)
+	copy(o[12:], []byte{192, 168, 0, 1})
+	copy(o[16:], []byte{192, 168, 0, 2})
+	return o
+}
+
+// ip6in wraps an IPv4 packet in an outer IPv6 header, next header 4 (ip6tnl).
+func ip6in(ip []byte) []byte {
+	o := make([]byte, 40, 40+len(ip))
+	o[0] = 0x60
+	binary.BigEndian.PutUint16(o[4:], uint16(len(ip)))
+	o[6], o[7] = 4, 64
+	o[8], o[9], o[23] = 0xfd, 0x01, 1
+	o[24], o[25], o[39] = 0xfd, 0x01, 2
+	return append(o, ip...)
+}
+
+// geneve wraps a packet (an Ethernet frame for protocol type 0x6558, bare IP for
+// 0x0800) in outer IPv4/UDP to port 6081 and a Geneve header with opts.
+func geneve(inner, opts []byte, ptype uint16) []byte {
+	u := make([]byte, 16, 16+len(opts)+len(inner))
+	binary.BigEndian.PutUint16(u[0:], 51001)
+	binary.BigEndian.PutUint16(u[2:], 6081)
+	binary.BigEndian.PutUint16(u[4:], uint16(16+len(opts)+len(inner)))
+	u[8] = byte(len(opts) / 4)
+	binary.BigEndian.PutUint16(u[10:], ptype)
+	u[14] = 7 // VNI 7
+	u = append(append(u, opts...), inner...)
+	o := ip4(4244, 17, u)
+	copy(o[12:], []byte{192, 168, 0, 1})
+	copy(o[16:], []byte{192, 168, 0, 2})
+	return o
 }
 
 // vxlan wraps an Ethernet frame in outer IPv4/UDP to port 8472 and a VXLAN header.

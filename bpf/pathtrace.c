@@ -238,15 +238,13 @@ static __always_inline int side_ok(const struct filter *f, const __u8 *addr, __u
 
 static __always_inline int filter_one(const struct filter *f, const struct tuple *t)
 {
-	if (f->family && f->family != t->family)
-		return 0;
-	if (f->proto && f->proto != t->proto)
-		return 0;
-	if (side_ok(f, t->saddr, t->sport, t->family) || side_ok(f, t->daddr, t->dport, t->family))
+	if ((!f->family || f->family == t->family) && (!f->proto || f->proto == t->proto) &&
+	    (side_ok(f, t->saddr, t->sport, t->family) || side_ok(f, t->daddr, t->dport, t->family)))
 		return 1;
-	/* The underlay: an address selector also matches the outer header of a tunnel. */
-	if (t->encap && f->has_addr && !f->port && (!f->proto || f->proto == PROTO_UDP))
-		return addr_eq(f->addr, t->osaddr, t->family) || addr_eq(f->addr, t->odaddr, t->family);
+	/* The underlay: an address selector also matches the outer header of a tunnel, of
+	 * its own family (SIT carries IPv6 in IPv4) and protocol (UDP, 4 or 41). */
+	if (t->encap && f->has_addr && !f->port && (!f->proto || f->proto == t->encap) && f->family == t->ofamily)
+		return addr_eq(f->addr, t->osaddr, t->ofamily) || addr_eq(f->addr, t->odaddr, t->ofamily);
 	return 0;
 }
 

@@ -7,6 +7,7 @@
 #define SNAP_FULL 9216 /* full-packet mode: the most bytes an event carries (jumbo frames) */
 #define MAX_FILTERS 8
 #define MAX_VXLAN_PORTS 4
+#define MAX_GENEVE_PORTS 4
 
 /* event.kind */
 #define EV_TC 1

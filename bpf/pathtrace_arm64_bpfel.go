@@ -99,18 +99,18 @@ type PathTraceLatVal struct {
 }
 
 type PathTraceTuple struct {
-	_      structs.HostLayout
-	Saddr  [16]uint8
-	Daddr  [16]uint8
-	Sport  uint16
-	Dport  uint16
-	Family uint8
-	Proto  uint8
-	Encap  uint8
-	Pad    uint8
-	Osaddr [16]uint8
-	Odaddr [16]uint8
-	Key    uint32
+	_       structs.HostLayout
+	Saddr   [16]uint8
+	Daddr   [16]uint8
+	Sport   uint16
+	Dport   uint16
+	Family  uint8
+	Proto   uint8
+	Encap   uint8
+	Ofamily uint8
+	Osaddr  [16]uint8
+	Odaddr  [16]uint8
+	Key     uint32
 }
 
 // Names of all BPF objects in the ELF.
@@ -147,6 +147,7 @@ const (
 	PathTraceProgTcpRetransmit       = "tcp_retransmit"
 	PathTraceVarCfgAgent             = "cfg_agent"
 	PathTraceVarCfgDropRate          = "cfg_drop_rate"
+	PathTraceVarCfgGenevePorts       = "cfg_geneve_ports"
 	PathTraceVarCfgNodeNetns         = "cfg_node_netns"
 	PathTraceVarCfgParseCopy         = "cfg_parse_copy"
 	PathTraceVarCfgReasonNf          = "cfg_reason_nf"
@@ -249,26 +250,27 @@ type PathTraceMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type PathTraceVariableSpecs struct {
-	CfgAgent      *ebpf.VariableSpec `ebpf:"cfg_agent"`
-	CfgDropRate   *ebpf.VariableSpec `ebpf:"cfg_drop_rate"`
-	CfgNodeNetns  *ebpf.VariableSpec `ebpf:"cfg_node_netns"`
-	CfgParseCopy  *ebpf.VariableSpec `ebpf:"cfg_parse_copy"`
-	CfgReasonNf   *ebpf.VariableSpec `ebpf:"cfg_reason_nf"`
-	CfgSample     *ebpf.VariableSpec `ebpf:"cfg_sample"`
-	CfgSampleMask *ebpf.VariableSpec `ebpf:"cfg_sample_mask"`
-	CfgSnaplen    *ebpf.VariableSpec `ebpf:"cfg_snaplen"`
-	CfgVxlanPorts *ebpf.VariableSpec `ebpf:"cfg_vxlan_ports"`
-	CtEnabled     *ebpf.VariableSpec `ebpf:"ct_enabled"`
-	CtOffMark     *ebpf.VariableSpec `ebpf:"ct_off_mark"`
-	CtOffStatus   *ebpf.VariableSpec `ebpf:"ct_off_status"`
-	CtOffTuple    *ebpf.VariableSpec `ebpf:"ct_off_tuple"`
-	CtTupleStep   *ebpf.VariableSpec `ebpf:"ct_tuple_step"`
-	UnusedCounter *ebpf.VariableSpec `ebpf:"unused_counter"`
-	UnusedCtTuple *ebpf.VariableSpec `ebpf:"unused_ct_tuple"`
-	UnusedDropKey *ebpf.VariableSpec `ebpf:"unused_drop_key"`
-	UnusedEvent   *ebpf.VariableSpec `ebpf:"unused_event"`
-	UnusedFilter  *ebpf.VariableSpec `ebpf:"unused_filter"`
-	UnusedLatEx   *ebpf.VariableSpec `ebpf:"unused_lat_ex"`
+	CfgAgent       *ebpf.VariableSpec `ebpf:"cfg_agent"`
+	CfgDropRate    *ebpf.VariableSpec `ebpf:"cfg_drop_rate"`
+	CfgGenevePorts *ebpf.VariableSpec `ebpf:"cfg_geneve_ports"`
+	CfgNodeNetns   *ebpf.VariableSpec `ebpf:"cfg_node_netns"`
+	CfgParseCopy   *ebpf.VariableSpec `ebpf:"cfg_parse_copy"`
+	CfgReasonNf    *ebpf.VariableSpec `ebpf:"cfg_reason_nf"`
+	CfgSample      *ebpf.VariableSpec `ebpf:"cfg_sample"`
+	CfgSampleMask  *ebpf.VariableSpec `ebpf:"cfg_sample_mask"`
+	CfgSnaplen     *ebpf.VariableSpec `ebpf:"cfg_snaplen"`
+	CfgVxlanPorts  *ebpf.VariableSpec `ebpf:"cfg_vxlan_ports"`
+	CtEnabled      *ebpf.VariableSpec `ebpf:"ct_enabled"`
+	CtOffMark      *ebpf.VariableSpec `ebpf:"ct_off_mark"`
+	CtOffStatus    *ebpf.VariableSpec `ebpf:"ct_off_status"`
+	CtOffTuple     *ebpf.VariableSpec `ebpf:"ct_off_tuple"`
+	CtTupleStep    *ebpf.VariableSpec `ebpf:"ct_tuple_step"`
+	UnusedCounter  *ebpf.VariableSpec `ebpf:"unused_counter"`
+	UnusedCtTuple  *ebpf.VariableSpec `ebpf:"unused_ct_tuple"`
+	UnusedDropKey  *ebpf.VariableSpec `ebpf:"unused_drop_key"`
+	UnusedEvent    *ebpf.VariableSpec `ebpf:"unused_event"`
+	UnusedFilter   *ebpf.VariableSpec `ebpf:"unused_filter"`
+	UnusedLatEx    *ebpf.VariableSpec `ebpf:"unused_lat_ex"`
 }
 
 // PathTraceObjects contains all objects after they have been loaded into the kernel.
@@ -336,26 +338,27 @@ func (m *PathTraceMaps) Close() error {
 //
 // It can be passed to LoadPathTraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type PathTraceVariables struct {
-	CfgAgent      *ebpf.Variable `ebpf:"cfg_agent"`
-	CfgDropRate   *ebpf.Variable `ebpf:"cfg_drop_rate"`
-	CfgNodeNetns  *ebpf.Variable `ebpf:"cfg_node_netns"`
-	CfgParseCopy  *ebpf.Variable `ebpf:"cfg_parse_copy"`
-	CfgReasonNf   *ebpf.Variable `ebpf:"cfg_reason_nf"`
-	CfgSample     *ebpf.Variable `ebpf:"cfg_sample"`
-	CfgSampleMask *ebpf.Variable `ebpf:"cfg_sample_mask"`
-	CfgSnaplen    *ebpf.Variable `ebpf:"cfg_snaplen"`
-	CfgVxlanPorts *ebpf.Variable `ebpf:"cfg_vxlan_ports"`
-	CtEnabled     *ebpf.Variable `ebpf:"ct_enabled"`
-	CtOffMark     *ebpf.Variable `ebpf:"ct_off_mark"`
-	CtOffStatus   *ebpf.Variable `ebpf:"ct_off_status"`
-	CtOffTuple    *ebpf.Variable `ebpf:"ct_off_tuple"`
-	CtTupleStep   *ebpf.Variable `ebpf:"ct_tuple_step"`
-	UnusedCounter *ebpf.Variable `ebpf:"unused_counter"`
-	UnusedCtTuple *ebpf.Variable `ebpf:"unused_ct_tuple"`
-	UnusedDropKey *ebpf.Variable `ebpf:"unused_drop_key"`
-	UnusedEvent   *ebpf.Variable `ebpf:"unused_event"`
-	UnusedFilter  *ebpf.Variable `ebpf:"unused_filter"`
-	UnusedLatEx   *ebpf.Variable `ebpf:"unused_lat_ex"`
+	CfgAgent       *ebpf.Variable `ebpf:"cfg_agent"`
+	CfgDropRate    *ebpf.Variable `ebpf:"cfg_drop_rate"`
+	CfgGenevePorts *ebpf.Variable `ebpf:"cfg_geneve_ports"`
+	CfgNodeNetns   *ebpf.Variable `ebpf:"cfg_node_netns"`
+	CfgParseCopy   *ebpf.Variable `ebpf:"cfg_parse_copy"`
+	CfgReasonNf    *ebpf.Variable `ebpf:"cfg_reason_nf"`
+	CfgSample      *ebpf.Variable `ebpf:"cfg_sample"`
+	CfgSampleMask  *ebpf.Variable `ebpf:"cfg_sample_mask"`
+	CfgSnaplen     *ebpf.Variable `ebpf:"cfg_snaplen"`
+	CfgVxlanPorts  *ebpf.Variable `ebpf:"cfg_vxlan_ports"`
+	CtEnabled      *ebpf.Variable `ebpf:"ct_enabled"`
+	CtOffMark      *ebpf.Variable `ebpf:"ct_off_mark"`
+	CtOffStatus    *ebpf.Variable `ebpf:"ct_off_status"`
+	CtOffTuple     *ebpf.Variable `ebpf:"ct_off_tuple"`
+	CtTupleStep    *ebpf.Variable `ebpf:"ct_tuple_step"`
+	UnusedCounter  *ebpf.Variable `ebpf:"unused_counter"`
+	UnusedCtTuple  *ebpf.Variable `ebpf:"unused_ct_tuple"`
+	UnusedDropKey  *ebpf.Variable `ebpf:"unused_drop_key"`
+	UnusedEvent    *ebpf.Variable `ebpf:"unused_event"`
+	UnusedFilter   *ebpf.Variable `ebpf:"unused_filter"`
+	UnusedLatEx    *ebpf.Variable `ebpf:"unused_lat_ex"`
 }
 
 // PathTracePrograms contains all programs after they have been loaded into the kernel.

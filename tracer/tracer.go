@@ -42,10 +42,13 @@ type Config struct {
 	Selectors  []decode.Selector // which packets to report; at most MaxSelectors
 	SnapLen    int               // packet bytes per event, 1..decode.SnapFull (above SnapMax: full-packet mode); 0 means decode.SnapMax
 	VXLANPorts []uint16          // nil means decode.DefaultVXLANPorts; at most 4
-	QueueLen   int               // events buffered between the ring buffer and the consumer; 0 means 16384
-	RingBytes  int               // ring buffer size, a power of two multiple of the page size; 0 means 4 MiB
-	BTFPath    string            // the kernel's BTF; "" means KernelBTF
-	NFHook     string            // NFAuto, NFLink, NFKprobe or NFNone
+	// GenevePorts: nil means decode.DefaultGenevePorts; at most 4, 0 for none (an
+	// empty list would mean the default).
+	GenevePorts []uint16
+	QueueLen    int    // events buffered between the ring buffer and the consumer; 0 means 16384
+	RingBytes   int    // ring buffer size, a power of two multiple of the page size; 0 means 4 MiB
+	BTFPath     string // the kernel's BTF; "" means KernelBTF
+	NFHook      string // NFAuto, NFLink, NFKprobe or NFNone
 	// Agent mode: count every packet and drop in the kernel, measure hop latency on 1
 	// packet in Sample (0: off), send up to DropRate unfollowed drop events per second
 	// per CPU. Selectors may then be empty and change at run time (SetSelector).
@@ -264,6 +267,12 @@ func validate(cfg *Config) error {
 	if len(cfg.VXLANPorts) > 4 {
 		return fmt.Errorf("%d VXLAN ports: at most 4", len(cfg.VXLANPorts))
 	}
+	if cfg.GenevePorts == nil {
+		cfg.GenevePorts = decode.DefaultGenevePorts
+	}
+	if len(cfg.GenevePorts) > 4 {
+		return fmt.Errorf("%d Geneve ports: at most 4", len(cfg.GenevePorts))
+	}
 	if cfg.QueueLen == 0 {
 		cfg.QueueLen = 16384
 	}
@@ -321,6 +330,11 @@ func (t *Tracer) spec() (*ebpf.CollectionSpec, error) {
 	copy(ports[:], t.cfg.VXLANPorts)
 	if err := spec.Variables[bpf.PathTraceVarCfgVxlanPorts].Set(ports); err != nil {
 		return nil, fmt.Errorf("set VXLAN ports: %w", err)
+	}
+	var gports [4]uint16
+	copy(gports[:], t.cfg.GenevePorts)
+	if err := spec.Variables[bpf.PathTraceVarCfgGenevePorts].Set(gports); err != nil {
+		return nil, fmt.Errorf("set Geneve ports: %w", err)
 	}
 	vars := map[string]uint32{
 		bpf.PathTraceVarCfgSample: t.cfg.Sample, bpf.PathTraceVarCfgDropRate: t.cfg.DropRate,

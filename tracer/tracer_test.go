@@ -62,6 +62,7 @@ func TestConfigErrors(t *testing.T) {
 		{Config{Selectors: sel, SnapLen: decode.SnapFull + 1}, "snap length"},
 		{Config{Selectors: sel, RingBytes: 5000}, "power of two"},
 		{Config{Selectors: sel, VXLANPorts: []uint16{1, 2, 3, 4, 5}}, "at most 4"},
+		{Config{Selectors: sel, GenevePorts: []uint16{1, 2, 3, 4, 5}}, "5 Geneve ports: at most 4"},
 	} {
 		_, err := New(tc.cfg)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

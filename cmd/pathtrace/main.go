@@ -152,6 +152,7 @@ type followOpts struct {
 	nfHook     string
 	netns      string
 	vxlanPorts []uint
+	gnvPorts   []uint
 	snaplen    int
 	queue      int
 	ringSize   int
@@ -195,6 +196,7 @@ func followFlags() (*pflag.FlagSet, *followOpts) {
 	fs.StringVar(&o.nfHook, "nf-hook", tracer.NFAuto, "netfilter hooks: auto (netfilter links, else a kprobe on nf_hook_slow), link, kprobe or none")
 	fs.StringVar(&o.netns, "netns", "", "trace in this network namespace (name under /run/netns, or a path) instead of the current one")
 	fs.UintSliceVar(&o.vxlanPorts, "vxlan-ports", []uint{8472, 4789}, "UDP ports that carry VXLAN (at most 4)")
+	fs.UintSliceVar(&o.gnvPorts, "geneve-ports", []uint{6081}, "UDP ports that carry Geneve (at most 4)")
 	fs.IntVar(&o.snaplen, "snaplen", decode.SnapMax, fmt.Sprintf("packet bytes copied per event, 64..%d; above %d the kernel sends events as long as their packets (whole packets up to %d bytes; raise --ring-size)", decode.SnapFull, decode.SnapMax, decode.SnapFull))
 	fs.IntVar(&o.queue, "queue", 16384, "events buffered between the kernel and the decoder (dropped and counted beyond)")
 	fs.StringSliceVar(&o.agents, "agents", nil, "follow through these agents (unix:PATH, tls:HOST:PORT or tcp:HOST:PORT, comma-separated; several nodes' journeys of a packet are joined into one path; k8s: every node's agent, found through the API server); default: the agent at unix:"+DefaultAgentSocket+" if one answers, else trace standalone")
@@ -322,7 +324,7 @@ func followWith(o *followOpts, args []string, stdout, stderr io.Writer) (err err
 		fmt.Fprintf(stderr, "pathtrace: drop locations in hex: %v\n", err)
 	}
 	asm := decode.NewAssembler(decode.Config{
-		Node: o.node, Timeout: o.timeout, Stall: o.stall, VXLANPorts: cfg.VXLANPorts,
+		Node: o.node, Timeout: o.timeout, Stall: o.stall, VXLANPorts: cfg.VXLANPorts, GenevePorts: cfg.GenevePorts,
 		Ifaces: tr.Ifaces(), LocalAddrs: tr.LocalAddrs(), Reasons: tr.Reasons(), Symbols: syms,
 		KeepBytes: pc != nil,
 	})
@@ -425,6 +427,15 @@ func (o *followOpts) tracerConfig(args []string) (tracer.Config, error) {
 			return cfg, fmt.Errorf("--vxlan-ports: %d is not a port", p)
 		}
 		cfg.VXLANPorts = append(cfg.VXLANPorts, uint16(p))
+	}
+	if len(o.gnvPorts) > 4 {
+		return cfg, errors.New("--geneve-ports: at most 4")
+	}
+	for _, p := range o.gnvPorts {
+		if p == 0 || p > 65535 {
+			return cfg, fmt.Errorf("--geneve-ports: %d is not a port", p)
+		}
+		cfg.GenevePorts = append(cfg.GenevePorts, uint16(p))
 	}
 	if o.queue < 1 {
 		return cfg, errors.New("--queue must be positive")
