@@ -175,7 +175,7 @@ func writeHops(w io.Writer, j *decode.Journey, name int, off func(ns uint64) str
 			line += fmt.Sprintf("  %s %s→%s", n.Type, n.From, n.To)
 		}
 		if o := h.Outer; o != nil {
-			line += fmt.Sprintf("  vxlan vni=%d %s→%s", o.VNI, o.Src, o.Dst)
+			line += "  " + outerText(o)
 		}
 		fmt.Fprintln(w, strings.TrimRight(line, " "))
 	}
@@ -263,16 +263,19 @@ type FlowJSON struct {
 
 // HopJSON is one hop.
 type HopJSON struct {
-	Node    string     `json:"node"`
-	Ifname  string     `json:"ifname"`
-	Ifindex uint32     `json:"ifindex"`
-	Kind    string     `json:"kind"`
-	Dir     string     `json:"dir,omitempty"` // ingress or egress; netfilter hops have a hook instead
-	TNs     int64      `json:"t_ns"`
-	DeltaNs uint64     `json:"delta_ns"`
-	Len     uint32     `json:"len"`
-	Flow    *FlowJSON  `json:"flow,omitempty"` // only where NAT changed it
-	VXLAN   *VXLANJSON `json:"vxlan,omitempty"`
+	Node    string    `json:"node"`
+	Ifname  string    `json:"ifname"`
+	Ifindex uint32    `json:"ifindex"`
+	Kind    string    `json:"kind"`
+	Dir     string    `json:"dir,omitempty"` // ingress or egress; netfilter hops have a hook instead
+	TNs     int64     `json:"t_ns"`
+	DeltaNs uint64    `json:"delta_ns"`
+	Len     uint32    `json:"len"`
+	Flow    *FlowJSON `json:"flow,omitempty"` // only where NAT changed it
+	// Tunnel is the outer header of an encapsulated hop, of any kind; VXLAN hops have
+	// it again as VXLAN, for the readers that know only that.
+	Tunnel *TunnelJSON `json:"tunnel,omitempty"`
+	VXLAN  *VXLANJSON  `json:"vxlan,omitempty"`
 	// Netfilter hops.
 	Hook      string   `json:"hook,omitempty"`
 	Priority  string   `json:"priority,omitempty"`
@@ -298,7 +301,19 @@ type NATJSON struct {
 	To   string `json:"to"`
 }
 
-// VXLANJSON is the underlay header of an encapsulated hop.
+// TunnelJSON is the underlay header of an encapsulated hop: the outermost one when
+// tunnels nest.
+type TunnelJSON struct {
+	Kind    string `json:"kind"` // vxlan, geneve, ipip, sit (IPv6 in IPv4), ip6ip6, ip4ip6
+	Src     string `json:"src"`
+	Dst     string `json:"dst"`
+	SrcPort uint16 `json:"src_port,omitempty"` // UDP tunnels (VXLAN, Geneve)
+	Port    uint16 `json:"port,omitempty"`     // the outer UDP destination port (8472, 4789, 6081)
+	VNI     uint32 `json:"vni,omitempty"`
+	Options uint16 `json:"options,omitempty"` // Geneve: bytes of options
+}
+
+// VXLANJSON is the underlay header of a VXLAN hop (TunnelJSON has every kind's).
 type VXLANJSON struct {
 	VNI  uint32 `json:"vni"`
 	Src  string `json:"src"`
@@ -358,7 +373,11 @@ func ToJSON(j *decode.Journey, clock Clock) JourneyJSON {
 			hj.Flow = &f
 		}
 		if o := h.Outer; o != nil {
-			hj.VXLAN = &VXLANJSON{VNI: o.VNI, Src: o.Src.String(), Dst: o.Dst.String(), Port: o.DstPort}
+			hj.Tunnel = &TunnelJSON{Kind: o.Kind, Src: o.Src.String(), Dst: o.Dst.String(), SrcPort: o.SrcPort,
+				Port: o.DstPort, VNI: o.VNI, Options: o.Options}
+			if o.Kind == decode.TunnelVXLAN {
+				hj.VXLAN = &VXLANJSON{VNI: o.VNI, Src: o.Src.String(), Dst: o.Dst.String(), Port: o.DstPort}
+			}
 		}
 		if h.Kind == decode.KindNetfilter {
 			hj.Hook, hj.Priority, hj.OutIfname = h.Hook, h.Prio, h.OutIfname
@@ -460,4 +479,22 @@ func (x *JSON) WriteOneWay(o *decode.OneWay) error {
 		return err
 	}
 	return x.w.Flush()
+}
+
+// outerText is a hop's tunnel header in the text output: "vxlan vni=1
+// 10.0.0.11→10.0.0.12", "geneve vni=7 options=8 ...", "ipip 10.0.0.11→10.0.0.12".
+func outerText(o *decode.Outer) string {
+	return outerHead(o) + o.Src.String() + "→" + o.Dst.String()
+}
+
+// outerHead is the kind, and a UDP tunnel's VNI and options, followed by a space.
+func outerHead(o *decode.Outer) string {
+	if !o.UDP() {
+		return o.Kind + " "
+	}
+	s := fmt.Sprintf("%s vni=%d ", o.Kind, o.VNI)
+	if o.Options != 0 {
+		s += fmt.Sprintf("options=%d ", o.Options)
+	}
+	return s
 }

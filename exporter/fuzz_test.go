@@ -77,25 +77,26 @@ func FuzzFromJSON(f *testing.F) {
 
 // FuzzFromJSONFields is FuzzFromJSON with the fields of a journey fuzzed one by one,
 // which mutating JSON text reaches only by luck: flows, verdict, hop kinds and
-// directions, a hop's own flow and conntrack tuple, a VXLAN header, times, a drop.
+// directions, a hop's own flow and conntrack tuple, a tunnel header (VXLAN as older
+// agents wrote it, or any kind), times, a drop.
 func FuzzFromJSONFields(f *testing.F) {
 	type fields struct {
 		proto, src, dst, verdict, kind, dir string
 		hopProto, hopSrc, hopDst, ct        string
-		vxlanDst                            string
+		vxlanDst, tunnelKind                string
 		t1, t2                              int64
 		nat, drop                           bool
 	}
 	for _, s := range []fields{
-		{"tcp", "10.244.1.23:40000", "10.244.2.57:8080", "forwarded", "uplink", "egress", "tcp", "10.244.1.23:40000", "10.244.1.7:8080", "new", "10.0.0.12", 1_000_000, 1_040_000, true, false},
-		{"tcp", "10.244.1.23:40000", "10.244.2.57:8080", "delivered", "pod", "egress", "", "", "", "", "", 1_100_000, 1_130_000, false, false},
-		{"udp", "[fd00::1]:53", "[fd00::2]:5353", "dropped", "netfilter", "", "udp", "[fd00::1]:53", "[fd00::3]:53", "established", "", 5, 7, true, true},
-		{"icmp", "10.0.0.1", "10.0.0.2", "lost", "bridge", "ingress", "icmp", "10.0.0.1", "10.0.0.9", "invalid", "", -1, 1 << 62, false, false},
-		{"icmp", "10.0.0.1", "10.0.0.2", "lost", "bridge", "ingress", "icmp", "10.0.0.1", "10.0.0.2", "", "", 0, 0, false, false},
+		{"tcp", "10.244.1.23:40000", "10.244.2.57:8080", "forwarded", "uplink", "egress", "tcp", "10.244.1.23:40000", "10.244.1.7:8080", "new", "10.0.0.12", "", 1_000_000, 1_040_000, true, false},
+		{"tcp", "10.244.1.23:40000", "10.244.2.57:8080", "delivered", "pod", "egress", "", "", "", "", "", "geneve", 1_100_000, 1_130_000, false, false},
+		{"udp", "[fd00::1]:53", "[fd00::2]:5353", "dropped", "netfilter", "", "udp", "[fd00::1]:53", "[fd00::3]:53", "established", "", "sit", 5, 7, true, true},
+		{"icmp", "10.0.0.1", "10.0.0.2", "lost", "bridge", "ingress", "icmp", "10.0.0.1", "10.0.0.9", "invalid", "", "", -1, 1 << 62, false, false},
+		{"icmp", "10.0.0.1", "10.0.0.2", "lost", "bridge", "ingress", "icmp", "10.0.0.1", "10.0.0.2", "", "", "ipip", 0, 0, false, false},
 	} {
-		f.Add(s.proto, s.src, s.dst, s.verdict, s.kind, s.dir, s.hopProto, s.hopSrc, s.hopDst, s.ct, s.vxlanDst, s.t1, s.t2, s.nat, s.drop)
+		f.Add(s.proto, s.src, s.dst, s.verdict, s.kind, s.dir, s.hopProto, s.hopSrc, s.hopDst, s.ct, s.vxlanDst, s.tunnelKind, s.t1, s.t2, s.nat, s.drop)
 	}
-	f.Fuzz(func(t *testing.T, proto, src, dst, verdict, kind, dir, hopProto, hopSrc, hopDst, ct, vxlanDst string, t1, t2 int64, nat, drop bool) {
+	f.Fuzz(func(t *testing.T, proto, src, dst, verdict, kind, dir, hopProto, hopSrc, hopDst, ct, vxlanDst, tunnelKind string, t1, t2 int64, nat, drop bool) {
 		x := exporter.JourneyJSON{Kind: "journey", ID: "abc", Node: "node-a", Flow: exporter.FlowJSON{Proto: proto, Src: src, Dst: dst},
 			TCPFlags: "S", Len: 60, Verdict: verdict, Where: "eth0",
 			Hops: []exporter.HopJSON{
@@ -114,6 +115,9 @@ func FuzzFromJSONFields(f *testing.F) {
 		}
 		if vxlanDst != "" {
 			h.VXLAN = &exporter.VXLANJSON{VNI: 1, Src: "10.0.0.11", Dst: vxlanDst}
+		}
+		if tunnelKind != "" {
+			h.Tunnel = &exporter.TunnelJSON{Kind: tunnelKind, Src: "10.0.0.11", Dst: "10.0.0.12", Port: 6081, VNI: 7, Options: 8}
 		}
 		if drop {
 			x.Drop = &exporter.DropJSON{Reason: "NETFILTER_DROP", Location: "nft_do_chain+0x3e8", TNs: (t1 + t2) / 2, Hook: "FORWARD"}

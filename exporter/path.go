@@ -51,15 +51,19 @@ func FromJSON(x *JourneyJSON) (*decode.Journey, error) {
 				return nil, err
 			}
 		}
-		if v := hj.VXLAN; v != nil {
-			o := &decode.Outer{VNI: v.VNI, DstPort: v.Port}
-			if o.Src, err = netip.ParseAddr(v.Src); err != nil {
-				return nil, fmt.Errorf("hop vxlan src: %v", err)
+		switch {
+		case hj.Tunnel != nil:
+			v := hj.Tunnel
+			if h.Outer, err = outerFromJSON(v.Kind, v.Src, v.Dst); err != nil {
+				return nil, err
 			}
-			if o.Dst, err = netip.ParseAddr(v.Dst); err != nil {
-				return nil, fmt.Errorf("hop vxlan dst: %v", err)
+			h.Outer.SrcPort, h.Outer.DstPort, h.Outer.VNI, h.Outer.Options = v.SrcPort, v.Port, v.VNI, v.Options
+		case hj.VXLAN != nil: // an agent from before the tunnel field
+			v := hj.VXLAN
+			if h.Outer, err = outerFromJSON(decode.TunnelVXLAN, v.Src, v.Dst); err != nil {
+				return nil, err
 			}
-			h.Outer = o
+			h.Outer.DstPort, h.Outer.VNI = v.Port, v.VNI
 		}
 		if c := hj.CT; c != nil {
 			// A tuple that does not read (older agents wrote unknown ones as
@@ -379,4 +383,17 @@ func nameLegs(p *decode.Path, n decode.Namer) {
 			}
 		}
 	}
+}
+
+// outerFromJSON is a hop's tunnel header of kind from its addresses.
+func outerFromJSON(kind, src, dst string) (*decode.Outer, error) {
+	o := &decode.Outer{Kind: kind}
+	var err error
+	if o.Src, err = netip.ParseAddr(src); err != nil {
+		return nil, fmt.Errorf("hop tunnel src: %v", err)
+	}
+	if o.Dst, err = netip.ParseAddr(dst); err != nil {
+		return nil, fmt.Errorf("hop tunnel dst: %v", err)
+	}
+	return o, nil
 }

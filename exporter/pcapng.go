@@ -206,7 +206,7 @@ func (p *Pcap) encode(k *pcapPacket) error {
 
 // packetsOf lists the journey's packets in time order, each with its comment: the hop
 // and its offset from the journey's first event, then, where they apply, the NAT, the
-// VXLAN header, the stall, the drop, and on the last packet the verdict.
+// tunnel header, the stall, the drop, and on the last packet the verdict.
 func (p *Pcap) packetsOf(j *decode.Journey) []pcapPacket {
 	pkts := p.pkts[:0]
 	start := j.FirstNs()
@@ -248,7 +248,11 @@ func (p *Pcap) packetsOf(j *decode.Journey) []pcapPacket {
 			c = append(c, n.Type+" "+arrows(n.From)+" -> "+arrows(n.To))
 		}
 		if o := h.Outer; o != nil {
-			c = append(c, fmt.Sprintf("vxlan vni=%d %s:%d -> %s:%d", o.VNI, o.Src, o.SrcPort, o.Dst, o.DstPort))
+			if o.UDP() {
+				c = append(c, fmt.Sprintf("%s%s:%d -> %s:%d", outerHead(o), o.Src, o.SrcPort, o.Dst, o.DstPort))
+			} else {
+				c = append(c, fmt.Sprintf("%s%s -> %s", outerHead(o), o.Src, o.Dst))
+			}
 		}
 		if s := j.Stall; s != nil && i > 0 && h.TimeNs-j.Hops[i-1].TimeNs == s.DeltaNs && h.Name() == s.Hop {
 			c = append(c, "stall "+time.Duration(s.DeltaNs).Round(time.Microsecond).String()+" since "+s.From)

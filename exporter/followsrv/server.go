@@ -712,7 +712,8 @@ func (s *Server) route(ev *decode.Event, p *decode.Packet) {
 }
 
 // wants reports whether one of the selectors matches the packet as the kernel's do:
-// the flow either way round, or the underlay addresses of a VXLAN packet.
+// the flow either way round, or the underlay addresses of a tunnel's packet (when the
+// selector's protocol, if any, is the one that carries the tunnel: UDP, 4 or 41).
 func wants(sels []decode.Selector, p *decode.Packet) bool {
 	if !p.Flow.Src.IsValid() {
 		return false
@@ -721,7 +722,7 @@ func wants(sels []decode.Selector, p *decode.Packet) bool {
 		if s.Matches(p.Flow) {
 			return true
 		}
-		if p.Outer != nil && s.Addr.IsValid() && s.Port == 0 && (s.Proto == 0 || s.Proto == decode.ProtoUDP) &&
+		if p.Outer != nil && s.Addr.IsValid() && s.Port == 0 && (s.Proto == 0 || s.Proto == p.Outer.Proto()) &&
 			(p.Outer.Src == s.Addr || p.Outer.Dst == s.Addr) {
 			return true
 		}
