@@ -13,8 +13,16 @@ import (
 // ---- mtu ----------------------------------------------------------------------
 
 // overhead is what a tunnel of this type adds to each packet, over an IPv4 or IPv6
-// underlay; 0 for a device that is no tunnel.
-func overhead(typ string, v6 bool) (int, string) {
+// underlay (the family of its local address; sit and ipip are always over IPv4,
+// ip6tnl and ip6gre over IPv6), with Geneve's options as the packet carried them
+// (geneveOpts bytes); 0 for a device that is no tunnel.
+func overhead(typ string, v6 bool, geneveOpts int) (int, string) {
+	switch typ {
+	case "ipip", "sit", "gre":
+		v6 = false
+	case "ip6tnl", "ip6gre":
+		v6 = true
+	}
 	ip := 20
 	if v6 {
 		ip = 40
@@ -23,15 +31,33 @@ func overhead(typ string, v6 bool) (int, string) {
 	case "vxlan":
 		return ip + 8 + 8 + 14, fmt.Sprintf("VXLAN: outer IP %d + UDP 8 + VXLAN 8 + inner Ethernet 14", ip)
 	case "geneve":
+		if geneveOpts > 0 {
+			return ip + 8 + 8 + geneveOpts + 14, fmt.Sprintf("Geneve: outer IP %d + UDP 8 + Geneve 8 + options %d + inner Ethernet 14", ip, geneveOpts)
+		}
 		return ip + 8 + 8 + 14, fmt.Sprintf("Geneve without options: outer IP %d + UDP 8 + Geneve 8 + inner Ethernet 14", ip)
-	case "ipip", "sit", "ip6tnl":
-		return ip, fmt.Sprintf("IP in IP: outer IP %d", ip)
+	case "ipip":
+		return ip, "IPIP: outer IPv4 20"
+	case "sit":
+		return ip, "SIT (IPv6 in IPv4): outer IPv4 20"
+	case "ip6tnl":
+		return ip, "ip6tnl (IP in IPv6): outer IPv6 40"
 	case "gre", "ip6gre":
 		return ip + 4, fmt.Sprintf("GRE: outer IP %d + GRE 4", ip)
 	case "wireguard":
 		return ip + 8 + 32, fmt.Sprintf("WireGuard: outer IP %d + UDP 8 + WireGuard 32", ip)
 	}
 	return 0, ""
+}
+
+// geneveOptions is the most option bytes the journey's Geneve headers carried.
+func geneveOptions(j *decode.Journey) int {
+	n := 0
+	for i := range j.Hops {
+		if o := j.Hops[i].Outer; o != nil && o.Kind == decode.TunnelGeneve {
+			n = max(n, int(o.Options))
+		}
+	}
+	return n
 }
 
 type mtuStep struct {
@@ -93,7 +119,7 @@ func (d *Diagnoser) mtu(j *decode.Journey) *decode.Diagnosis {
 			continue
 		}
 		steps = append(steps, mtuStep{dev: dev, mtu: lk.MTU, limit: lk.MTU})
-		ov, what := overhead(lk.Type, lk.TunnelLocal.Is6())
+		ov, what := overhead(lk.Type, lk.TunnelLocal.Is6(), geneveOptions(j))
 		if ov == 0 {
 			continue
 		}
@@ -455,10 +481,10 @@ func (d *Diagnoser) OneWay(o *decode.OneWay) *decode.Diagnosis {
 	g.Add("left", fmt.Sprintf("%s at %s", flowText(lf), o.LeftVia))
 	if ou := o.LeftOuter; ou != nil {
 		g.Segment = decode.SegUnderlay
-		g.Add("tunnel", fmt.Sprintf("VXLAN udp/%d from %s to %s (vni %d)", ou.DstPort, ou.Src, ou.Dst, ou.VNI))
+		g.Add("tunnel", tunnelText(ou))
 		g.Summary = fmt.Sprintf("its SYNs left encapsulated for the node at %s and no SYN-ACK came back: lost on the underlay or on that node; follow through both nodes' agents (--agents) to tell which", ou.Dst)
 		g.Lack("what happened on " + ou.Dst.String() + ": its journey (follow through its agent)")
-		g.Fix = fmt.Sprintf("follow on both nodes; if %s never sees the SYNs, check udp/%d between %s and %s (firewalls, security groups)", ou.Dst, ou.DstPort, ou.Src, ou.Dst)
+		g.Fix = fmt.Sprintf("follow on both nodes; if %s never sees the SYNs, check %s between %s and %s (firewalls, security groups)", ou.Dst, firewallText(ou), ou.Src, ou.Dst)
 		return g
 	}
 	facts := d.facts(g)
@@ -559,17 +585,19 @@ func Path(p *decode.Path, j *decode.Joiner) {
 			}
 		}
 		g.Add("direction", p.LeftNode+" → "+p.Next)
-		port, from, to := "", "", p.NextAddr.String()
+		var outer *decode.Outer
 		if left != nil {
 			for i := len(left.Hops) - 1; i >= 0; i-- {
 				if o := left.Hops[i].Outer; o != nil {
-					port, from, to = strconv.Itoa(int(o.DstPort)), o.Src.String(), o.Dst.String()
+					outer = o
 					break
 				}
 			}
 		}
-		if port != "" {
-			g.Add("tunnel", fmt.Sprintf("udp/%s from %s to %s", port, from, to))
+		to := p.NextAddr.String()
+		if outer != nil {
+			to = outer.Dst.String()
+			g.Add("tunnel", fmt.Sprintf("%s from %s to %s", outer.Transport(), outer.Src, to))
 		} else {
 			g.Add("addresses", "to "+to)
 		}
@@ -579,8 +607,8 @@ func Path(p *decode.Path, j *decode.Joiner) {
 			g.Add("other direction", fmt.Sprintf("%s → %s: no crossing seen since following began", p.Next, p.LeftNode))
 		}
 		g.Summary = fmt.Sprintf("left %s %s and never reached %s, whose agent answers: lost between the nodes", p.LeftNode, p.LeftHop, p.Next)
-		if port != "" {
-			g.Fix = fmt.Sprintf("check what lies between %s and %s for udp/%s: firewalls, security groups, the switch (a capture on %s's uplink shows whether it arrives)", from, to, port, p.Next)
+		if outer != nil {
+			g.Fix = fmt.Sprintf("check what lies between %s and %s for %s: firewalls, security groups, the switch (a capture on %s's uplink shows whether it arrives)", outer.Src, to, firewallText(outer), p.Next)
 		} else {
 			g.Fix = fmt.Sprintf("check what lies between %s and %s (firewalls, security groups, the switch)", p.LeftNode, p.Next)
 		}
@@ -593,4 +621,25 @@ func Path(p *decode.Path, j *decode.Joiner) {
 	case decode.PathDone:
 		p.Diagnosis = p.Legs[len(p.Legs)-1].Diagnosis
 	}
+}
+
+// tunnelText is a tunnel header in a diagnosis's evidence: "VXLAN udp/8472 from A to B
+// (vni 1)", "Geneve udp/6081 ... (vni 7)", "ipip from A to B".
+func tunnelText(o *decode.Outer) string {
+	switch o.Kind {
+	case decode.TunnelVXLAN:
+		return fmt.Sprintf("VXLAN udp/%d from %s to %s (vni %d)", o.DstPort, o.Src, o.Dst, o.VNI)
+	case decode.TunnelGeneve:
+		return fmt.Sprintf("Geneve udp/%d from %s to %s (vni %d)", o.DstPort, o.Src, o.Dst, o.VNI)
+	}
+	return fmt.Sprintf("%s from %s to %s", o.Transport(), o.Src, o.Dst)
+}
+
+// firewallText is what a firewall between the nodes must let through for the tunnel:
+// "udp/8472", "ipip (IP protocol 4)".
+func firewallText(o *decode.Outer) string {
+	if o.UDP() {
+		return o.Transport()
+	}
+	return fmt.Sprintf("%s (IP protocol %d)", o.Transport(), o.Proto())
 }
