@@ -5,8 +5,8 @@
 //
 // The tc programs (tc_ingress, tc_egress and their _l3 twins for devices without a
 // link-layer header) run on ingress and egress of each traced interface; they parse the
-// packet just far enough to apply the user's selectors (the inner packet of VXLAN
-// included), copy the first bytes of matching packets into the events ring buffer and
+// packet just far enough to apply the user's selectors (the inner packet of one tunnel
+// included: VXLAN, Geneve, IP in IP), copy the first bytes of matching packets into the events ring buffer and
 // always hand the packet on unchanged. The kfree_skb programs (tp_btf, or raw tracepoint
 // with and without the drop reason argument) report the death of matching packets in the
 // network namespaces listed in netns_allow.

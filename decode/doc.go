@@ -1,5 +1,6 @@
 // Package decode turns the kernel's events into packet journeys: it parses the bytes an
-// event carries (Ethernet, IPv4, IPv6, TCP, UDP, ICMP, ICMPv6, VXLAN), recognises the
+// event carries (Ethernet, IPv4, IPv6, TCP, UDP, ICMP, ICMPv6, and the tunnels VXLAN,
+// Geneve and IP in IP: IPIP, SIT, ip6tnl), recognises the
 // same packet at every hop, and decides what became of it (delivered, forwarded,
 // dropped with the kernel's reason and location, lost, or incomplete when the events
 // that would tell were lost), with the stalls on the way.
@@ -29,7 +30,8 @@
 // Left out on purpose: addresses and ports (NAT rewrites them, and the later NAT work
 // follows a packet through DNAT and SNAT by this ID), the TTL and hop limit (each routed
 // hop decrements them), checksums, the ICMP echo identifier (NAT rewrites it), and the
-// outer headers of a tunnel. For a VXLAN packet the ID is that of the inner packet, so
+// outer headers of a tunnel. For a tunnel's packet (VXLAN, Geneve, IP in IP, nested in
+// any mix) the ID is that of the innermost packet, so
 // a packet keeps its ID through encapsulation, across the veth's namespace crossing,
 // and on the other node, which computes the same ID from the same bytes: a later join
 // of two nodes' journeys matches on it, with time order to break the rare tie.

@@ -18,7 +18,7 @@
 // (node-a/cni0, node-a/nf:FORWARD/first, node-a/kfree_skb) with its link type and
 // direction, nanosecond wall-clock times, the direction flag, and a comment on every
 // packet with the hop, its offset from the journey's first event and, where they
-// apply, the NAT, the VXLAN header, the stall, the drop and the verdict. Each journey
+// apply, the NAT, the tunnel header, the stall, the drop and the verdict. Each journey
 // reaches the file in one write, so a file whose writer was killed reads up to its
 // last whole journey.
 //
