@@ -262,3 +262,29 @@ func nsHandle(t *testing.T, name string) *netlink.Handle {
 	t.Cleanup(h.Close)
 	return h
 }
+
+// A VXLAN device on a port of the operator's: the tracer reads that port as VXLAN
+// too, unless the ports were given.
+func TestPortsFromDevices(t *testing.T) {
+	nfrNeedRoot(t)
+	node := nfrNetns(t)
+	nfrIn(t, node, "", "ip", "link", "add", "vx9", "type", "vxlan", "id", "9", "dstport", "9999", "remote", "10.1.2.3")
+	nfrIn(t, node, "", "ip", "link", "set", "vx9", "up")
+	for _, tc := range []struct {
+		given, want []uint16
+	}{
+		{nil, []uint16{8472, 4789, 9999}},
+		{[]uint16{4789}, []uint16{4789}},
+	} {
+		tr, err := New(Config{Netns: node, VXLANPorts: tc.given, DropHook: DropNone, NFHook: NFNone, Selectors: []decode.Selector{{}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := tr.Tunnels().VXLANPorts; !slices.Equal(got, tc.want) {
+			t.Errorf("given %v: VXLAN ports %v, want %v", tc.given, got, tc.want)
+		}
+		if err := tr.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

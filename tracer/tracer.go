@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -41,9 +42,9 @@ type Config struct {
 	DropHook   string            // DropAuto, DropTPBTF, DropRawTP, DropRawTPNoReason or DropNone
 	Selectors  []decode.Selector // which packets to report; at most MaxSelectors
 	SnapLen    int               // packet bytes per event, 1..decode.SnapFull (above SnapMax: full-packet mode); 0 means decode.SnapMax
-	VXLANPorts []uint16          // nil means decode.DefaultVXLANPorts; at most 4
-	// GenevePorts: nil means decode.DefaultGenevePorts; at most 4, 0 for none (an
-	// empty list would mean the default).
+	VXLANPorts []uint16          // nil: decode.DefaultVXLANPorts and the node's VXLAN devices' ports; at most 4
+	// GenevePorts: nil means decode.DefaultGenevePorts and the node's Geneve devices'
+	// ports; at most 4, 0 for none (an empty list would mean the default).
 	GenevePorts []uint16
 	QueueLen    int    // events buffered between the ring buffer and the consumer; 0 means 16384
 	RingBytes   int    // ring buffer size, a power of two multiple of the page size; 0 means 4 MiB
@@ -151,6 +152,7 @@ type Tracer struct {
 // New checks the kernel, loads the programs, attaches them and starts reading events.
 // On any error everything done so far is undone.
 func New(cfg Config) (t *Tracer, err error) {
+	autoVX, autoGnv := cfg.VXLANPorts == nil, cfg.GenevePorts == nil
 	if err := validate(&cfg); err != nil {
 		return nil, err
 	}
@@ -195,6 +197,17 @@ func New(cfg Config) (t *Tracer, err error) {
 	}
 	if t.ifaces, t.layout, err = findLinks(t.nl, cfg.Ifaces); err != nil {
 		return t, fmt.Errorf("%s: %w", t.ns, err)
+	}
+	// The node's own tunnels say which UDP ports carry VXLAN and Geneve here (Cilium's
+	// 8472, Calico's 4789, a port of the operator's), unless the ports were given.
+	for _, tun := range t.layout.Tunnels {
+		switch {
+		case tun.Port == 0:
+		case tun.Kind == "vxlan" && autoVX:
+			t.cfg.VXLANPorts = t.addPort(t.cfg.VXLANPorts, tun)
+		case tun.Kind == "geneve" && autoGnv:
+			t.cfg.GenevePorts = t.addPort(t.cfg.GenevePorts, tun)
+		}
 	}
 	if t.local, err = localAddrs(t.nl); err != nil {
 		return t, err
@@ -752,6 +765,25 @@ func pump(rd recordReader, q chan<- decode.Event, c *counters) {
 
 // Events is the bounded queue of decoded events. It is closed after Close.
 func (t *Tracer) Events() <-chan decode.Event { return t.queue }
+
+// addPort adds a tunnel's port to a port list, which holds at most 4: a fifth is
+// left out, and a note says so.
+func (t *Tracer) addPort(ports []uint16, tun Tunnel) []uint16 {
+	if slices.Contains(ports, tun.Port) {
+		return ports
+	}
+	if len(ports) >= 4 {
+		t.mode.Notes = append(t.mode.Notes, fmt.Sprintf("%s: its port %d is not read as %s: 4 ports are the most (--vxlan-ports, --geneve-ports)", tun.Name, tun.Port, tun.Kind))
+		return ports
+	}
+	return append(slices.Clone(ports), tun.Port)
+}
+
+// Tunnels are the UDP ports the tracer reads as VXLAN and Geneve: those given, else
+// the defaults and those of the node's own tunnel devices.
+func (t *Tracer) Tunnels() decode.Tunnels {
+	return decode.Tunnels{VXLANPorts: t.cfg.VXLANPorts, GenevePorts: t.cfg.GenevePorts}
+}
 
 // Layout is what the tracer recognised of the node's network.
 func (t *Tracer) Layout() Layout { return t.layout }

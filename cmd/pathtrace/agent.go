@@ -106,6 +106,7 @@ type agent struct {
 	stderr   io.Writer
 	flagged  flagCounter
 	reasons  decode.DropReasons // the kernel's drop reason names, by number
+	tunnels  decode.Tunnels     // the UDP ports of VXLAN and Geneve the tracer reads
 	capDrops atomic.Uint64      // retransmit events the capture's queue could not take
 	capture  *capture           // nil without --pcap-dir
 	// notesShown: the tracer's notes printed so far (more come as interfaces do).
@@ -250,8 +251,9 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 	}
 	diagnoses := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "pathtrace_diagnoses_total",
 		Help: "Diagnoses given to followers' journeys and one-way reports that were not a success, by cause."}, []string{"cause"})
+	a.tunnels = tr.Tunnels()
 	a.srv = followsrv.New(tracerSource{a}, followsrv.Config{
-		Node: o.node, BootID: bootID(), Namer: o.namer, Symbols: symbols, Limits: o.limits, Slots: tracer.MaxSelectors,
+		Node: o.node, BootID: bootID(), Namer: o.namer, Symbols: symbols, Limits: o.limits, Slots: tracer.MaxSelectors, Tunnels: tr.Tunnels(),
 		NewExplainer: func() followsrv.Explainer {
 			if nf := tr.Mode().NF; nf == tracer.NFLink || nf == tracer.NFKprobe {
 				// As standalone: the rule behind a netfilter drop, from the node's
@@ -308,7 +310,7 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 		}
 		capDone = make(chan struct{})
 		asm := decode.NewAssembler(decode.Config{Node: o.node, Timeout: o.capture.timeout, Stall: o.capture.stall,
-			Ifaces: tr.Ifaces(), LocalAddrs: tr.LocalAddrs(), Reasons: tr.Reasons(), Symbols: symbols(), KeepBytes: true})
+			VXLANPorts: tr.Tunnels().VXLANPorts, GenevePorts: tr.Tunnels().GenevePorts, Ifaces: tr.Ifaces(), LocalAddrs: tr.LocalAddrs(), Reasons: tr.Reasons(), Symbols: symbols(), KeepBytes: true})
 		go func() {
 			defer close(capDone)
 			a.capture.run(ctx, asm, &a.flagged, a.ifaces)
@@ -601,7 +603,7 @@ func (a *agent) other(ev *decode.Event) {
 		return
 	}
 	var p decode.Packet
-	if decode.ParsePacket(ev.Packet(), ev.L2, decode.DefaultVXLANPorts, &p) == nil {
+	if a.tunnels.Parse(ev.Packet(), ev.L2, &p) == nil {
 		a.flagged.flag("drop", p.Flow)
 		if a.o.podDrops != nil {
 			a.o.podDrops.Add(decode.NameFlow(a.o.namer, p.Flow), a.reasons[ev.Reason])

@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -201,8 +202,10 @@ func layoutCrossNode(t *testing.T, l *layoutLab, fam string) {
 	}
 	up := l.get(t, "UPLINK")
 	h := hop(synA[0], up+" egress")
-	if h == nil || h.VXLAN == nil || h.VXLAN.Src != l.get(t, "NODE_A_IP"+fam) || h.VXLAN.Dst != l.get(t, "NODE_B_IP"+fam) {
+	if h == nil || h.Tunnel == nil || h.Tunnel.Kind != l.get(t, "ENCAP") || h.Tunnel.Src != l.get(t, "NODE_A_IP"+fam) || h.Tunnel.Dst != l.get(t, "NODE_B_IP"+fam) {
 		t.Errorf("node-a %s egress: outer %+v, want %s %s → %s", up, h, l.get(t, "ENCAP"), l.get(t, "NODE_A_IP"+fam), l.get(t, "NODE_B_IP"+fam))
+	} else if p := l.env["ENCAP_PORT"]; p != "" && strconv.Itoa(int(h.Tunnel.Port)) != p {
+		t.Errorf("node-a %s egress: tunnel port %d, want %s", up, h.Tunnel.Port, p)
 	}
 	if synA[0].ID != synB[0].ID {
 		t.Errorf("the SYN has id %s on node-a and %s on node-b", synA[0].ID, synB[0].ID)

@@ -195,8 +195,8 @@ func followFlags() (*pflag.FlagSet, *followOpts) {
 	fs.StringVar(&o.dropHook, "drop-hook", tracer.DropAuto, "kfree_skb hook: auto (tp_btf, else raw_tp), tp_btf, raw_tp, raw_tp_noreason (as before 5.17) or none")
 	fs.StringVar(&o.nfHook, "nf-hook", tracer.NFAuto, "netfilter hooks: auto (netfilter links, else a kprobe on nf_hook_slow), link, kprobe or none")
 	fs.StringVar(&o.netns, "netns", "", "trace in this network namespace (name under /run/netns, or a path) instead of the current one")
-	fs.UintSliceVar(&o.vxlanPorts, "vxlan-ports", []uint{8472, 4789}, "UDP ports that carry VXLAN (at most 4)")
-	fs.UintSliceVar(&o.gnvPorts, "geneve-ports", []uint{6081}, "UDP ports that carry Geneve (at most 4)")
+	fs.UintSliceVar(&o.vxlanPorts, "vxlan-ports", nil, "UDP ports that carry VXLAN, at most 4 (default: 8472, 4789 and the ports of the node's VXLAN devices)")
+	fs.UintSliceVar(&o.gnvPorts, "geneve-ports", nil, "UDP ports that carry Geneve, at most 4 (default: 6081 and the ports of the node's Geneve devices)")
 	fs.IntVar(&o.snaplen, "snaplen", decode.SnapMax, fmt.Sprintf("packet bytes copied per event, 64..%d; above %d the kernel sends events as long as their packets (whole packets up to %d bytes; raise --ring-size)", decode.SnapFull, decode.SnapMax, decode.SnapFull))
 	fs.IntVar(&o.queue, "queue", 16384, "events buffered between the kernel and the decoder (dropped and counted beyond)")
 	fs.StringSliceVar(&o.agents, "agents", nil, "follow through these agents (unix:PATH, tls:HOST:PORT or tcp:HOST:PORT, comma-separated; several nodes' journeys of a packet are joined into one path; k8s: every node's agent, found through the API server); default: the agent at unix:"+DefaultAgentSocket+" if one answers, else trace standalone")
@@ -324,7 +324,7 @@ func followWith(o *followOpts, args []string, stdout, stderr io.Writer) (err err
 		fmt.Fprintf(stderr, "pathtrace: drop locations in hex: %v\n", err)
 	}
 	asm := decode.NewAssembler(decode.Config{
-		Node: o.node, Timeout: o.timeout, Stall: o.stall, VXLANPorts: cfg.VXLANPorts, GenevePorts: cfg.GenevePorts,
+		Node: o.node, Timeout: o.timeout, Stall: o.stall, VXLANPorts: tr.Tunnels().VXLANPorts, GenevePorts: tr.Tunnels().GenevePorts,
 		Ifaces: tr.Ifaces(), LocalAddrs: tr.LocalAddrs(), Reasons: tr.Reasons(), Symbols: syms,
 		KeepBytes: pc != nil,
 	})

@@ -66,6 +66,7 @@ type Config struct {
 	Symbols      func() *decode.Symbols // the kernel's, read once when first needed and shared; nil or nil result: addresses in hex
 	Limits       followapi.Limits
 	Slots        int              // the kernel's selector slots
+	Tunnels      decode.Tunnels   // the UDP ports of VXLAN and Geneve (the tracer's); zero: the defaults
 	NewExplainer func() Explainer // nil: drops are not explained
 	NewDiagnoser func() Diagnoser // nil: no diagnoses
 	// OnDiagnosis is called for each diagnosis sent to a follower (counting causes).
@@ -451,7 +452,7 @@ func (s *Server) stream(ctx context.Context, f *follower, fl *followapi.Follow, 
 		syms = s.cfg.Symbols()
 	}
 	asm := decode.NewAssembler(decode.Config{Node: s.cfg.Node, Timeout: fl.Timeout, Stall: fl.Stall,
-		Ifaces: v.Ifaces, LocalAddrs: v.Local, Reasons: v.Reasons, Symbols: syms, KeepBytes: fl.Pcap})
+		VXLANPorts: s.cfg.Tunnels.VXLANPorts, GenevePorts: s.cfg.Tunnels.GenevePorts, Ifaces: v.Ifaces, LocalAddrs: v.Local, Reasons: v.Reasons, Symbols: syms, KeepBytes: fl.Pcap})
 	clock := exporter.Clock{OffsetNs: s.cfg.WallOffset}
 	var buf, pbuf bytes.Buffer
 	var out exporter.Writer
@@ -693,7 +694,7 @@ func (s *Server) route(ev *decode.Event, p *decode.Packet) {
 		if f != owner && (owner == nil || !slices.Contains(f.sels, ownerSel)) {
 			if !parsed {
 				parsed = true
-				if decode.ParsePacket(ev.Packet(), ev.L2, decode.DefaultVXLANPorts, p) != nil {
+				if s.cfg.Tunnels.Parse(ev.Packet(), ev.L2, p) != nil {
 					*p = decode.Packet{}
 				}
 			}
