@@ -55,7 +55,8 @@ func upLayout(t *testing.T, args ...string) *layoutLab {
 	labAt("down")
 	out, err := labAt(append([]string{"up"}, args...)...)
 	if exitCode(err) == 3 {
-		t.Skipf("layout %v not possible on this kernel: %s", args, strings.TrimSpace(out))
+		lines := strings.Split(strings.TrimSpace(out), "\n")
+		t.Skipf("layout %v not possible on this kernel: %s", args, lines[len(lines)-1])
 	}
 	if err != nil {
 		labAt("down")
