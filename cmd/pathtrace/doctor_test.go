@@ -216,3 +216,26 @@ func TestKernelBTF(t *testing.T) {
 		}
 	}
 }
+
+// doctor --netns shows a lab node's network as the tracer would find it: the layout,
+// the interfaces with their roles; a namespace that does not exist is an error.
+func TestDoctorNetwork(t *testing.T) {
+	needLab(t)
+	code, stdout, stderr := runBinOut(t, nil, "doctor", "--netns", labPrefix+"-node-a")
+	if code != 0 {
+		t.Fatalf("doctor --netns: exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	for _, want := range []string{
+		"network          namespace " + labPrefix + "-node-a",
+		"layout         flannel (flannel.1): bridged pods (2 links) on cni0; tunnel flannel.1 (vxlan udp/8472); uplink eth0",
+		"interfaces     eth0(uplink) cni0(bridge) flannel.1(overlay) veth1a23(pod) veth1a42(pod)",
+	} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("doctor --netns: no %q in:\n%s", want, stdout)
+		}
+	}
+	code, stdout, stderr = runBinOut(t, nil, "doctor", "--netns", labPrefix+"-nope")
+	if code != 1 || !strings.Contains(stdout+stderr, labPrefix+"-nope") {
+		t.Errorf("doctor --netns of no namespace: exit %d\n%s\n%s", code, stdout, stderr)
+	}
+}
