@@ -419,23 +419,11 @@ func (o *followOpts) tracerConfig(args []string) (tracer.Config, error) {
 	if o.snaplen < 64 || o.snaplen > decode.SnapFull {
 		return cfg, fmt.Errorf("--snaplen %d: want 64..%d", o.snaplen, decode.SnapFull)
 	}
-	if len(o.vxlanPorts) > 4 {
-		return cfg, errors.New("--vxlan-ports: at most 4")
+	if cfg.VXLANPorts, err = udpPorts("--vxlan-ports", o.vxlanPorts); err != nil {
+		return cfg, err
 	}
-	for _, p := range o.vxlanPorts {
-		if p == 0 || p > 65535 {
-			return cfg, fmt.Errorf("--vxlan-ports: %d is not a port", p)
-		}
-		cfg.VXLANPorts = append(cfg.VXLANPorts, uint16(p))
-	}
-	if len(o.gnvPorts) > 4 {
-		return cfg, errors.New("--geneve-ports: at most 4")
-	}
-	for _, p := range o.gnvPorts {
-		if p == 0 || p > 65535 {
-			return cfg, fmt.Errorf("--geneve-ports: %d is not a port", p)
-		}
-		cfg.GenevePorts = append(cfg.GenevePorts, uint16(p))
+	if cfg.GenevePorts, err = udpPorts("--geneve-ports", o.gnvPorts); err != nil {
+		return cfg, err
 	}
 	if o.queue < 1 {
 		return cfg, errors.New("--queue must be positive")
@@ -531,4 +519,20 @@ func podsBehind(tr *tracer.Tracer, sels []decode.Selector) []string {
 		}
 	}
 	return out
+}
+
+// udpPorts checks a tunnel's port flag: at most 4 ports, each 1..65535; nil when the
+// flag was not given (the tracer then takes the defaults and the node's devices').
+func udpPorts(flag string, in []uint) ([]uint16, error) {
+	if len(in) > 4 {
+		return nil, fmt.Errorf("%s: at most 4", flag)
+	}
+	var out []uint16
+	for _, p := range in {
+		if p == 0 || p > 65535 {
+			return nil, fmt.Errorf("%s: %d is not a port", flag, p)
+		}
+		out = append(out, uint16(p))
+	}
+	return out, nil
 }
