@@ -158,8 +158,8 @@ func layoutScenarios(t *testing.T, args ...string) {
 		t.Run(name+"/cross-node", func(t *testing.T) { layoutCrossNode(t, l, f) })
 		t.Run(name+"/policy", func(t *testing.T) { layoutPolicy(t, l, f) })
 		t.Run(name+"/vip", func(t *testing.T) { layoutVIP(t, l, f) })
+		t.Run(name+"/join", func(t *testing.T) { layoutJoin(t, l, f) })
 	}
-	t.Run("join", func(t *testing.T) { layoutJoin(t, l) })
 	t.Run("redirect", func(t *testing.T) { layoutRedirect(t, l) })
 	if out, err := labAt("down"); err != nil {
 		t.Errorf("lab down: %v\n%s", err, out)
@@ -286,21 +286,21 @@ func layoutVIP(t *testing.T, l *layoutLab, fam string) {
 
 // One follower through both nodes' agents: the SYN from node-a's pod to node-b's is
 // one path across the tunnel.
-func layoutJoin(t *testing.T, l *layoutLab) {
+func layoutJoin(t *testing.T, l *layoutLab, fam string) {
 	na := startAgent(t, "node-a", "--netns", l.get(t, "NODE_A_NS"))
 	nb := startAgent(t, "node-b", "--netns", l.get(t, "NODE_B_NS"))
-	dst := hostPort(l.get(t, "POD_B_API_IP"), l.get(t, "BACKEND_PORT"))
+	dst := hostPort(l.get(t, "POD_B_API_IP"+fam), l.get(t, "BACKEND_PORT"))
 	f := agentFollow(t, []*agentProc{na, nb}, "--proto", "tcp", dst)
 	if out, err := l.client(t, "A_API", "tcp", dst); err != nil {
 		t.Fatalf("client: %v %s", err, out)
 	}
 	paths := f.stopPaths(t)
-	syns := findPaths(paths, "S", l.get(t, "POD_A_API_IP")+":", dst)
+	syns := findPaths(paths, "S", hostPort(l.get(t, "POD_A_API_IP"+fam), ""), dst)
 	if len(syns) != 1 || syns[0].Verdict != "delivered" || !slices.Equal(syns[0].Nodes, []string{"node-a", "node-b"}) {
 		t.Fatalf("want the SYN delivered on one path node-a → node-b, got:\n%s", dumpPaths(paths))
 	}
 	p := syns[0]
-	wantA, wantB := l.wantPath(t, l.get(t, "TUNNEL"))
+	wantA, wantB := l.wantPath(t, l.get(t, "TUNNEL"+fam))
 	if len(p.Legs) != 2 || !slices.Equal(hopNames(p.Legs[0]), wantA) || !slices.Equal(hopNames(p.Legs[1]), wantB) {
 		t.Errorf("legs %v / %v, want %v / %v", hopNames(p.Legs[0]), hopNames(p.Legs[1]), wantA, wantB)
 	}
