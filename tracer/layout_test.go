@@ -238,7 +238,22 @@ func TestClsactBeforeOthers(t *testing.T) {
 			t.Errorf("note %q: nothing runs before pathtrace's", n)
 		}
 	}
+	// Another program comes later, on egress: read again, it is there.
+	if tr.RecheckOthers() {
+		t.Error("RecheckOthers: a change where there was none")
+	}
+	late := &netlink.BpfFilter{FilterAttrs: netlink.FilterAttrs{LinkIndex: l.Attrs().Index, Parent: netlink.HANDLE_MIN_EGRESS,
+		Handle: 1, Priority: 7, Protocol: unix.ETH_P_ALL}, Fd: other.FD(), Name: "cil_to_netdev", DirectAction: true}
+	if err := h.FilterAdd(late); err != nil {
+		t.Fatal(err)
+	}
+	if !tr.RecheckOthers() || !strings.HasPrefix(tr.Ifaces()[0].Others[1], "cls_bpf cil_to_netdev prio 7") {
+		t.Errorf("after a late filter: others %q", tr.Ifaces()[0].Others)
+	}
 	if err := tr.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.FilterDel(late); err != nil {
 		t.Fatal(err)
 	}
 	fs, err := h.FilterList(l, netlink.HANDLE_MIN_INGRESS)

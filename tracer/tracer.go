@@ -527,10 +527,11 @@ func (t *Tracer) findOthers(l *iface) {
 		}
 		before, after := aroundOurs(ps)
 		l.Others[d] = strings.Join(after, ", ")
+		was := l.Before
 		if ingress {
 			l.Before = strings.Join(before, ", ")
 		}
-		if len(before) > 0 {
+		if len(before) > 0 && (!ingress || l.Before != was) {
 			t.mode.Notes = append(t.mode.Notes, fmt.Sprintf("on %s %s, %s %s before pathtrace's: packets %s redirects or drops are not seen at this hop",
 				l.Name, dir, strings.Join(before, ", "), plural(len(before), "runs", "run"), plural(len(before), "it", "they")))
 		}
@@ -783,6 +784,20 @@ func (t *Tracer) addPort(ports []uint16, tun Tunnel) []uint16 {
 // the defaults and those of the node's own tunnel devices.
 func (t *Tracer) Tunnels() decode.Tunnels {
 	return decode.Tunnels{VXLANPorts: t.cfg.VXLANPorts, GenevePorts: t.cfg.GenevePorts}
+}
+
+// RecheckOthers reads again which other datapaths' programs run on the traced
+// interfaces' hooks (a CNI attaches to a pod's veth after pathtrace may have), and
+// reports whether that changed anything.
+func (t *Tracer) RecheckOthers() bool {
+	changed := false
+	for i := range t.ifaces {
+		l := &t.ifaces[i]
+		others, before := l.Others, l.Before
+		t.findOthers(l)
+		changed = changed || l.Others != others || l.Before != before
+	}
+	return changed
 }
 
 // Layout is what the tracer recognised of the node's network.

@@ -429,10 +429,16 @@ func (a *agent) subscribeLinks(ctx context.Context) {
 		return
 	}
 	var debounce, settle <-chan time.Time
+	// Another datapath (a CNI) attaches its programs to a pod's veth when it likes,
+	// before or after the agent did: read them again now and then.
+	others := time.NewTicker(othersEvery)
+	defer others.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-others.C:
+			a.recheckOthers()
 		case _, ok := <-updates:
 			if !ok {
 				return
@@ -450,6 +456,26 @@ func (a *agent) subscribeLinks(ctx context.Context) {
 			settle = nil
 			debug.FreeOSMemory()
 		}
+	}
+}
+
+// othersEvery is how often the agent reads again the other datapaths' programs on its
+// interfaces' hooks: two netlink dumps and two BPF queries per interface.
+const othersEvery = 10 * time.Second
+
+func (a *agent) recheckOthers() {
+	a.mu.Lock()
+	if a.closed {
+		a.mu.Unlock()
+		return
+	}
+	a.tr.RecheckOthers()
+	notes := a.tr.Mode().Notes
+	fresh := notes[min(a.notesShown, len(notes)):]
+	a.notesShown = len(notes)
+	a.mu.Unlock()
+	for _, n := range fresh {
+		fmt.Fprintf(a.stderr, "pathtrace agent: note: %s\n", n)
 	}
 }
 
