@@ -14,6 +14,9 @@ P=$LAB_PREFIX
 work=$(mktemp -d)
 pids=()
 own_lab=0
+calico_lab=0
+PC=${P}c # section 5's lab, laid out as Calico does
+export LABREDIRECT=$bin/labredirect
 cleanup() {
 	for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null || true; done
 	wait 2>/dev/null || true
@@ -22,6 +25,7 @@ cleanup() {
 	"$repo/scripts/lab.sh" fault rpfilter off >/dev/null 2>&1 || true
 	"$repo/scripts/lab.sh" fault mtu off >/dev/null 2>&1 || true
 	if ((own_lab)); then "$repo/scripts/lab.sh" down >/dev/null || true; fi
+	if ((calico_lab)); then LAB_PREFIX=$PC "$repo/scripts/lab.sh" down >/dev/null || true; fi
 	rm -rf "$work"
 }
 trap cleanup EXIT
@@ -154,4 +158,33 @@ echo "-- the underlay's MTU lowered to 1400 under flannel.1's 1450 (lab.sh fault
 echo "   \$ pathtrace diagnose --duration 3s 10.244.2.57:8080   (on node-a)"
 diagnose node-a mtu a-api tcp 10.244.2.57:8080 --timeout 2s --msg "$(printf 'x%.0s' $(seq 3000))" -- 10.244.2.57:8080
 "$repo/scripts/lab.sh" fault mtu off >/dev/null
+
+echo
+echo "== 5. another CNI: two nodes laid out as Calico does (lab.sh up --cni calico-vxlan):"
+echo "   pods routed behind cali* veths, no bridge, vxlan.calico on udp/4789, other addresses"
+if [[ -e /run/netns/$PC-node-a ]]; then
+	echo "   demo.sh: a lab $PC-* is up already; skipping this part" >&2
+else
+	calico_lab=1
+	LAB_PREFIX=$PC "$repo/scripts/lab.sh" up --cni calico-vxlan | sed 's/^/   /' | tail -1
+	eval "$(LAB_PREFIX=$PC "$repo/scripts/lab.sh" env | grep -E '^(POD_B_API_IP|POD_A_API_NS|BACKEND_PORT)=')"
+	dst=$POD_B_API_IP:$BACKEND_PORT
+	echo "   \$ pathtrace follow --proto tcp --count 1 $dst   (on each node, no --ifaces: found)"
+	start_follow ca --netns "$PC-node-a" --node node-a --proto tcp --count 1 "$dst"
+	start_follow cb --netns "$PC-node-b" --node node-b --proto tcp --count 1 "$dst"
+	echo "   client says: $(ip netns exec "$POD_A_API_NS" "$LABPOD" tcp "$dst")"
+	finish cb
+	finish ca
+	grep -h "layout:" "$work/ca.err" | sed 's/^/   /'
+	grep -v '^  +.*\(PREROUTING\|FORWARD\|POSTROUTING\|OUTPUT\|INPUT\)' "$work/ca.out" | sed 's/^/   /'
+	grep -v '^  +.*\(PREROUTING\|FORWARD\|POSTROUTING\|OUTPUT\|INPUT\)' "$work/cb.out" | sed 's/^/   /'
+	echo
+	echo "-- a Cilium-like program on vxlan.calico's ingress sends packets for local pods straight"
+	echo "   into their namespace (bpf_redirect_peer): lab.sh redirect on"
+	LAB_PREFIX=$PC "$repo/scripts/lab.sh" redirect on | sed 's/^/   /' | tail -1
+	start_follow cr --netns "$PC-node-b" --node node-b --proto tcp --count 1 "$dst"
+	echo "   client says: $(ip netns exec "$POD_A_API_NS" "$LABPOD" tcp "$dst")"
+	finish cr
+	grep -v '^  +.*\(PREROUTING\|FORWARD\|POSTROUTING\|OUTPUT\|INPUT\)' "$work/cr.out" | sed 's/^/   /'
+fi
 echo "== done: 'make lab-up' keeps a lab to explore; see README.md for more"
