@@ -470,11 +470,22 @@ func (a *agent) recheckOthers() {
 		return
 	}
 	a.tr.RecheckOthers()
+	fresh := a.freshNotes()
+	a.mu.Unlock()
+	a.printNotes(fresh)
+}
+
+// freshNotes returns the tracer's notes not shown yet and marks them shown; a.mu is
+// held.
+func (a *agent) freshNotes() []string {
 	notes := a.tr.Mode().Notes
 	fresh := notes[min(a.notesShown, len(notes)):]
 	a.notesShown = len(notes)
-	a.mu.Unlock()
-	for _, n := range fresh {
+	return fresh
+}
+
+func (a *agent) printNotes(notes []string) {
+	for _, n := range notes {
 		fmt.Fprintf(a.stderr, "pathtrace agent: note: %s\n", n)
 	}
 }
@@ -486,13 +497,9 @@ func (a *agent) refresh() {
 		return
 	}
 	added, removed, err := a.tr.Refresh()
-	notes := a.tr.Mode().Notes
-	fresh := notes[min(a.notesShown, len(notes)):]
-	a.notesShown = len(notes)
+	fresh := a.freshNotes()
 	a.mu.Unlock()
-	for _, n := range fresh {
-		fmt.Fprintf(a.stderr, "pathtrace agent: note: %s\n", n)
-	}
+	a.printNotes(fresh)
 	if len(added) > 0 {
 		fmt.Fprintf(a.stderr, "pathtrace agent: attached to %s\n", strings.Join(added, " "))
 	}
