@@ -646,6 +646,40 @@ int tc_ingress_l3(struct __sk_buff *skb) { return handle_tc(skb, DIR_INGRESS, 0)
 SEC("tc")
 int tc_egress_l3(struct __sk_buff *skb) { return handle_tc(skb, DIR_EGRESS, 0); }
 
+/* outer_frame says whether an IP-in-IP device's packet at tc ingress still starts with
+ * the frame it arrived in: the underlay's Ethernet header, then the outer IP header.
+ * Before 5.14 (7ad136fd288c, "ipip: allow redirecting ipip and mplsip packets to eth
+ * devices") ipip's programs saw that; since, the inner packet alone, as on any L3
+ * device. Read from the packet: an IP header whose length is the packet's is the inner
+ * packet; an Ethernet header whose IP header carries IP (protocol 4 or 41) is the frame. */
+static __always_inline int outer_frame(struct __sk_buff *skb)
+{
+	__u8 b[24];
+	if (bpf_skb_load_bytes(skb, 0, b, sizeof(b)) < 0)
+		return 0;
+	__u8 v = b[0] >> 4;
+	if (v == 4 && (b[0] & 0xf) >= 5 && (((__u32)b[2] << 8) | b[3]) == skb->len)
+		return 0;
+	if (v == 6 && (((__u32)b[4] << 8) | b[5]) + 40 == skb->len)
+		return 0;
+	__u16 et = ((__u16)b[12] << 8) | b[13];
+	if (et == 0x0800 && (b[14] >> 4) == 4)
+		return b[14 + 9] == 4 || b[14 + 9] == 41;
+	if (et == 0x86DD && (b[14] >> 4) == 6)
+		return b[14 + 6] == 4 || b[14 + 6] == 41;
+	return 0;
+}
+
+/* For the ingress of IP-in-IP devices (ipip, sit, ip6tnl): as tc_ingress_l3, or as
+ * tc_ingress when the kernel hands the whole frame (outer_frame). */
+SEC("tc")
+int tc_ingress_tun(struct __sk_buff *skb)
+{
+	if (outer_frame(skb))
+		return handle_tc(skb, DIR_INGRESS, 1);
+	return handle_tc(skb, DIR_INGRESS, 0);
+}
+
 static __always_inline void tuple_of(struct ct_tuple *k, const struct nf_tuple_raw *r)
 {
 	__builtin_memcpy(k->saddr, r->src, 16);

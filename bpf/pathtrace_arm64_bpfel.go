@@ -144,6 +144,7 @@ const (
 	PathTraceProgTcEgressL3          = "tc_egress_l3"
 	PathTraceProgTcIngress           = "tc_ingress"
 	PathTraceProgTcIngressL3         = "tc_ingress_l3"
+	PathTraceProgTcIngressTun        = "tc_ingress_tun"
 	PathTraceProgTcpRetransmit       = "tcp_retransmit"
 	PathTraceVarCfgAgent             = "cfg_agent"
 	PathTraceVarCfgDropRate          = "cfg_drop_rate"
@@ -220,6 +221,7 @@ type PathTraceProgramSpecs struct {
 	TcEgressL3          *ebpf.ProgramSpec `ebpf:"tc_egress_l3"`
 	TcIngress           *ebpf.ProgramSpec `ebpf:"tc_ingress"`
 	TcIngressL3         *ebpf.ProgramSpec `ebpf:"tc_ingress_l3"`
+	TcIngressTun        *ebpf.ProgramSpec `ebpf:"tc_ingress_tun"`
 	TcpRetransmit       *ebpf.ProgramSpec `ebpf:"tcp_retransmit"`
 }
 
@@ -375,6 +377,7 @@ type PathTracePrograms struct {
 	TcEgressL3          *ebpf.Program `ebpf:"tc_egress_l3"`
 	TcIngress           *ebpf.Program `ebpf:"tc_ingress"`
 	TcIngressL3         *ebpf.Program `ebpf:"tc_ingress_l3"`
+	TcIngressTun        *ebpf.Program `ebpf:"tc_ingress_tun"`
 	TcpRetransmit       *ebpf.Program `ebpf:"tcp_retransmit"`
 }
 
@@ -390,6 +393,7 @@ func (p *PathTracePrograms) Close() error {
 		p.TcEgressL3,
 		p.TcIngress,
 		p.TcIngressL3,
+		p.TcIngressTun,
 		p.TcpRetransmit,
 	)
 }

@@ -279,6 +279,16 @@ type ownPrograms struct {
 	filter string // this process's cls_bpf filter name
 }
 
+// add counts prog as pathtrace's.
+func (o ownPrograms) add(prog *ebpf.Program) {
+	if info, err := prog.Info(); err == nil {
+		if id, ok := info.ID(); ok {
+			o.ids[id] = true
+		}
+		o.tags[info.Tag] = true
+	}
+}
+
 func (o ownPrograms) classify(id ebpf.ProgramID, tag, filter string) tcProgram {
 	switch {
 	case id != 0 && o.ids[id], filter != "" && filter == o.filter:

@@ -22,7 +22,17 @@ import (
 // iface is a traced interface with what attaching needs.
 type iface struct {
 	decode.Iface
-	l2 bool // has an Ethernet header
+	l2    bool // has an Ethernet header
+	ipTun bool // an IP-in-IP device (ipip, sit, ip6tnl): its ingress gets tc_ingress_tun
+}
+
+// isIPTun reports whether a link is an IP-in-IP device.
+func isIPTun(l netlink.Link) bool {
+	switch l.Type() {
+	case "ipip", "sit", "ip6tnl":
+		return true
+	}
+	return false
 }
 
 // findLinks lists the namespace's interfaces to trace, with their roles, and the
@@ -64,6 +74,7 @@ func findLinks(h *netlink.Handle, patterns []string) ([]iface, Layout, error) {
 		out = append(out, iface{
 			Iface: decode.Iface{Index: a.Index, Name: a.Name, Kind: kind},
 			l2:    len(a.HardwareAddr) == 6,
+			ipTun: isIPTun(l),
 		})
 	}
 	if len(out) == 0 {

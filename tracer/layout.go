@@ -153,6 +153,7 @@ func discover(h *netlink.Handle, all []netlink.Link) ([]iface, Layout) {
 		out = append(out, iface{
 			Iface: decode.Iface{Index: a.Index, Name: a.Name, Kind: kind},
 			l2:    len(a.HardwareAddr) == 6,
+			ipTun: isIPTun(l),
 		})
 	}
 	switch {

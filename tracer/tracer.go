@@ -127,7 +127,9 @@ type Tracer struct {
 	own      ownPrograms        // pathtrace's programs, told from other datapaths'
 	ifAttach map[int][]detacher // tc attachments by ifindex
 	tc       tcProgs
-	nfAttach []detacher // netfilter links, or the kprobe
+	tcTun    *ebpf.Program // tc_ingress_tun, loaded when an IP-in-IP device is first attached
+	kspec    *btf.Spec     // the kernel's types the programs were loaded against
+	nfAttach []detacher    // netfilter links, or the kprobe
 	nfProgs  nfProgs
 	kpProg   *ebpf.Program
 	local    []netip.Addr
@@ -494,15 +496,10 @@ func (t *Tracer) attachTC(kspec *btf.Spec) error {
 	}
 	t.progs = append(t.progs, p.Ingress, p.Egress, p.IngressL3, p.EgressL3)
 
-	t.tc = p
+	t.tc, t.kspec = p, kspec
 	t.own = ownPrograms{ids: map[ebpf.ProgramID]bool{}, tags: map[string]bool{}, filter: filterName()}
 	for _, prog := range []*ebpf.Program{p.Ingress, p.Egress, p.IngressL3, p.EgressL3} {
-		if info, err := prog.Info(); err == nil {
-			if id, ok := info.ID(); ok {
-				t.own.ids[id] = true
-			}
-			t.own.tags[info.Tag] = true
-		}
+		t.own.add(prog)
 	}
 	t.mode.TC = t.cfg.AttachMode
 	for i := range t.ifaces {
@@ -548,10 +545,40 @@ func (t *Tracer) attachIface(l *iface) error {
 	return nil
 }
 
+// tunProgram loads tc_ingress_tun once: the ingress program of IP-in-IP devices,
+// which reads whether the kernel hands it the inner packet or the whole frame (before
+// 5.14). Loaded only where such a device is traced: it is as big as two tc programs.
+func (t *Tracer) tunProgram() (*ebpf.Program, error) {
+	if t.tcTun != nil {
+		return t.tcTun, nil
+	}
+	spec, err := t.spec()
+	if err != nil {
+		return nil, err
+	}
+	var p struct {
+		Tun *ebpf.Program `ebpf:"tc_ingress_tun"`
+	}
+	if err := spec.LoadAndAssign(&p, &ebpf.CollectionOptions{MapReplacements: t.replacements(), Programs: ebpf.ProgramOptions{KernelTypes: t.kspec}}); err != nil {
+		return nil, loadError("load the tc program of IP-in-IP devices", err)
+	}
+	t.progs = append(t.progs, p.Tun)
+	t.own.add(p.Tun)
+	t.tcTun = p.Tun
+	return p.Tun, nil
+}
+
 func (t *Tracer) attachHooks(l iface) error {
 	in, eg := t.tc.Ingress, t.tc.Egress
 	if !l.l2 {
 		in, eg = t.tc.IngressL3, t.tc.EgressL3
+	}
+	if l.ipTun {
+		p, err := t.tunProgram()
+		if err != nil {
+			return fmt.Errorf("%s: %w", l.Name, err)
+		}
+		in = p
 	}
 	var done []detacher
 	undo := func() {

@@ -47,7 +47,7 @@ var checkSetups = []struct {
 // Programs of bpf/ and the setups they are loaded in: the retransmission program runs
 // in the agent only.
 func checkPrograms(setup string) []string {
-	all := []string{"tc_ingress", "tc_egress", "tc_ingress_l3", "tc_egress_l3", "kfree_skb_btf",
+	all := []string{"tc_ingress", "tc_egress", "tc_ingress_l3", "tc_egress_l3", "tc_ingress_tun", "kfree_skb_btf",
 		"kfree_skb_raw", "kfree_skb_raw_noreason", "nf_first", "nf_last", "kp_nf_hook_slow"}
 	if setup == "agent" {
 		all = append(all, "tcp_retransmit")
@@ -275,7 +275,7 @@ func (r *Report) AddChecks(checks []ProgramCheck) {
 		var why string
 		switch {
 		case p.Name == "tc hooks":
-			for _, prog := range []string{"tc_ingress", "tc_egress", "tc_ingress_l3", "tc_egress_l3"} {
+			for _, prog := range []string{"tc_ingress", "tc_egress", "tc_ingress_l3", "tc_egress_l3", "tc_ingress_tun"} {
 				if why = refused(prog, "follow", "agent", "full"); why != "" {
 					break
 				}
