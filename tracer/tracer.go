@@ -128,7 +128,6 @@ type Tracer struct {
 	ifAttach map[int][]detacher // tc attachments by ifindex
 	tc       tcProgs
 	tcTun    *ebpf.Program // tc_ingress_tun, loaded when an IP-in-IP device is first attached
-	kspec    *btf.Spec     // the kernel's types the programs were loaded against
 	nfAttach []detacher    // netfilter links, or the kprobe
 	nfProgs  nfProgs
 	kpProg   *ebpf.Program
@@ -496,7 +495,7 @@ func (t *Tracer) attachTC(kspec *btf.Spec) error {
 	}
 	t.progs = append(t.progs, p.Ingress, p.Egress, p.IngressL3, p.EgressL3)
 
-	t.tc, t.kspec = p, kspec
+	t.tc = p
 	t.own = ownPrograms{ids: map[ebpf.ProgramID]bool{}, tags: map[string]bool{}, filter: filterName()}
 	for _, prog := range []*ebpf.Program{p.Ingress, p.Egress, p.IngressL3, p.EgressL3} {
 		t.own.add(prog)
@@ -548,9 +547,14 @@ func (t *Tracer) attachIface(l *iface) error {
 // tunProgram loads tc_ingress_tun once: the ingress program of IP-in-IP devices,
 // which reads whether the kernel hands it the inner packet or the whole frame (before
 // 5.14). Loaded only where such a device is traced: it is as big as two tc programs.
+// The kernel's types are read again for it rather than kept (some 15 MB).
 func (t *Tracer) tunProgram() (*ebpf.Program, error) {
 	if t.tcTun != nil {
 		return t.tcTun, nil
+	}
+	kspec, err := loadBTF(t.cfg.BTFPath)
+	if err != nil {
+		return nil, err
 	}
 	spec, err := t.spec()
 	if err != nil {
@@ -559,7 +563,7 @@ func (t *Tracer) tunProgram() (*ebpf.Program, error) {
 	var p struct {
 		Tun *ebpf.Program `ebpf:"tc_ingress_tun"`
 	}
-	if err := spec.LoadAndAssign(&p, &ebpf.CollectionOptions{MapReplacements: t.replacements(), Programs: ebpf.ProgramOptions{KernelTypes: t.kspec}}); err != nil {
+	if err := spec.LoadAndAssign(&p, &ebpf.CollectionOptions{MapReplacements: t.replacements(), Programs: ebpf.ProgramOptions{KernelTypes: kspec}}); err != nil {
 		return nil, loadError("load the tc program of IP-in-IP devices", err)
 	}
 	t.progs = append(t.progs, p.Tun)
