@@ -18,7 +18,7 @@ import (
 // the failing segment, the diagnosis, and how often it happened. It is the output of
 // pathtrace diagnose. Write takes the lines; WriteText or WriteJSON prints the result.
 type Report struct {
-	partial []byte
+	buf     lineBuf
 	entries map[reportKey]*ReportEntry
 	order   []reportKey
 	// Seen counts the journeys, one-way reports and paths read; Failing those that
@@ -62,27 +62,11 @@ func NewReport() *Report { return &Report{entries: map[reportKey]*ReportEntry{}}
 // Write takes JSON lines; a line cut across calls is joined. A line longer than
 // maxReportLine is skipped and counted unparsed.
 func (r *Report) Write(p []byte) (int, error) {
-	n := len(p)
-	for len(p) > 0 {
-		i := bytes.IndexByte(p, '\n')
-		if i < 0 {
-			if len(r.partial)+len(p) > maxReportLine {
-				r.partial = r.partial[:0]
-				r.Unparsed++
-				return n, nil
-			}
-			r.partial = append(r.partial, p...)
-			return n, nil
-		}
-		line := p[:i]
-		if len(r.partial) > 0 {
-			line = append(r.partial, line...)
-			r.partial = r.partial[:0]
-		}
-		r.line(line)
-		p = p[i+1:]
-	}
-	return n, nil
+	r.buf.max = maxReportLine
+	r.buf.write(p, r.line)
+	r.Unparsed += r.buf.over
+	r.buf.over = 0
+	return len(p), nil
 }
 
 func (r *Report) line(b []byte) {

@@ -42,12 +42,15 @@ func agentAddrs(flag []string) ([]followcli.Addr, error) {
 // kubeAgents finds every node's agent through the API server: the DaemonSet's running
 // pods, at their address and the port named "api".
 // They serve TLS (deploy/daemonset.yaml).
-func kubeAgents(ctx context.Context, r *kube.Resolver, namespace string) ([]followcli.Addr, error) {
+func kubeAgents(ctx context.Context, r *kube.Resolver, namespace string, nodes []string) ([]followcli.Addr, error) {
 	if r == nil {
 		return nil, errors.New("--agents k8s finds the agents through the API server: it needs a kubeconfig or in-cluster config (--kubeconfig)")
 	}
 	found, err := r.Agents(ctx, namespace, "app.kubernetes.io/name=pathtrace-agent")
 	if err != nil {
+		return nil, err
+	}
+	if found, err = onNodes(found, nodes); err != nil {
 		return nil, err
 	}
 	var out []followcli.Addr

@@ -44,6 +44,9 @@ SELECTOR is IP, IP:PORT, :PORT, IPv6 or [IPv6]:PORT; both directions of a flow m
 `
 
 func main() {
+	if isPlugin(os.Args[0]) {
+		os.Exit(runPlugin(os.Args[1:], os.Stdout, os.Stderr))
+	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
@@ -96,12 +99,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	case "help", "-h", "--help":
 		if len(args) > 1 && args[1] == "diagnose" {
-			fs, _ := followFlags()
+			fs, _ := followFlags(false)
 			fmt.Fprintf(stdout, "Usage: %s\n\nThe flags of follow; --duration defaults to 5s, --json prints one object per failing flow.\n\n%s", diagnoseUsage, fs.FlagUsages())
 			return 0
 		}
 		if len(args) > 1 && args[1] == "follow" {
-			fs, _ := followFlags()
+			fs, _ := followFlags(false)
 			fmt.Fprintf(stdout, "Usage: pathtrace follow [flags] SELECTOR...\n\n%s", fs.FlagUsages())
 			return 0
 		}
@@ -125,6 +128,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if errors.Is(err, pflag.ErrHelp) {
 		return 0
+	}
+	if errors.As(err, new(loggedError)) {
+		return 1
 	}
 	fmt.Fprintf(stderr, "pathtrace: %v\n", err)
 	var ue usageError
@@ -168,6 +174,13 @@ type followOpts struct {
 	protoNum   uint8
 	pcap       string
 	kernelBTF  string
+	// Output and Hubble-style filters.
+	output     string
+	verdicts   []string
+	pods       []string
+	namespaces []string
+	nodeNames  []string
+	filter     exporter.Filter
 }
 
 // kernelBTFFlag is --kernel-btf, for every command that loads or probes the programs.
@@ -175,20 +188,39 @@ func kernelBTFFlag(fs *pflag.FlagSet, p *string) {
 	fs.StringVar(p, "kernel-btf", "", "load the programs against this BTF file instead of "+tracer.KernelBTF+" (for kernels without CONFIG_DEBUG_INFO_BTF; e.g. from BTFHub)")
 }
 
-func followFlags() (*pflag.FlagSet, *followOpts) {
+// followFlags are follow's and diagnose's flags; plugin: as kubectl pathtrace, where
+// following goes through the cluster's agents (--agents k8s), the output is compact
+// and --node names the nodes to follow on.
+func followFlags(plugin bool) (*pflag.FlagSet, *followOpts) {
 	o := &followOpts{}
 	host, _ := os.Hostname()
 	fs := pflag.NewFlagSet("follow", pflag.ContinueOnError)
 	fs.SortFlags = false
 	fs.StringVar(&o.proto, "proto", "any", "protocol: tcp, udp, icmp, icmpv6 or any")
-	fs.BoolVar(&o.json, "json", false, "print one JSON object per packet journey, per line")
+	fs.BoolVar(&o.json, "json", false, "print one JSON object per packet journey, per line (as -o json)")
+	outDef := "text"
+	if plugin {
+		outDef = "compact"
+	}
+	fs.StringVarP(&o.output, "output", "o", outDef, "output: text (blocks of hops), compact (a line per flow), json (a JSON object per line) or html (a page with a picture of each packet's path, written to standard output when follow ends)")
+	fs.StringSliceVar(&o.verdicts, "verdict", nil, "print only the flows with this verdict, comma-separated: delivered, forwarded, dropped, lost, incomplete, redirected, unfinished, lost_underlay, node_missing, stall (a hop was slow), oneway or failed (all but delivered and forwarded)")
+	fs.StringSliceVar(&o.pods, "pod", nil, "follow this pod, [NAMESPACE/]NAME (NAMESPACE: --namespace, else default); as the selector pod/NAMESPACE/NAME")
+	fs.StringSliceVarP(&o.namespaces, "namespace", "n", nil, "print only the flows from or to a pod of these namespaces (needs names: a kubeconfig); also --pod's namespace")
+	if !plugin {
+		fs.StringSliceVar(&o.nodeNames, "node-name", nil, "print only the flows seen on these nodes; with --agents k8s, follow through these nodes' agents only")
+	}
 	fs.DurationVar(&o.duration, "duration", 0, "stop after this long (0: until interrupted)")
 	fs.IntVar(&o.count, "count", 0, "stop after this many packet journeys (0: no limit)")
 	fs.DurationVar(&o.timeout, "timeout", 500*time.Millisecond, "a packet with no further event for this long is judged (lost if nothing ended it)")
 	fs.DurationVar(&o.stall, "stall", 10*time.Millisecond, "report a stall when a hop-to-hop delay exceeds this (0: off)")
 	fs.DurationVar(&o.oneway, "oneway", 3*time.Second, "report a TCP connection whose SYNs got no answer for this long (0: off)")
 	fs.BoolVar(&o.noRules, "no-rules", false, "do not read the netfilter ruleset to name the rule behind a drop")
-	fs.StringVar(&o.node, "node", host, "name of this node in the output")
+	if plugin {
+		fs.StringSliceVar(&o.nodeNames, "node", nil, "follow on these nodes only (their agents), comma-separated")
+		o.node = host
+	} else {
+		fs.StringVar(&o.node, "node", host, "name of this node in the output")
+	}
 	fs.StringVar(&o.readyFile, "ready-file", "", "write this file once every program is attached")
 	fs.StringSliceVar(&o.ifaces, "ifaces", nil, "interfaces to trace, glob patterns (default: those found on the node: pod veths of any CNI, bridges, tunnels, uplinks)")
 	fs.StringVar(&o.attachMode, "attach-mode", tracer.AttachAuto, "tc attachment: auto (tcx, else clsact), tcx or clsact")
@@ -199,7 +231,11 @@ func followFlags() (*pflag.FlagSet, *followOpts) {
 	fs.UintSliceVar(&o.gnvPorts, "geneve-ports", nil, "UDP ports that carry Geneve, at most 4 (default: 6081 and the ports of the node's Geneve devices)")
 	fs.IntVar(&o.snaplen, "snaplen", decode.SnapMax, fmt.Sprintf("packet bytes copied per event, 64..%d; above %d the kernel sends events as long as their packets (whole packets up to %d bytes; raise --ring-size)", decode.SnapFull, decode.SnapMax, decode.SnapFull))
 	fs.IntVar(&o.queue, "queue", 16384, "events buffered between the kernel and the decoder (dropped and counted beyond)")
-	fs.StringSliceVar(&o.agents, "agents", nil, "follow through these agents (unix:PATH, tls:HOST:PORT or tcp:HOST:PORT, comma-separated; several nodes' journeys of a packet are joined into one path; k8s: every node's agent, found through the API server); default: the agent at unix:"+DefaultAgentSocket+" if one answers, else trace standalone")
+	var agentsDef []string
+	if plugin {
+		agentsDef = []string{"k8s"}
+	}
+	fs.StringSliceVar(&o.agents, "agents", agentsDef, "follow through these agents (unix:PATH, tls:HOST:PORT or tcp:HOST:PORT, comma-separated; several nodes' journeys of a packet are joined into one path; k8s: every node's agent, found through the API server); default: the agent at unix:"+DefaultAgentSocket+" if one answers, else trace standalone")
 	fs.StringVar(&o.agentNS, "agent-namespace", "pathtrace", "with --agents k8s: the namespace of the agents' DaemonSet (pods labelled app.kubernetes.io/name=pathtrace-agent)")
 	fs.StringVar(&o.tls.CA, "tls-ca", "", "tls: agents: the CA that signs the agents' certificates (PEM)")
 	fs.StringVar(&o.tls.Cert, "tls-cert", "", "tls: agents: this follower's certificate (PEM), signed by the agents' --tls-client-ca")
@@ -214,7 +250,7 @@ func followFlags() (*pflag.FlagSet, *followOpts) {
 }
 
 func follow(args []string, stdout, stderr io.Writer) (err error) {
-	fs, o := followFlags()
+	fs, o := followFlags(false)
 	if err := parseFlags(fs, args, "pathtrace follow [flags] SELECTOR...", stdout); err != nil {
 		return err
 	}
@@ -225,10 +261,14 @@ func follow(args []string, stdout, stderr io.Writer) (err error) {
 // JSON into a report, then prints one block per failing flow: the segment, the
 // cause, the evidence and the fix.
 func runDiagnose(args []string, stdout, stderr io.Writer) error {
-	fs, o := followFlags()
+	fs, o := followFlags(false)
 	if err := parseFlags(fs, args, diagnoseUsage, stdout); err != nil {
 		return err
 	}
+	return diagnoseWith(fs, o, stdout, stderr)
+}
+
+func diagnoseWith(fs *pflag.FlagSet, o *followOpts, stdout, stderr io.Writer) error {
 	if !fs.Changed("duration") {
 		o.duration = 5 * time.Second
 	}
@@ -238,8 +278,13 @@ func runDiagnose(args []string, stdout, stderr io.Writer) error {
 	if o.pcap == "-" {
 		return usageError{errors.New("diagnose writes its report to standard output: give --pcap a file")}
 	}
-	asJSON := o.json
-	o.json = true
+	asJSON := o.json || o.output == "json"
+	switch o.output {
+	case "text", "json", "compact": // the plugin's default is compact: the report is the same
+	default:
+		return usageError{fmt.Errorf("-o %q: diagnose prints text or json", o.output)}
+	}
+	o.json, o.output = true, "json"
 	rep := exporter.NewReport()
 	start := time.Now()
 	if err := followWith(o, fs.Args(), rep, stderr); err != nil {
@@ -275,13 +320,22 @@ func followWith(o *followOpts, args []string, stdout, stderr io.Writer) (err err
 			err = cerr
 		}
 	}()
+	stdout, finish := o.outputWriter(stdout, stderr)
+	defer func() {
+		if ferr := finish(); err == nil {
+			err = ferr
+		}
+	}()
 	// Kubernetes names: waited for when selectors or agents need them now.
 	nctx, ncancel := context.WithCancel(context.Background())
 	defer ncancel()
 	k8sAgents := len(o.agents) == 1 && o.agents[0] == "k8s"
-	res, err := startNames(nctx, &o.kube, "", "pathtrace", stderr, len(o.kubeSels) > 0 || k8sAgents)
+	res, err := startNames(nctx, &o.kube, "", "pathtrace", stderr, len(o.kubeSels) > 0 || k8sAgents || len(o.filter.Namespaces) > 0)
 	if err != nil {
 		return err
+	}
+	if res == nil && len(o.filter.Namespaces) > 0 && len(o.agents) == 0 {
+		return usageError{errors.New("--namespace prints the flows of a namespace's pods: it needs their names, and names are off (no kubeconfig found, or --names off)")}
 	}
 	kubeSels, err := resolveSelectors(res, o.kubeSels, o.protoNum, stderr)
 	if err != nil {
@@ -297,7 +351,7 @@ func followWith(o *followOpts, args []string, stdout, stderr io.Writer) (err err
 	}
 	var addrs []followcli.Addr
 	if k8sAgents {
-		if addrs, err = kubeAgents(nctx, res, o.agentNS); err != nil {
+		if addrs, err = kubeAgents(nctx, res, o.agentNS, o.nodeNames); err != nil {
 			return err
 		}
 		if err := o.kubeAuth(nctx, res); err != nil {
@@ -387,8 +441,12 @@ func followWith(o *followOpts, args []string, stdout, stderr io.Writer) (err err
 
 func (o *followOpts) tracerConfig(args []string) (tracer.Config, error) {
 	var cfg tracer.Config
+	args, err := o.outputConfig(args)
+	if err != nil {
+		return cfg, err
+	}
 	if len(args) == 0 {
-		return cfg, errors.New("follow needs a SELECTOR (IP, IP:PORT, :PORT, [IPv6]:PORT, pod/NAMESPACE/NAME[:PORT] or svc/NAMESPACE/NAME[:PORT])")
+		return cfg, errors.New("follow needs a SELECTOR (IP, IP:PORT, :PORT, [IPv6]:PORT, pod/NAMESPACE/NAME[:PORT] or svc/NAMESPACE/NAME[:PORT]) or --pod")
 	}
 	if len(args) > tracer.MaxSelectors {
 		return cfg, fmt.Errorf("%d selectors: at most %d", len(args), tracer.MaxSelectors)

@@ -35,6 +35,9 @@ type Request struct {
 	// blocks of one pcapng section).
 	Pcap    bool `json:"pcap,omitempty"`
 	SnapLen int  `json:"snaplen,omitempty"`
+	// Doctor: instead of following, the agent answers with its state (Reply.Doctor)
+	// and closes; selectors are not needed. The same authentication holds.
+	Doctor bool `json:"doctor,omitempty"`
 }
 
 // Reply is the agent's first line back: OK and what it granted, or why not.
@@ -56,6 +59,9 @@ type Reply struct {
 	Granted *Granted `json:"granted,omitempty"`
 	// Clamped names each value the agent lowered to its limit.
 	Clamped []string `json:"clamped,omitempty"`
+	// Doctor: the agent's state, a line each (kernel, modes, layout, interfaces,
+	// notes), when the request asked for it.
+	Doctor []string `json:"doctor,omitempty"`
 }
 
 // Granted is what the agent follows with.

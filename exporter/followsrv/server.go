@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"slices"
@@ -74,12 +75,15 @@ type Config struct {
 	// TokenAuth reviews the token of a follower without a client certificate: who it
 	// is, and whether it may follow (Kubernetes TokenReview and SubjectAccessReview).
 	// nil: tokens are not taken.
-	TokenAuth  func(ctx context.Context, token string) (string, error)
-	OnJourney  func(*decode.Journey)  // each journey sent to a follower (counting flagged flows)
-	OnOther    func(ev *decode.Event) // events no follower asked for: retransmits, unfollowed drops
-	Log        io.Writer              // what the operator should know; nil: discarded
-	Now        func() uint64          // CLOCK_MONOTONIC in ns
-	WallOffset int64                  // wall-clock ns minus Now(), for JSON and pcap times
+	TokenAuth func(ctx context.Context, token string) (string, error)
+	OnJourney func(*decode.Journey)  // each journey sent to a follower (counting flagged flows)
+	OnOther   func(ev *decode.Event) // events no follower asked for: retransmits, unfollowed drops
+	// Doctor gives the agent's state, a line each, to a follower that asks for it
+	// (followapi.Request.Doctor); nil: only the mode is told.
+	Doctor     func() []string
+	Log        *slog.Logger  // what the operator should know, a record per event; nil: discarded
+	Now        func() uint64 // CLOCK_MONOTONIC in ns
+	WallOffset int64         // wall-clock ns minus Now(), for JSON and pcap times
 }
 
 // Identity is who a follower is, as its authentication proved.
@@ -169,7 +173,7 @@ const maxSlots = 16
 // New returns a server of src's events.
 func New(src Source, cfg Config) *Server {
 	if cfg.Log == nil {
-		cfg.Log = io.Discard
+		cfg.Log = slog.New(slog.DiscardHandler)
 	}
 	if cfg.Slots <= 0 || cfg.Slots > maxSlots {
 		cfg.Slots = maxSlots
@@ -306,7 +310,7 @@ func (s *Server) serve(ctx context.Context, c net.Conn, auth Authenticator) {
 	id, err := auth(ctx, c)
 	if err != nil {
 		s.refuse(RefusedAuth)
-		fmt.Fprintf(s.cfg.Log, "pathtrace agent: follower %s refused: %v\n", c.RemoteAddr(), err)
+		s.cfg.Log.Warn(fmt.Sprintf("follower %s refused: %v", c.RemoteAddr(), err), "peer", c.RemoteAddr().String())
 		return
 	}
 	reply := func(r followapi.Reply) {
@@ -324,14 +328,14 @@ func (s *Server) serve(ctx context.Context, c net.Conn, auth Authenticator) {
 	if id.Anonymous {
 		if req.Token == "" || s.cfg.TokenAuth == nil {
 			s.refuse(RefusedAuth)
-			fmt.Fprintf(s.cfg.Log, "pathtrace agent: follower %s refused: no client certificate and no token\n", c.RemoteAddr())
+			s.cfg.Log.Warn(fmt.Sprintf("follower %s refused: no client certificate and no token", c.RemoteAddr()), "peer", c.RemoteAddr().String())
 			reply(followapi.Reply{Error: "unauthenticated: present a client certificate, or a Kubernetes token (follow --agents k8s)"})
 			return
 		}
 		user, err := s.cfg.TokenAuth(ctx, req.Token)
 		if err != nil {
 			s.refuse(RefusedAuth)
-			fmt.Fprintf(s.cfg.Log, "pathtrace agent: follower %s refused: %v\n", c.RemoteAddr(), err)
+			s.cfg.Log.Warn(fmt.Sprintf("follower %s refused: %v", c.RemoteAddr(), err), "peer", c.RemoteAddr().String())
 			reply(followapi.Reply{Error: "unauthorized: " + err.Error()})
 			return
 		}
@@ -339,6 +343,21 @@ func (s *Server) serve(ctx context.Context, c net.Conn, auth Authenticator) {
 	}
 	req.Token = ""
 	c.SetReadDeadline(time.Time{})
+	if req.Doctor {
+		if req.Version != followapi.Version {
+			s.refuse(RefusedRequest)
+			reply(followapi.Reply{Error: fmt.Sprintf("protocol version %d: this agent speaks version %d (update pathtrace on one side)", req.Version, followapi.Version)})
+			return
+		}
+		s.cfg.Log.Info(fmt.Sprintf("%s asked for the agent's state", id), "follower", id.Name, "via", id.Via)
+		v := s.src.View()
+		r := followapi.Reply{OK: true, Node: s.cfg.Node, Mode: v.Mode, BootID: s.cfg.BootID}
+		if s.cfg.Doctor != nil {
+			r.Doctor = s.cfg.Doctor()
+		}
+		reply(r)
+		return
+	}
 	fl, err := lim.Check(req)
 	if err != nil {
 		s.refuse(RefusedRequest)
@@ -354,7 +373,8 @@ func (s *Server) serve(ctx context.Context, c net.Conn, auth Authenticator) {
 	}
 	defer s.release(f, slots)
 	s.follows.Add(1)
-	fmt.Fprintf(s.cfg.Log, "pathtrace agent: %s follows %s\n", id, strings.Join(fl.SelectorText, " "))
+	s.cfg.Log.Info(fmt.Sprintf("%s follows %s", id, strings.Join(fl.SelectorText, " ")), "follower", id.Name, "via", id.Via,
+		"selectors", strings.Join(fl.SelectorText, " "))
 	s.stream(ctx, f, fl, reply)
 }
 
@@ -638,7 +658,7 @@ func (s *Server) stream(ctx context.Context, f *follower, fl *followapi.Follow, 
 			return
 		case errors.Is(err, errEvicted):
 			s.evicted.Add(1)
-			fmt.Fprintf(s.cfg.Log, "pathtrace agent: %s evicted: took no frame for %v\n", f.id, lim.WriteTimeout)
+			s.cfg.Log.Warn(fmt.Sprintf("%s evicted: took no frame for %v", f.id, lim.WriteTimeout), "follower", f.id.Name, "via", f.id.Via)
 			end(fmt.Sprintf("evicted: the follower took no frame for %v", lim.WriteTimeout))
 			return
 		default:

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -155,7 +156,7 @@ func start(t *testing.T, lim followapi.Limits, auth Authenticator, wrap func(net
 	if wrap != nil {
 		l = wrap(ln)
 	}
-	cfg := Config{Node: "node-x", Limits: lim, Slots: 8, Now: mono, Log: lockedWriter{&h.mu, h.log}}
+	cfg := Config{Node: "node-x", Limits: lim, Slots: 8, Now: mono, Log: slog.New(slog.NewTextHandler(lockedWriter{&h.mu, h.log}, nil))}
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -715,5 +716,55 @@ func TestLeavingDoesNotStallRouting(t *testing.T) {
 	}
 	if took := time.Since(start); took > time.Second {
 		t.Errorf("the journey took %v: routing waited for the leaver's clear", took)
+	}
+}
+
+// A doctor request gets the agent's state and the connection ends; it takes no slot,
+// and the same authentication holds: a TLS peer without certificate or token is refused.
+func TestDoctorRequest(t *testing.T) {
+	dir := t.TempDir()
+	if err := followapi.MakeCerts(followapi.CertRequest{Dir: dir, ServerName: followapi.DefaultServerName, Follower: "oncall", Validity: time.Hour, Now: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	srvCfg, err := followapi.ServerTLS(followapi.TLSFiles{Cert: dir + "/agent.crt", Key: dir + "/agent.key"}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	state := func(c *Config) {
+		c.Doctor = func() []string { return []string{"kernel: 5.10.0-test", "layout: flannel"} }
+		c.TokenAuth = func(_ context.Context, tok string) (string, error) {
+			if tok == "tok-alice" {
+				return "alice", nil
+			}
+			return "", fmt.Errorf("denied")
+		}
+	}
+	h := start(t, followapi.DefaultLimits(), TLSClientCert, func(l net.Listener) net.Listener { return tls.NewListener(l, srvCfg) }, state)
+	pool := x509.NewCertPool()
+	ca, _ := os.ReadFile(dir + "/ca.crt")
+	pool.AppendCertsFromPEM(ca)
+	dial := func(a string) (net.Conn, error) {
+		return tls.Dial("tcp", a, &tls.Config{RootCAs: pool, ServerName: followapi.DefaultServerName, MinVersion: tls.VersionTLS13})
+	}
+	c, err := h.follow(followapi.Request{Doctor: true}, dial)
+	if err != nil || c.reply.OK || len(c.reply.Doctor) > 0 || !strings.Contains(c.reply.Error, "unauthenticated") {
+		t.Fatalf("doctor without a token: %v %+v, want refused", err, c.reply)
+	}
+	c, err = h.follow(followapi.Request{Doctor: true, Token: "tok-alice"}, dial)
+	if err != nil || !c.reply.OK {
+		t.Fatalf("doctor: %v %+v", err, c.reply)
+	}
+	if c.reply.Node != "node-x" || strings.Join(c.reply.Doctor, "|") != "kernel: 5.10.0-test|layout: flannel" {
+		t.Errorf("doctor reply %+v", c.reply)
+	}
+	c.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.r.ReadByte(); err != io.EOF {
+		t.Errorf("after the doctor reply: %v, want the connection closed", err)
+	}
+	if st := h.srv.Stats(); st.Follows != 0 || h.srv.Followers() != 0 {
+		t.Errorf("a doctor request counted as a follow: %+v", st)
+	}
+	if !strings.Contains(h.logText(), "user alice (kube) asked for the agent's state") {
+		t.Errorf("log:\n%s", h.logText())
 	}
 }
