@@ -3,8 +3,10 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -56,6 +58,8 @@ type agentOpts struct {
 	namer       decode.Namer // from the resolver; nil: names off
 	podNames    int          // --metrics-pod-names: series budget of pathtrace_pod_drops_total; 0: off
 	podDrops    *exporter.PodDrops
+	logFormat   string // --log-format: text or json
+	logLevel    string // --log-level: debug, info, warn or error
 }
 
 func agentFlags() (*pflag.FlagSet, *agentOpts) {
@@ -63,6 +67,8 @@ func agentFlags() (*pflag.FlagSet, *agentOpts) {
 	host, _ := os.Hostname()
 	fs := pflag.NewFlagSet("agent", pflag.ContinueOnError)
 	fs.SortFlags = false
+	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text (key=value) or json (an object per line), both on standard error")
+	fs.StringVar(&o.logLevel, "log-level", "info", "log events of this level and above: debug, info, warn or error")
 	fs.StringVar(&o.metricsAddr, "metrics-addr", "127.0.0.1:9965", "serve /metrics, /healthz and /readyz here (host:port; \"\" for none)")
 	fs.StringSliceVar(&o.api, "api", []string{"unix:" + DefaultAgentSocket}, "serve followers here: unix:PATH (root only), tls:HOST:PORT (mutual TLS: --tls-*), or tcp:127.0.0.1:PORT (loopback only, no authentication); repeat for several; \"\" for none")
 	fs.StringVar(&o.tls.Cert, "tls-cert", "", "tls: listeners: this agent's certificate (PEM; read again when it changes)")
@@ -103,7 +109,7 @@ type agent struct {
 	closed   bool       // the tracer is closed
 	lastLost uint64     // the tracer's losses for followers when last read (tracerSource.Lost)
 	ready    atomic.Bool
-	stderr   io.Writer
+	log      *slog.Logger
 	flagged  flagCounter
 	reasons  decode.DropReasons // the kernel's drop reason names, by number
 	tunnels  decode.Tunnels     // the UDP ports of VXLAN and Geneve the tracer reads
@@ -130,12 +136,31 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 	if o.podNames < 0 || o.podNames > 100000 {
 		return usageError{fmt.Errorf("--metrics-pod-names %d: want 0..100000", o.podNames)}
 	}
-	a := &agent{o: o, stderr: stderr}
+	log, err := newLogger(o.logFormat, o.logLevel, stderr)
+	if err != nil {
+		return usageError{err}
+	}
+	// From here on what goes wrong is logged, as everything else the agent says.
+	// A mistake in the flags found on the way is a usage error, printed as such.
+	if err := agentMain(o, log); err != nil {
+		if errors.As(err, new(usageError)) {
+			return err
+		}
+		log.Error(err.Error())
+		return loggedError{err}
+	}
+	return nil
+}
+
+// agentMain runs the agent until a signal; log takes what it has to say.
+func agentMain(o *agentOpts, log *slog.Logger) error {
+	stderr := logWriter{log}
+	a := &agent{o: o, log: log}
 	if o.capture.dir != "" {
 		// Before anything is attached: a directory that cannot be written is an error
 		// with nothing to undo.
 		var err error
-		if a.capture, err = newCapture(&o.capture, stderr); err != nil {
+		if a.capture, err = newCapture(&o.capture, log); err != nil {
 			return err
 		}
 	}
@@ -196,7 +221,7 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 	o.namer = namerOf(res)
 	if o.podNames > 0 {
 		if res == nil {
-			fmt.Fprintf(stderr, "pathtrace agent: --metrics-pod-names needs Kubernetes names, which are off: no pod drop series\n")
+			a.log.Warn("--metrics-pod-names needs Kubernetes names, which are off: no pod drop series")
 		} else {
 			o.podDrops = exporter.NewPodDrops(o.podNames)
 		}
@@ -244,7 +269,7 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 	// shared for factsTTL.
 	var facts diagnose.Facts
 	if nf, err := tracer.OpenFacts(o.netns); err != nil {
-		fmt.Fprintf(stderr, "pathtrace agent: note: diagnoses will lack the node's state: %v\n", err)
+		a.log.Warn("diagnoses will lack the node's state", "err", err)
 	} else {
 		defer nf.Close()
 		facts = diagnose.Cached(nf, factsTTL)
@@ -267,9 +292,10 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 		},
 		OnDiagnosis: func(g *decode.Diagnosis) { diagnoses.WithLabelValues(g.Cause).Inc() },
 		TokenAuth:   tokenAuth,
+		Doctor:      a.doctorLines,
 		OnJourney:   func(j *decode.Journey) { flagJourney(&a.flagged, j) },
 		OnOther:     a.other,
-		Log:         stderr,
+		Log:         log,
 		Now:         monoNow,
 		WallOffset:  time.Now().UnixNano() - int64(monoNow()),
 	})
@@ -294,11 +320,11 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 	for _, i := range tr.Ifaces() {
 		names = append(names, i.Name+"("+i.Kind.String()+")")
 	}
-	fmt.Fprintf(stderr, "pathtrace agent: node %s: %s on %d interfaces: %s; metrics on %s, API on %s\n",
-		o.node, tr.Mode(), len(names), strings.Join(names, " "), o.metricsAddr, strings.Join(o.api, ","))
-	fmt.Fprintf(stderr, "pathtrace agent: node %s: layout: %s\n", o.node, tr.Layout())
+	a.log.Info(fmt.Sprintf("started: %s on %d interfaces", tr.Mode(), len(names)), "node", o.node, "interfaces", strings.Join(names, " "),
+		"metrics", o.metricsAddr, "api", strings.Join(o.api, ","), "kernel", kernelRelease(), "version", version)
+	a.log.Info("layout: "+tr.Layout().String(), "node", o.node)
 	for _, n := range tr.Mode().Notes {
-		fmt.Fprintf(stderr, "pathtrace agent: note: %s\n", n)
+		a.log.Info("note: " + n)
 	}
 	a.mu.Lock()
 	a.notesShown = len(tr.Mode().Notes)
@@ -315,8 +341,8 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 			defer close(capDone)
 			a.capture.run(ctx, asm, &a.flagged, a.ifaces)
 		}()
-		fmt.Fprintf(stderr, "pathtrace agent: capturing flagged flows to %s (history %d packets / %v per flow, %d bytes in all)\n",
-			o.capture.dir, o.capture.pre, o.capture.preAge, o.capture.historyBytes)
+		a.log.Info("capturing flagged flows to "+o.capture.dir, "history_packets", o.capture.pre, "history_age", o.capture.preAge.String(),
+			"history_bytes", o.capture.historyBytes)
 	}
 	for _, aln := range alns {
 		go a.srv.Serve(ctx, aln.Listener, aln.auth)
@@ -337,7 +363,7 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 	if capDone != nil {
 		<-capDone // the open capture files are complete
 	}
-	fmt.Fprintf(stderr, "pathtrace agent: stopped, everything detached\n")
+	a.log.Info("stopped, everything detached")
 	return cerr
 }
 
@@ -408,7 +434,7 @@ func (a *agent) subscribeLinks(ctx context.Context) {
 	defer close(done)
 	opts := netlink.LinkSubscribeOptions{ErrorCallback: func(err error) {
 		if ctx.Err() == nil {
-			fmt.Fprintf(a.stderr, "pathtrace agent: link updates: %v (subscribing again)\n", err)
+			a.log.Warn("link updates: subscribing again", "err", err)
 		}
 	}}
 	if a.o.netns != "" {
@@ -418,14 +444,14 @@ func (a *agent) subscribeLinks(ctx context.Context) {
 		}
 		h, err := netns.GetFromPath(path)
 		if err != nil {
-			fmt.Fprintf(a.stderr, "pathtrace agent: cannot watch interfaces of %s: %v\n", path, err)
+			a.log.Error("cannot watch interfaces of "+path, "err", err)
 			return
 		}
 		defer h.Close()
 		opts.Namespace = &h
 	}
 	if err := netlink.LinkSubscribeWithOptions(updates, done, opts); err != nil {
-		fmt.Fprintf(a.stderr, "pathtrace agent: cannot watch interfaces: %v\n", err)
+		a.log.Error("cannot watch interfaces", "err", err)
 		return
 	}
 	var debounce, settle <-chan time.Time
@@ -486,7 +512,7 @@ func (a *agent) freshNotes() []string {
 
 func (a *agent) printNotes(notes []string) {
 	for _, n := range notes {
-		fmt.Fprintf(a.stderr, "pathtrace agent: note: %s\n", n)
+		a.log.Info("note: " + n)
 	}
 }
 
@@ -501,13 +527,13 @@ func (a *agent) refresh() {
 	a.mu.Unlock()
 	a.printNotes(fresh)
 	if len(added) > 0 {
-		fmt.Fprintf(a.stderr, "pathtrace agent: attached to %s\n", strings.Join(added, " "))
+		a.log.Info("attached to "+strings.Join(added, " "), "interfaces", len(added))
 	}
 	if len(removed) > 0 {
-		fmt.Fprintf(a.stderr, "pathtrace agent: %s gone\n", strings.Join(removed, " "))
+		a.log.Info("gone: "+strings.Join(removed, " "), "interfaces", len(removed))
 	}
 	if err != nil {
-		fmt.Fprintf(a.stderr, "pathtrace agent: %v\n", err)
+		a.log.Warn(err.Error())
 	}
 }
 
@@ -660,6 +686,24 @@ func (s tracerSource) SetNetfilter(on bool) error {
 	s.a.mu.Lock()
 	defer s.a.mu.Unlock()
 	return s.a.tr.SetNetfilter(on)
+}
+
+// doctorLines is the agent's state for a follower's doctor request (kubectl pathtrace
+// doctor): the kernel, the modes, the layout found, the interfaces traced and the notes.
+func (a *agent) doctorLines() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	tr := a.tr
+	names := make([]string, 0, len(tr.Ifaces()))
+	for _, i := range tr.Ifaces() {
+		names = append(names, i.Name+"("+i.Kind.String()+")")
+	}
+	out := []string{"kernel: " + kernelRelease(), "mode: " + tr.Mode().String(), "layout: " + tr.Layout().String(),
+		fmt.Sprintf("interfaces (%d): %s", len(names), strings.Join(names, " "))}
+	for _, n := range tr.Mode().Notes {
+		out = append(out, "note: "+n)
+	}
+	return out
 }
 
 func (s tracerSource) View() followsrv.View {

@@ -440,7 +440,7 @@ func logged(stderr, what string, names []string) []string {
 			continue
 		}
 		for _, w := range strings.Fields(line) {
-			seen[w] = true
+			seen[strings.Trim(w, `"`)] = true // the log's msg="attached to a b"
 		}
 	}
 	var out []string

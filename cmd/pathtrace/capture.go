@@ -3,7 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
+	"log/slog"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -68,13 +68,13 @@ type capture struct {
 // captureSlot is the selector slot of the capture: the last.
 const captureSlot = tracer.MaxSelectors - 1
 
-func newCapture(o *captureOpts, stderr io.Writer) (*capture, error) {
+func newCapture(o *captureOpts, log *slog.Logger) (*capture, error) {
 	rec, err := exporter.NewRecorder(exporter.RecorderConfig{
 		Dir: o.dir, Clock: exporter.Clock{OffsetNs: time.Now().UnixNano() - int64(monoNow())},
 		SnapLen: o.snaplen, PrePackets: o.pre, PreAge: o.preAge, PostPackets: o.post, PostAge: o.postAge,
 		MaxHistoryBytes: o.historyBytes, MaxFileBytes: o.maxFileBytes, MaxFiles: o.maxFiles, MaxDirBytes: o.maxDirBytes,
 		Logf: func(format string, args ...any) {
-			fmt.Fprintf(stderr, "pathtrace agent: capture: "+format+"\n", args...)
+			log.Warn("capture: "+fmt.Sprintf(format, args...), "dir", o.dir)
 		},
 	})
 	if err != nil {
