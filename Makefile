@@ -12,7 +12,7 @@ GOHOSTARCH := $(shell $(GO) env GOHOSTARCH)
 GOARCH ?= $(GOHOSTARCH)
 OUT := $(if $(filter $(GOHOSTARCH),$(GOARCH)),$(BIN),$(BIN)/linux_$(GOARCH))
 
-.PHONY: help generate check-generate build test test-unit fuzz lint demo bench lab-up lab-down clean deps
+.PHONY: krew help generate check-generate build test test-unit fuzz lint demo bench lab-up lab-down clean deps
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
@@ -107,6 +107,9 @@ test-arm64: deps ## build for arm64 and boot Debian bookworm's arm64 kernel unde
 	scripts/vm-arm64.sh run $(BIN)/linux_arm64/pathtrace
 
 .PHONY: image
+krew: ## the kubectl plugin's archives and krew manifest in bin/krew (VERSION, URL_BASE, ARCHES)
+	scripts/krew.sh bin/krew
+
 image: build ## container image of the agent from deploy/Containerfile (podman, else docker); IMAGE=name:tag
 	@engine=$$(command -v podman || command -v docker) || { echo "image: neither podman nor docker found" >&2; exit 1; }; \
 	echo "$$engine build -f deploy/Containerfile -t $(or $(IMAGE),ghcr.io/pathtrace/pathtrace:latest) ."; \
