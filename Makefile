@@ -12,7 +12,7 @@ GOHOSTARCH := $(shell $(GO) env GOHOSTARCH)
 GOARCH ?= $(GOHOSTARCH)
 OUT := $(if $(filter $(GOHOSTARCH),$(GOARCH)),$(BIN),$(BIN)/linux_$(GOARCH))
 
-.PHONY: krew help generate check-generate build test test-unit fuzz lint demo bench lab-up lab-down clean deps
+.PHONY: krew help generate check-generate build test test-unit fuzz lint demo bench lab-up lab-down clean deps tools
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
@@ -39,7 +39,15 @@ lint: ## gofmt, go vet and staticcheck (pinned in go.mod as a tool)
 	$(GO) vet ./...
 	$(GO) tool staticcheck ./...
 
-test: deps lint ## all tests; as root the privileged suite builds the netns lab and runs too
+# The helm CLI, from its own module (scripts/tools/helm/go.mod pins helm.sh/helm/v4), so
+# that helm's few hundred dependencies stay out of the main go.mod; go vet and
+# staticcheck of ./... do not descend into a nested module. deploy/chart_test.go runs it.
+tools: ## build bin/helm (helm.sh/helm/v4, pinned in scripts/tools/helm/go.mod) for the chart's tests
+	@v=$$($(GO) list -C scripts/tools/helm -m -f '{{.Version}}' helm.sh/helm/v4) || exit 1; \
+	echo "$(GO) build -C scripts/tools/helm -o ../../../$(BIN)/helm helm.sh/helm/v4/cmd/helm ($$v)"; \
+	$(GO) build -C scripts/tools/helm -trimpath -ldflags "-X helm.sh/helm/v4/internal/version.version=$$v" -o ../../../$(BIN)/helm helm.sh/helm/v4/cmd/helm
+
+test: deps tools lint ## all tests; as root the privileged suite builds the netns lab and runs too
 	$(GO) test -count=1 -timeout 20m ./...
 
 test-unit: ## the tests that need no root
