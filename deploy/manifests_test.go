@@ -6,8 +6,10 @@ import (
 	"debug/elf"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
@@ -22,6 +24,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -94,7 +97,39 @@ type podMonitor struct {
 	} `json:"spec"`
 }
 
-// kustomization mirrors the fields of kustomization.yaml.
+// prometheusRule mirrors monitoring.coreos.com/v1 PrometheusRule as the Prometheus
+// Operator's CRD defines it (v0.8x): spec.groups of Prometheus rule groups. A field the
+// CRD does not have is an unknown field to the strict decoder.
+type prometheusRule struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata"`
+	Spec              struct {
+		Groups []ruleGroup `json:"groups"`
+	} `json:"spec"`
+}
+
+// ruleGroup is one group of a Prometheus rules file, as the PrometheusRule CRD takes it.
+type ruleGroup struct {
+	Name        string            `json:"name"`
+	Interval    string            `json:"interval,omitempty"`
+	QueryOffset string            `json:"query_offset,omitempty"`
+	Limit       *int              `json:"limit,omitempty"`
+	Labels      map[string]string `json:"labels,omitempty"`
+	Rules       []struct {
+		Alert         string            `json:"alert,omitempty"`
+		Record        string            `json:"record,omitempty"`
+		Expr          string            `json:"expr"`
+		For           string            `json:"for,omitempty"`
+		KeepFiringFor string            `json:"keep_firing_for,omitempty"`
+		Labels        map[string]string `json:"labels,omitempty"`
+		Annotations   map[string]string `json:"annotations,omitempty"`
+	} `json:"rules"`
+}
+
+// kustomization mirrors the fields of kustomization.yaml. Only resources: a
+// kustomization with a transformer (namespace, labels, patches, images) fails to
+// decode, so `kustomize build deploy/` is exactly the documents of these files, which
+// chart_test.go relies on.
 type kustomization struct {
 	metav1.TypeMeta `json:",inline"`
 	Resources       []string `json:"resources"`
@@ -102,12 +137,14 @@ type kustomization struct {
 
 // DeepCopyObject makes the local kinds runtime.Objects, so that the same strict
 // decoder as the built-in kinds' decodes them; the tests never copy one.
-func (p *podMonitor) DeepCopyObject() runtime.Object    { c := *p; return &c }
-func (k *kustomization) DeepCopyObject() runtime.Object { c := *k; return &c }
+func (p *podMonitor) DeepCopyObject() runtime.Object     { c := *p; return &c }
+func (p *prometheusRule) DeepCopyObject() runtime.Object { c := *p; return &c }
+func (k *kustomization) DeepCopyObject() runtime.Object  { c := *k; return &c }
 
 var (
-	podMonitorGVK    = schema.GroupVersionKind{Group: "monitoring.coreos.com", Version: "v1", Kind: "PodMonitor"}
-	kustomizationGVK = schema.GroupVersionKind{Group: "kustomize.config.k8s.io", Version: "v1beta1", Kind: "Kustomization"}
+	podMonitorGVK     = schema.GroupVersionKind{Group: "monitoring.coreos.com", Version: "v1", Kind: "PodMonitor"}
+	prometheusRuleGVK = schema.GroupVersionKind{Group: "monitoring.coreos.com", Version: "v1", Kind: "PrometheusRule"}
+	kustomizationGVK  = schema.GroupVersionKind{Group: "kustomize.config.k8s.io", Version: "v1beta1", Kind: "Kustomization"}
 )
 
 // newDecoder decodes YAML the way the API server does with strict field validation:
@@ -125,7 +162,7 @@ func newDecoder(t *testing.T) runtime.Decoder {
 }
 
 // decodeDoc decodes one YAML document into its API type, or into the local type of the
-// two kinds that are not in k8s.io/api.
+// kinds that are not in k8s.io/api.
 func decodeDoc(dec runtime.Decoder, doc []byte) (runtime.Object, error) {
 	var tm metav1.TypeMeta
 	if err := yaml.Unmarshal(doc, &tm); err != nil {
@@ -135,6 +172,8 @@ func decodeDoc(dec runtime.Decoder, doc []byte) (runtime.Object, error) {
 	switch tm.GroupVersionKind() {
 	case podMonitorGVK:
 		into = &podMonitor{}
+	case prometheusRuleGVK:
+		into = &prometheusRule{}
 	case kustomizationGVK:
 		into = &kustomization{}
 	}
@@ -166,11 +205,61 @@ func splitDocs(data []byte) ([][]byte, error) {
 	}
 }
 
-// manifests is every document of the embedded YAML files, decoded; each kind is there
-// exactly once.
+// object is one decoded document and where it came from ("rbac.yaml, document 2",
+// "helm template, document 5").
+type object struct {
+	src string
+	obj runtime.Object
+}
+
+// decodeDocs decodes every document of a multi-document YAML stream strictly.
+func decodeDocs(t *testing.T, dec runtime.Decoder, src string, data []byte) []object {
+	t.Helper()
+	docs, err := splitDocs(data)
+	if err != nil {
+		t.Fatalf("%s: split into documents: %v", src, err)
+	}
+	if len(docs) == 0 {
+		t.Errorf("%s: no document", src)
+	}
+	objs := make([]object, 0, len(docs))
+	for i, doc := range docs {
+		obj, err := decodeDoc(dec, doc)
+		if err != nil {
+			t.Fatalf("%s, document %d: %v", src, i+1, err)
+		}
+		objs = append(objs, object{fmt.Sprintf("%s, document %d", src, i+1), obj})
+	}
+	return objs
+}
+
+// embeddedFiles decodes every embedded YAML file: file name → its objects.
+func embeddedFiles(t *testing.T) (files []string, objs map[string][]object) {
+	t.Helper()
+	dec := newDecoder(t)
+	files, err := fs.Glob(deploy.Manifests, "*.yaml")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no YAML embedded in deploy.Manifests (%v)", err)
+	}
+	objs = map[string][]object{}
+	for _, name := range files {
+		data, err := fs.ReadFile(deploy.Manifests, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		objs[name] = decodeDocs(t, dec, name, data)
+	}
+	return files, objs
+}
+
+// manifests is one rendering of the agent, decoded: the kustomization's files, or the
+// chart's `helm template`. The agent's objects (those labelled
+// app.kubernetes.io/name=pathtrace-agent) are there once per kind at most, as are the
+// Namespace and the Kustomization; what else there is (the followers' roles, dashboards,
+// the TLS Secret) is in others.
 type manifests struct {
-	files   []string          // the embedded *.yaml
-	fileOf  map[string]string // kind → the file it is in
+	files   []string          // the embedded *.yaml (none for the chart)
+	fileOf  map[string]string // kind → where it is
 	ns      *corev1.Namespace
 	sa      *corev1.ServiceAccount
 	role    *rbacv1.ClusterRole
@@ -178,66 +267,96 @@ type manifests struct {
 	ds      *appsv1.DaemonSet
 	svc     *corev1.Service
 	pm      *podMonitor
+	rule    *prometheusRule
 	kust    *kustomization
+	others  []object
+	all     []object
 }
 
-func load(t *testing.T) *manifests {
+// collect sorts objects into a manifests, failing on a kind it does not know and on a
+// second agent object of one kind.
+func collect(t *testing.T, objs []object) *manifests {
 	t.Helper()
-	dec := newDecoder(t)
-	files, err := fs.Glob(deploy.Manifests, "*.yaml")
-	if err != nil || len(files) == 0 {
-		t.Fatalf("no YAML embedded in deploy.Manifests (%v)", err)
+	m := &manifests{fileOf: map[string]string{}, all: objs}
+	for _, o := range objs {
+		agents := metaOf(o.obj).GetLabels()["app.kubernetes.io/name"] == "pathtrace-agent"
+		var kind string
+		switch obj := o.obj.(type) {
+		case *corev1.Namespace:
+			kind, m.ns = "Namespace", obj
+		case *kustomization:
+			kind, m.kust = "Kustomization", obj
+		case *corev1.ServiceAccount:
+			if agents {
+				kind, m.sa = "ServiceAccount", obj
+			}
+		case *rbacv1.ClusterRole:
+			if agents {
+				kind, m.role = "ClusterRole", obj
+			}
+		case *rbacv1.ClusterRoleBinding:
+			if agents {
+				kind, m.binding = "ClusterRoleBinding", obj
+			}
+		case *appsv1.DaemonSet:
+			kind, m.ds = "DaemonSet", obj
+		case *corev1.Service:
+			kind, m.svc = "Service", obj
+		case *podMonitor:
+			kind, m.pm = "PodMonitor", obj
+		case *prometheusRule:
+			kind, m.rule = "PrometheusRule", obj
+		case *corev1.ConfigMap, *corev1.Secret, *rbacv1.Role, *rbacv1.RoleBinding:
+		default:
+			t.Fatalf("%s: unexpected kind %T: the tests check only the kinds they know", o.src, o.obj)
+		}
+		if kind == "" {
+			m.others = append(m.others, o)
+			continue
+		}
+		if prev, ok := m.fileOf[kind]; ok {
+			t.Fatalf("%s: a second %s (the first is in %s)", o.src, kind, prev)
+		}
+		m.fileOf[kind] = strings.SplitN(o.src, ",", 2)[0]
 	}
-	m := &manifests{files: files, fileOf: map[string]string{}}
-	for _, name := range files {
-		data, err := fs.ReadFile(deploy.Manifests, name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		docs, err := splitDocs(data)
-		if err != nil {
-			t.Fatalf("%s: split into documents: %v", name, err)
-		}
-		if len(docs) == 0 {
-			t.Errorf("%s: no document", name)
-		}
-		for i, doc := range docs {
-			obj, err := decodeDoc(dec, doc)
-			if err != nil {
-				t.Fatalf("%s, document %d: %v", name, i+1, err)
-			}
-			var kind string
-			switch o := obj.(type) {
-			case *corev1.Namespace:
-				kind, m.ns = "Namespace", o
-			case *corev1.ServiceAccount:
-				kind, m.sa = "ServiceAccount", o
-			case *rbacv1.ClusterRole:
-				kind, m.role = "ClusterRole", o
-			case *rbacv1.ClusterRoleBinding:
-				kind, m.binding = "ClusterRoleBinding", o
-			case *appsv1.DaemonSet:
-				kind, m.ds = "DaemonSet", o
-			case *corev1.Service:
-				kind, m.svc = "Service", o
-			case *podMonitor:
-				kind, m.pm = "PodMonitor", o
-			case *kustomization:
-				kind, m.kust = "Kustomization", o
-			default:
-				t.Fatalf("%s, document %d: unexpected kind %T: the tests check only the kinds they know", name, i+1, obj)
-			}
-			if prev, ok := m.fileOf[kind]; ok {
-				t.Fatalf("%s: a second %s (the first is in %s)", name, kind, prev)
-			}
-			m.fileOf[kind] = name
-		}
+	return m
+}
+
+// metaOf is obj's metadata; the Kustomization, which has none, has an empty one.
+func metaOf(obj runtime.Object) metav1.Object {
+	if m, err := apimeta.Accessor(obj); err == nil {
+		return m
 	}
-	for _, kind := range []string{"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "DaemonSet", "Service", "PodMonitor", "Kustomization"} {
+	return &metav1.ObjectMeta{}
+}
+
+// require fails unless m holds each of kinds.
+func (m *manifests) require(t *testing.T, kinds ...string) {
+	t.Helper()
+	for _, kind := range kinds {
 		if _, ok := m.fileOf[kind]; !ok {
 			t.Fatalf("no %s in the manifests", kind)
 		}
 	}
+}
+
+// agentKinds are what every rendering of the agent holds.
+var agentKinds = []string{"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "DaemonSet"}
+
+// load is the kustomization's manifests: every embedded file, each kind once.
+func load(t *testing.T) *manifests {
+	t.Helper()
+	files, byFile := embeddedFiles(t)
+	var objs []object
+	for _, f := range files {
+		objs = append(objs, byFile[f]...)
+	}
+	m := collect(t, objs)
+	m.files = files
+	if len(m.others) > 0 {
+		t.Fatalf("%s: %T, which no test checks", m.others[0].src, m.others[0].obj)
+	}
+	m.require(t, append(slices.Clone(agentKinds), "Namespace", "Service", "PodMonitor", "Kustomization")...)
 	return m
 }
 
@@ -298,6 +417,36 @@ func sortedKeys[V any](m map[string]V) []string {
 	return keys
 }
 
+// agentChecks are what every rendering of the agent must pass: the kustomization's
+// files (the TestX below) and the chart's, with its default values and with everything
+// on (chart_test.go).
+var agentChecks = []struct {
+	name  string
+	check func(*testing.T, *manifests)
+}{
+	{"Manifests", checkManifests},
+	{"DaemonSetSecurity", checkDaemonSetSecurity},
+	{"DaemonSetMounts", checkDaemonSetMounts},
+	{"DaemonSetProbes", checkDaemonSetProbes},
+	{"DaemonSetResources", checkDaemonSetResources},
+	{"DaemonSetArgs", checkDaemonSetArgs},
+	{"AgentKnowsFlags", checkAgentKnowsFlags},
+	{"RBAC", checkRBAC},
+	{"ServiceSelectsAgents", checkServiceSelectsAgents},
+	{"PodMonitorSelectsAgents", checkPodMonitorSelectsAgents},
+}
+
+func TestManifests(t *testing.T)               { checkManifests(t, load(t)) }
+func TestDaemonSetSecurity(t *testing.T)       { checkDaemonSetSecurity(t, load(t)) }
+func TestDaemonSetMounts(t *testing.T)         { checkDaemonSetMounts(t, load(t)) }
+func TestDaemonSetProbes(t *testing.T)         { checkDaemonSetProbes(t, load(t)) }
+func TestDaemonSetResources(t *testing.T)      { checkDaemonSetResources(t, load(t)) }
+func TestDaemonSetArgs(t *testing.T)           { checkDaemonSetArgs(t, load(t)) }
+func TestAgentKnowsFlags(t *testing.T)         { checkAgentKnowsFlags(t, load(t)) }
+func TestRBAC(t *testing.T)                    { checkRBAC(t, load(t)) }
+func TestServiceSelectsAgents(t *testing.T)    { checkServiceSelectsAgents(t, load(t)) }
+func TestPodMonitorSelectsAgents(t *testing.T) { checkPodMonitorSelectsAgents(t, load(t)) }
+
 // TestDecoderIsStrict checks the harness itself: what the API server would reject or
 // ignore (an unknown field, a field name in the wrong case, a duplicated field, a kind
 // it does not know) fails to decode, for the built-in kinds and for the local PodMonitor.
@@ -326,19 +475,24 @@ func TestDecoderIsStrict(t *testing.T) {
 	}
 }
 
-// TestManifests decodes every document of every manifest strictly into its API type,
+// checkManifests decodes every document of every manifest strictly into its API type,
 // finds each kind once, and checks that the namespaced objects are in the namespace the
 // manifests create, whose Pod Security level admits the agent.
-func TestManifests(t *testing.T) {
-	m := load(t)
+func checkManifests(t *testing.T, m *manifests) {
 	if m.ns.Name != "pathtrace" {
 		t.Errorf("Namespace %q, want pathtrace (the CLI looks for agents there)", m.ns.Name)
 	}
-	for kind, ns := range map[string]string{
-		"ServiceAccount": m.sa.Namespace, "DaemonSet": m.ds.Namespace, "Service": m.svc.Namespace, "PodMonitor": m.pm.Namespace,
-	} {
-		if ns != m.ns.Name {
-			t.Errorf("%s in namespace %q, want %q (the one namespace.yaml creates)", kind, ns, m.ns.Name)
+	for _, o := range m.all {
+		meta := metaOf(o.obj)
+		switch o.obj.(type) {
+		case *corev1.Namespace, *rbacv1.ClusterRole, *rbacv1.ClusterRoleBinding, *kustomization:
+			if meta.GetNamespace() != "" {
+				t.Errorf("%s: %T %s is cluster-scoped but names namespace %q", o.src, o.obj, meta.GetName(), meta.GetNamespace())
+			}
+		default:
+			if meta.GetNamespace() != m.ns.Name {
+				t.Errorf("%s: %T %s in namespace %q, want %q (the one the manifests create)", o.src, o.obj, meta.GetName(), meta.GetNamespace(), m.ns.Name)
+			}
 		}
 	}
 	// hostNetwork, hostPath and added capabilities are all outside the
@@ -381,13 +535,12 @@ func TestKustomization(t *testing.T) {
 	}
 }
 
-// TestDaemonSetSecurity checks the agent's privileges: the node's network namespace
+// checkDaemonSetSecurity checks the agent's privileges: the node's network namespace
 // but not its PID namespace, exactly the capabilities it needs with every other one
 // dropped, not privileged, a read-only root filesystem, the runtime's seccomp profile,
 // and no allowPrivilegeEscalation: false that the API server accepts only by a
 // spelling.
-func TestDaemonSetSecurity(t *testing.T) {
-	m := load(t)
+func checkDaemonSetSecurity(t *testing.T, m *manifests) {
 	spec := &m.ds.Spec.Template.Spec
 	if !spec.HostNetwork {
 		t.Error("hostNetwork is false: the agent would trace the pod's own namespace, not the node's")
@@ -439,11 +592,10 @@ func TestDaemonSetSecurity(t *testing.T) {
 	}
 }
 
-// TestDaemonSetMounts checks the agent's mounts: exactly the host paths it reads (BTF,
+// checkDaemonSetMounts checks the agent's mounts: exactly the host paths it reads (BTF,
 // bpffs, the named network namespaces) read-only, and the API socket's directory, the
 // only one writable, at the host path the CLI on the node looks in.
-func TestDaemonSetMounts(t *testing.T) {
-	m := load(t)
+func checkDaemonSetMounts(t *testing.T, m *manifests) {
 	c := m.agent(t)
 	volumes := map[string]corev1.Volume{}
 	for _, v := range m.ds.Spec.Template.Spec.Volumes {
@@ -455,10 +607,16 @@ func TestDaemonSetMounts(t *testing.T) {
 		got[vm.MountPath] = vm
 		used[vm.Name] = true
 	}
-	if !slices.Equal(sortedKeys(got), sortedKeys(wantMounts)) {
-		t.Errorf("mounts at %v, want exactly %v", sortedKeys(got), sortedKeys(wantMounts))
+	want := maps.Clone(wantMounts)
+	// The capture directory (--pcap-dir, the chart's capture.enabled): the node's,
+	// at the same path, writable.
+	for _, dir := range flagValues(argv(c), "pcap-dir") {
+		want[dir] = wantMount{hostPath: dir, hostType: corev1.HostPathDirectoryOrCreate}
 	}
-	for mountPath, want := range wantMounts {
+	if !slices.Equal(sortedKeys(got), sortedKeys(want)) {
+		t.Errorf("mounts at %v, want exactly %v", sortedKeys(got), sortedKeys(want))
+	}
+	for mountPath, want := range want {
 		vm, ok := got[mountPath]
 		if !ok {
 			continue
@@ -515,11 +673,10 @@ func TestDaemonSetMounts(t *testing.T) {
 	}
 }
 
-// TestDaemonSetProbes checks that the kubelet asks the agent's own health endpoints:
+// checkDaemonSetProbes checks that the kubelet asks the agent's own health endpoints:
 // liveness on /healthz and readiness on /readyz, over HTTP on the port --metrics-addr
 // listens on.
-func TestDaemonSetProbes(t *testing.T) {
-	m := load(t)
+func checkDaemonSetProbes(t *testing.T, m *manifests) {
 	c := m.agent(t)
 	metrics := namedPort(t, c, "metrics")
 	for _, p := range []struct {
@@ -547,10 +704,9 @@ func TestDaemonSetProbes(t *testing.T) {
 	}
 }
 
-// TestDaemonSetResources checks requests and limits: both set for CPU and memory,
+// checkDaemonSetResources checks requests and limits: both set for CPU and memory,
 // requests within limits, and memory room above the agent's measured 52 MiB.
-func TestDaemonSetResources(t *testing.T) {
-	m := load(t)
+func checkDaemonSetResources(t *testing.T, m *manifests) {
 	r := m.agent(t).Resources
 	for _, name := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
 		req, okReq := r.Requests[name]
@@ -571,12 +727,11 @@ func TestDaemonSetResources(t *testing.T) {
 	}
 }
 
-// TestDaemonSetArgs checks the agent's command line against the rest of the
+// checkDaemonSetArgs checks the agent's command line against the rest of the
 // manifest: it runs the image's binary as an agent, its $(VAR)s come from the downward
 // API, --metrics-addr and --api listen on the container's metrics and api ports, and
 // the unix socket is where `pathtrace follow` on the node looks, on the host.
-func TestDaemonSetArgs(t *testing.T) {
-	m := load(t)
+func checkDaemonSetArgs(t *testing.T, m *manifests) {
 	c := m.agent(t)
 	args := argv(c)
 	if len(args) < 2 || args[0] != "/pathtrace" || args[1] != "agent" {
@@ -700,11 +855,10 @@ func buildPathtrace(t *testing.T) string {
 	return out
 }
 
-// TestAgentKnowsFlags checks that every flag the DaemonSet passes to the agent is one
+// checkAgentKnowsFlags checks that every flag the DaemonSet passes to the agent is one
 // `pathtrace agent --help` lists: a flag the binary does not know ends the agent with
 // a usage error in every pod.
-func TestAgentKnowsFlags(t *testing.T) {
-	m := load(t)
+func checkAgentKnowsFlags(t *testing.T, m *manifests) {
 	args := argv(m.agent(t))
 	bin := buildPathtrace(t)
 	out, err := exec.Command(bin, "agent", "--help").CombinedOutput()
@@ -876,11 +1030,10 @@ func TestStaticBinary(t *testing.T) {
 	}
 }
 
-// TestRBAC checks the agent's identity: the DaemonSet runs as the ServiceAccount, the
+// checkRBAC checks the agent's identity: the DaemonSet runs as the ServiceAccount, the
 // binding gives it the ClusterRole, and the ClusterRole reads exactly what the
 // informers watch, with get, list and watch only.
-func TestRBAC(t *testing.T) {
-	m := load(t)
+func checkRBAC(t *testing.T, m *manifests) {
 	spec := &m.ds.Spec.Template.Spec
 	if spec.ServiceAccountName != m.sa.Name || m.ds.Namespace != m.sa.Namespace {
 		t.Errorf("DaemonSet runs as %s/%s, want the ServiceAccount %s/%s", m.ds.Namespace, spec.ServiceAccountName, m.sa.Namespace, m.sa.Name)
@@ -930,10 +1083,12 @@ func TestRBAC(t *testing.T) {
 	}
 }
 
-// TestServiceSelectsAgents checks that the Service's endpoints are the agents' pods
+// checkServiceSelectsAgents checks that the Service's endpoints are the agents' pods
 // and that it exposes their metrics port.
-func TestServiceSelectsAgents(t *testing.T) {
-	m := load(t)
+func checkServiceSelectsAgents(t *testing.T, m *manifests) {
+	if m.svc == nil {
+		return // the chart with metrics.service.enabled=false
+	}
 	c := m.agent(t)
 	sel := labels.SelectorFromSet(m.svc.Spec.Selector)
 	if len(m.svc.Spec.Selector) == 0 || !sel.Matches(labels.Set(m.ds.Spec.Template.Labels)) {
@@ -958,10 +1113,12 @@ func TestServiceSelectsAgents(t *testing.T) {
 	}
 }
 
-// TestPodMonitorSelectsAgents checks that Prometheus, through the PodMonitor, scrapes
+// checkPodMonitorSelectsAgents checks that Prometheus, through the PodMonitor, scrapes
 // the agents' pods on their metrics port at /metrics.
-func TestPodMonitorSelectsAgents(t *testing.T) {
-	m := load(t)
+func checkPodMonitorSelectsAgents(t *testing.T, m *manifests) {
+	if m.pm == nil {
+		return // the chart's default: metrics.podMonitor.enabled=false
+	}
 	c := m.agent(t)
 	sel, err := metav1.LabelSelectorAsSelector(&m.pm.Spec.Selector)
 	if err != nil || sel.Empty() || !sel.Matches(labels.Set(m.ds.Spec.Template.Labels)) {
@@ -1006,16 +1163,25 @@ func TestFollowerRBAC(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	checkFollowerRoles(t, &cr, &role, "pathtrace")
+}
+
+// checkFollowerRoles checks the followers' roles, from follower/rbac.yaml or from the
+// chart's release (RELEASE-follower): create on follows.pathtrace.io, and in the
+// agents' namespace, listing their pods and reading their CA's ConfigMap, by the name
+// the CLI reads (pathtrace-agent-ca); nothing else.
+func checkFollowerRoles(t *testing.T, cr *rbacv1.ClusterRole, role *rbacv1.Role, release string) {
+	t.Helper()
 	want := []rbacv1.PolicyRule{{APIGroups: []string{"pathtrace.io"}, Resources: []string{"follows"}, Verbs: []string{"create"}}}
-	if cr.Name != "pathtrace-follower" || !equalRules(cr.Rules, want) {
-		t.Errorf("ClusterRole %s rules %+v, want %+v", cr.Name, cr.Rules, want)
+	if cr.Name != release+"-follower" || !equalRules(cr.Rules, want) {
+		t.Errorf("ClusterRole %s rules %+v, want %s-follower with %+v", cr.Name, cr.Rules, release, want)
 	}
 	wantNS := []rbacv1.PolicyRule{
 		{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "list"}},
 		{APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{"pathtrace-agent-ca"}, Verbs: []string{"get"}},
 	}
-	if role.Namespace != "pathtrace" || !equalRules(role.Rules, wantNS) {
-		t.Errorf("Role %s/%s rules %+v, want %+v", role.Namespace, role.Name, role.Rules, wantNS)
+	if role.Name != release+"-follower" || role.Namespace != "pathtrace" || !equalRules(role.Rules, wantNS) {
+		t.Errorf("Role %s/%s rules %+v, want pathtrace/%s-follower with %+v", role.Namespace, role.Name, role.Rules, release, wantNS)
 	}
 }
 
