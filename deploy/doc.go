@@ -4,9 +4,14 @@
 // cluster gets them with `kubectl apply -k deploy/` (README.md here explains each
 // choice).
 //
+// chart/ is a Helm chart of the same objects, with values for what the kustomization
+// leaves to overlays.
+//
 // The Go package only embeds the manifests, so that a test decodes them into the
 // Kubernetes API types exactly as the API server would and checks what the agent relies
-// on. It must not hold agent logic, and nothing in it talks to a cluster.
+// on; the chart's test puts `helm template`'s output through the same checks and
+// compares its defaults with the kustomization. It must not hold agent logic, and
+// nothing in it talks to a cluster.
 package deploy
 
 import "embed"
