@@ -388,4 +388,5 @@ func TestKubeAgents(t *testing.T) {
 			t.Errorf("agent of %s: pathtrace_follows_refused_total{reason=auth} %v, want 2", a.node, n)
 		}
 	}
+	pluginThroughAgents(t, api.srv.URL, kc, agents, ports)
 }

@@ -240,10 +240,17 @@ func startFollow(t *testing.T, node string, args ...string) *follower {
 // runFollow starts `pathtrace follow --json` with args and waits for its ready file.
 func runFollow(t *testing.T, name string, args []string) *follower {
 	t.Helper()
+	return followBin(t, name, filepath.Join(binDir, "pathtrace"), append([]string{"--json"}, args...))
+}
+
+// followBin runs bin follow with args (and a ready file and a short timeout) until it
+// is ready.
+func followBin(t *testing.T, name, bin string, args []string) *follower {
+	t.Helper()
 	ready := filepath.Join(t.TempDir(), "ready")
-	full := append([]string{"follow", "--json", "--ready-file", ready, "--timeout", "300ms"}, args...)
+	full := append([]string{"follow", "--ready-file", ready, "--timeout", "300ms"}, args...)
 	f := &follower{node: name, done: make(chan error, 1)}
-	f.cmd = exec.Command(filepath.Join(binDir, "pathtrace"), full...)
+	f.cmd = exec.Command(bin, full...)
 	f.cmd.Stdout, f.cmd.Stderr = &f.stdout, &f.stderr
 	if err := f.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -283,6 +290,14 @@ func waitReady(t *testing.T, ready string, done <-chan error, what, stderr func(
 // printed.
 func (f *follower) stop(t *testing.T) []exporter.JourneyJSON {
 	t.Helper()
+	f.end(t)
+	return parseJourneys(t, f.stdout.Bytes())
+}
+
+// end lets the journeys in flight time out and interrupts the follower, which must
+// exit with status 0.
+func (f *follower) end(t *testing.T) {
+	t.Helper()
 	time.Sleep(600 * time.Millisecond)
 	f.cmd.Process.Signal(syscall.SIGINT)
 	select {
@@ -293,7 +308,6 @@ func (f *follower) stop(t *testing.T) []exporter.JourneyJSON {
 	case <-time.After(15 * time.Second):
 		t.Fatalf("pathtrace follow on %s did not exit after SIGINT\n%s", f.node, f.stderr.String())
 	}
-	return parseJourneys(t, f.stdout.Bytes())
 }
 
 func parseJourneys(t *testing.T, b []byte) []exporter.JourneyJSON {

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -9,14 +11,20 @@ import (
 	"testing"
 )
 
-// runPluginBin runs the binary as kubectl runs a plugin: kubectl-pathtrace on PATH.
-func runPluginBin(t *testing.T, args ...string) (int, string, string) {
+// pluginLink is the binary as kubectl runs the plugin: kubectl-pathtrace on PATH.
+func pluginLink(t *testing.T) string {
 	t.Helper()
 	link := filepath.Join(t.TempDir(), pluginName)
 	if err := os.Symlink(filepath.Join(binDir, "pathtrace"), link); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(link, args...)
+	return link
+}
+
+// runPluginBin runs kubectl pathtrace with args.
+func runPluginBin(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	cmd := exec.Command(pluginLink(t), args...)
 	var stdout, stderr strings.Builder
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
@@ -90,5 +98,71 @@ func TestOutputConfig(t *testing.T) {
 	o = &followOpts{output: "text", pods: []string{"api"}, namespaces: []string{"a", "b"}}
 	if _, err := o.outputConfig(nil); err == nil || !strings.Contains(err.Error(), "write NAMESPACE/NAME") {
 		t.Errorf("--pod NAME with two namespaces: %v", err)
+	}
+}
+
+// pluginThroughAgents is kubectl pathtrace against the agents TestKubeAgents started
+// (node-a, node-b; ports by node), found through the API server at url: doctor asks
+// each for its state; bob, whom RBAC does not let follow, is refused by both; follow
+// --verdict keeps the dropped flow only, as a compact line; --node asks one agent.
+func pluginThroughAgents(t *testing.T, url, kc string, agents []*agentProc, ports map[string]string) {
+	t.Helper()
+	code, stdout, stderr := runPluginBin(t, "doctor", "--kubeconfig", kc)
+	if code != 0 {
+		t.Fatalf("kubectl pathtrace doctor: exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	for _, a := range agents {
+		head := "node " + a.node + " (agent 127.0.0.1:" + ports[a.node] + "):"
+		i := strings.Index(stdout, head)
+		if i < 0 {
+			t.Errorf("doctor: no %q in\n%s", head, stdout)
+			continue
+		}
+		for _, want := range []string{"  kernel: ", "  mode: tc via", "  layout: ", "  interfaces ("} {
+			if !strings.Contains(stdout[i:], want) {
+				t.Errorf("doctor: node %s has no %q:\n%s", a.node, want, stdout[i:])
+			}
+		}
+		if !strings.Contains(a.stderr.String(), "user alice (kube) asked for the agent's state") {
+			t.Errorf("agent of %s did not log the doctor request:\n%s", a.node, a.stderr.String())
+		}
+	}
+	code, stdout, _ = runPluginBin(t, "doctor", "--kubeconfig", kc, "--node", "node-b", "-o", "json")
+	var d agentDoctor
+	if code != 0 || strings.Count(stdout, "\n") != 1 || json.Unmarshal([]byte(stdout), &d) != nil || d.Node != "node-b" || len(d.State) < 4 {
+		t.Errorf("doctor --node node-b -o json: exit %d\n%s", code, stdout)
+	}
+	code, stdout, stderr = runPluginBin(t, "doctor", "--kubeconfig", kubeconfig(t, url, "t-bob"))
+	if code != 1 || strings.Count(stdout, "bob may not create follows.pathtrace.io") != 2 || !strings.Contains(stderr, "2 of 2 agents did not answer") {
+		t.Errorf("doctor as bob: exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	if code, _, stderr = runPluginBin(t, "follow", "--kubeconfig", kc, "--node", "node-z", "10.244.2.57"); code != 1 ||
+		!strings.Contains(stderr, "no agent on node node-z (agents run on: node-a, node-b)") {
+		t.Errorf("follow --node node-z: exit %d\n%s", code, stderr)
+	}
+
+	// A delivered flow (a-api → api-b) and one the policy fault drops (b-api → redis on
+	// node-a): --verdict dropped prints drops only, a line each.
+	fault(t, "policy")
+	f := followBin(t, "plugin", pluginLink(t), []string{"--kubeconfig", kc, "--verdict", "dropped", "--proto", "tcp", "10.244.2.57:8080", "10.244.1.42:6379"})
+	if out, err := pod(t, "a-api", "tcp", "10.244.2.57:8080"); err != nil {
+		t.Fatalf("a-api → api-b: %v %s", err, out)
+	}
+	if out, err := pod(t, "b-api", "tcp", "10.244.1.42:6379", "--timeout", "500ms"); err == nil {
+		t.Fatalf("b-api got through the policy to redis: %s", out)
+	}
+	f.end(t)
+	out := strings.TrimSpace(f.stdout.String())
+	lines := strings.Split(out, "\n")
+	if !strings.Contains(out, "TCP 10.244.2.57:") || !strings.Contains(out, "-> 10.244.1.42:6379 (default/redis) DROPPED") {
+		t.Errorf("follow --verdict dropped: no line for the SYN the policy dropped:\n%s\n%s", out, f.stderr.String())
+	}
+	for _, l := range lines {
+		if !strings.Contains(l, " DROPPED") || strings.HasPrefix(l, "{") {
+			t.Errorf("not a dropped flow's compact line: %q", l)
+		}
+	}
+	if !strings.Contains(f.stderr.String(), fmt.Sprintf("pathtrace: %d of ", len(lines))) || !strings.Contains(f.stderr.String(), "flows matched the filters") {
+		t.Errorf("follow did not say how many flows matched:\n%s", f.stderr.String())
 	}
 }
