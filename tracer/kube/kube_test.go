@@ -14,7 +14,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes/fake"
-	k8stesting "k8s.io/client-go/testing"
 )
 
 // Fixtures: the lab's two nodes and the objects on them.
@@ -184,49 +183,6 @@ func TestNameString(t *testing.T) {
 	}
 }
 
-func TestNamePodsServicesNodes(t *testing.T) {
-	t.Parallel()
-	hostPod := pod("kube-system", "kube-proxy-x7", "node-a", corev1.PodRunning, time.Hour, "10.0.0.11")
-	hostPod.Spec.HostNetwork = true
-	client := fake.NewClientset(
-		pod("prod", "api-67f6cc8974-2kmdg", "node-a", corev1.PodRunning, time.Hour, "10.244.1.23", "fd00:10:244:1::17"),
-		pod("prod", "redis-0", "node-b", corev1.PodRunning, time.Hour, "10.244.2.57"),
-		pod("prod", "job-new", "node-b", corev1.PodPending, time.Minute),
-		hostPod,
-		service("prod", "api", []string{"10.96.0.20", "fd00:96::20"}, svcPort("http", 80, intstr.FromInt32(8080), corev1.ProtocolTCP)),
-		service("kube-system", "kube-dns", []string{"10.96.0.10"}),
-		node("node-a", internalIP("10.0.0.11"), corev1.NodeAddress{Type: corev1.NodeExternalIP, Address: "203.0.113.11"}, corev1.NodeAddress{Type: corev1.NodeHostName, Address: "node-a"}),
-		node("node-b", internalIP("10.0.0.12")),
-	)
-	r, w := started(t, client, Config{})
-
-	pod := func(ns, n string) Name { return Name{Kind: "pod", Namespace: ns, Name: n} }
-	svc := func(ns, n string) Name { return Name{Kind: "service", Namespace: ns, Name: n} }
-	wantName(t, r, "10.244.1.23", pod("prod", "api-67f6cc8974-2kmdg"))
-	wantName(t, r, "fd00:10:244:1::17", pod("prod", "api-67f6cc8974-2kmdg"))
-	wantName(t, r, "::ffff:10.244.1.23", pod("prod", "api-67f6cc8974-2kmdg"))
-	wantName(t, r, "10.244.2.57", pod("prod", "redis-0")) // a pod on another node
-	wantName(t, r, "10.96.0.20", svc("prod", "api"))
-	wantName(t, r, "fd00:96::20", svc("prod", "api"))
-	wantName(t, r, "10.96.0.10", svc("kube-system", "kube-dns"))
-	wantName(t, r, "10.0.0.11", Name{Kind: "node", Name: "node-a"}) // not kube-proxy: hostNetwork
-	wantName(t, r, "203.0.113.11", Name{Kind: "node", Name: "node-a"})
-	wantName(t, r, "10.0.0.12", Name{Kind: "node", Name: "node-b"})
-	wantName(t, r, "8.8.8.8", Name{}) // known to be outside: not Unresolved
-	if got := r.Name(netip.Addr{}); got != (Name{}) {
-		t.Errorf("Name(invalid) = %+v, want zero", got)
-	}
-	if got := r.Name(addr("10.244.1.23")).String(); got != "prod/api-67f6cc8974-2kmdg" {
-		t.Errorf("Name(10.244.1.23).String() = %q", got)
-	}
-	if got, want := r.Status(), "names on (4 pods, 2 services)"; got != want {
-		t.Errorf("Status() = %q, want %q", got, want)
-	}
-	if ws := w.get(); len(ws) != 0 {
-		t.Errorf("warnings on a healthy API server: %q", ws)
-	}
-}
-
 func TestNameAddressReuse(t *testing.T) {
 	t.Parallel()
 	deleting := pod("prod", "old-terminating", "node-a", corev1.PodRunning, time.Hour, "10.244.1.31")
@@ -262,117 +218,6 @@ func TestNameAddressReuse(t *testing.T) {
 	eventually(t, "10.244.1.30 named after the failed pod once the running one is deleted", func() bool {
 		return r.Name(addr("10.244.1.30")) == Name{Kind: "pod", Namespace: "batch", Name: "job-failed"}
 	})
-}
-
-func TestNameFollowsChanges(t *testing.T) {
-	t.Parallel()
-	client := fake.NewClientset(node("node-a", internalIP("10.0.0.11")))
-	r, _ := started(t, client, Config{})
-	ctx := context.Background()
-	wantName(t, r, "10.244.1.40", Name{})
-
-	// A pod is scheduled, then gets its address.
-	p := pod("prod", "api-1", "node-a", corev1.PodPending, 0)
-	if _, err := client.CoreV1().Pods("prod").Create(ctx, p, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	p.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "10.244.1.40", PodIPs: []corev1.PodIP{{IP: "10.244.1.40"}}}
-	if _, err := client.CoreV1().Pods("prod").UpdateStatus(ctx, p, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, "10.244.1.40 named prod/api-1 after the pod got it", func() bool {
-		return r.Name(addr("10.244.1.40")).String() == "prod/api-1"
-	})
-
-	// A Service, then its deletion.
-	if _, err := client.CoreV1().Services("prod").Create(ctx, service("prod", "api", []string{"10.96.0.40"}), metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, "10.96.0.40 named prod/api", func() bool { return r.Name(addr("10.96.0.40")).String() == "prod/api" })
-	if err := client.CoreV1().Services("prod").Delete(ctx, "api", metav1.DeleteOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, "10.96.0.40 unknown after the Service is deleted", func() bool { return r.Name(addr("10.96.0.40")) == Name{} })
-
-	// The pod is deleted.
-	if err := client.CoreV1().Pods("prod").Delete(ctx, "api-1", metav1.DeleteOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, "10.244.1.40 unknown after the pod is deleted", func() bool { return r.Name(addr("10.244.1.40")) == Name{} })
-
-	// A node changes its address.
-	n := node("node-a", internalIP("10.0.0.21"))
-	if _, err := client.CoreV1().Nodes().UpdateStatus(ctx, n, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, "node-a named by its new address only", func() bool {
-		return r.Name(addr("10.0.0.21")).String() == "node/node-a" && r.Name(addr("10.0.0.11")) == Name{}
-	})
-	if got, want := r.Status(), "names on (0 pods, 0 services)"; got != want {
-		t.Errorf("Status() = %q, want %q", got, want)
-	}
-}
-
-func TestNodePodsOnly(t *testing.T) {
-	t.Parallel()
-	tcp := corev1.ProtocolTCP
-	client := fake.NewClientset(
-		pod("prod", "api-1", "node-a", corev1.PodRunning, time.Hour, "10.244.1.23"),
-		service("prod", "redis", []string{"10.96.0.30"}, svcPort("redis", 6379, intstr.FromInt32(6379), tcp)),
-		endpointSlice("prod", "redis-x1", "redis", discoveryv1.AddressTypeIPv4,
-			[]discoveryv1.EndpointPort{slicePortOf("redis", 6379, tcp)},
-			endpoint(true, "prod", "redis-0", "10.244.2.57")),
-	)
-	r, _ := started(t, client, Config{Node: "node-a", NodePodsOnly: true})
-	var selectors []string
-	for _, a := range client.Actions() {
-		if a.GetResource().Resource == "pods" && (a.GetVerb() == "list" || a.GetVerb() == "watch") {
-			var fs string
-			switch a := a.(type) {
-			case k8stesting.ListActionImpl:
-				fs = a.ListOptions.FieldSelector
-			case k8stesting.WatchActionImpl:
-				fs = a.ListOptions.FieldSelector
-			}
-			selectors = append(selectors, a.GetVerb()+" "+fs)
-		}
-	}
-	if !slices.Equal(selectors, []string{"list spec.nodeName=node-a", "watch spec.nodeName=node-a"}) {
-		t.Errorf("pod list and watch calls: %q, want both with field selector spec.nodeName=node-a", selectors)
-	}
-	wantName(t, r, "10.244.1.23", Name{Kind: "pod", Namespace: "prod", Name: "api-1"})
-	// A pod on another node is known from its Service's EndpointSlice.
-	wantName(t, r, "10.244.2.57", Name{Kind: "pod", Namespace: "prod", Name: "redis-0"})
-	if _, err := r.Resolve(kubeSel("pod/prod/redis-0")); err == nil || !strings.Contains(err.Error(), "not found on node node-a") {
-		t.Errorf("Resolve(pod/prod/redis-0) with node-a's pods only: error %v, want not found on node node-a", err)
-	}
-}
-
-func TestInformersKeepLittle(t *testing.T) {
-	t.Parallel()
-	client := fake.NewClientset(
-		pod("prod", "api-1", "node-a", corev1.PodRunning, time.Hour, "10.244.1.23"),
-		node("node-a", internalIP("10.0.0.11")),
-	)
-	r, _ := started(t, client, Config{})
-	obj, ok, _ := r.pods.GetIndexer().GetByKey("prod/api-1")
-	if !ok {
-		t.Fatal("prod/api-1 not in the pod cache")
-	}
-	p := obj.(*corev1.Pod)
-	if len(p.Annotations) != 0 || len(p.Spec.Containers) != 0 {
-		t.Errorf("cached pod keeps %d annotations and %d containers, want them dropped", len(p.Annotations), len(p.Spec.Containers))
-	}
-	if p.Status.PodIP != "10.244.1.23" || p.Spec.NodeName != "node-a" || p.Status.Phase != corev1.PodRunning {
-		t.Errorf("cached pod lost what naming needs: %+v", p)
-	}
-	obj, ok, _ = r.nodes.GetIndexer().GetByKey("node-a")
-	if !ok {
-		t.Fatal("node-a not in the node cache")
-	}
-	if n := obj.(*corev1.Node); len(n.Status.Images) != 0 || len(n.Status.Addresses) != 1 {
-		t.Errorf("cached node: %d images, %d addresses; want 0 and 1", len(n.Status.Images), len(n.Status.Addresses))
-	}
 }
 
 func TestNamesOff(t *testing.T) {

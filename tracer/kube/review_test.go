@@ -39,6 +39,8 @@ func fakeRBAC(tokens map[string]string, allowed map[string]bool, calls *int) *fa
 	return c
 }
 
+// TestReviewer keeps a fake clientset: it counts the reviews the cache saves, which a
+// real API server does not show (TestAPIServer/review reviews real tokens).
 func TestReviewer(t *testing.T) {
 	calls := 0
 	c := fakeRBAC(map[string]string{"tok-alice": "alice", "tok-bob": "bob"}, map[string]bool{"alice": true}, &calls)
