@@ -42,10 +42,23 @@ lint: ## gofmt, go vet and staticcheck (pinned in go.mod as a tool)
 # The helm CLI, from its own module (scripts/tools/helm/go.mod pins helm.sh/helm/v4), so
 # that helm's few hundred dependencies stay out of the main go.mod; go vet and
 # staticcheck of ./... do not descend into a nested module. deploy/chart_test.go runs it.
-tools: ## build bin/helm (helm.sh/helm/v4, pinned in scripts/tools/helm/go.mod) for the chart's tests
+tools-helm: ## build bin/helm (helm.sh/helm/v4, pinned in scripts/tools/helm/go.mod) for the chart's tests
 	@v=$$($(GO) list -C scripts/tools/helm -m -f '{{.Version}}' helm.sh/helm/v4) || exit 1; \
 	echo "$(GO) build -C scripts/tools/helm -o ../../../$(BIN)/helm helm.sh/helm/v4/cmd/helm ($$v)"; \
 	$(GO) build -C scripts/tools/helm -trimpath -ldflags "-X helm.sh/helm/v4/internal/version.version=$$v" -o ../../../$(BIN)/helm helm.sh/helm/v4/cmd/helm
+
+# The control-plane tests (tracer/kube/kubetest) run a real kube-apiserver, built from
+# k8s.io/kubernetes at the version of client-go by the nested module of
+# scripts/tools/kube-apiserver (its go.mod says why it is nested). A big binary: about
+# 15 min of CPU, so it is rebuilt only when that go.mod or go.sum changes; the go build
+# cache keeps later builds short.
+$(BIN)/kube-apiserver: scripts/tools/kube-apiserver/go.mod scripts/tools/kube-apiserver/go.sum
+	CGO_ENABLED=0 $(GO) build -C scripts/tools/kube-apiserver -trimpath -ldflags "-s -w" -o $(CURDIR)/$@ k8s.io/kubernetes/cmd/kube-apiserver
+
+.PHONY: tools tools-kube tools-helm
+tools-kube: $(BIN)/kube-apiserver ## build bin/kube-apiserver (v1.37.2) for the control-plane tests
+
+tools: tools-helm tools-kube ## build the tools the tests run (bin/helm, bin/kube-apiserver)
 
 test: deps tools lint ## all tests; as root the privileged suite builds the netns lab and runs too
 	$(GO) test -count=1 -timeout 20m ./...

@@ -8,6 +8,7 @@ pkgs=(
 	iputils-ping tcpdump        # the lab by hand; the capture tests compare with tcpdump
 	tshark                      # the capture tests read every pcapng file pathtrace writes
 	prometheus                  # the agent's tests scrape it with a real Prometheus, and promtool
+	etcd-server                 # the control-plane tests: etcd under bin/kube-apiserver (make tools)
 	iperf3 jq bpftool curl      # make bench: throughput with and without the agent, BPF run time, capture cost
 	git make file
 	qemu-system-x86 busybox-static cpio kmod xz-utils zstd debian-archive-keyring # scripts/vm.sh: the kernel matrix in VMs
