@@ -77,18 +77,20 @@ func Binaries(t testing.TB) (apiserver, etcd string) {
 	t.Helper()
 	var missing []string
 	apiserver = os.Getenv("PATHTRACE_KUBE_APISERVER")
-	if apiserver == "" {
+	if apiserver != "" && !isExecutable(apiserver) {
+		missing = append(missing, "kube-apiserver ($PATHTRACE_KUBE_APISERVER="+apiserver+" is no executable file)")
+	} else if apiserver == "" {
 		if root, err := moduleRoot(); err == nil {
 			if p := filepath.Join(root, "bin", "kube-apiserver"); isExecutable(p) {
 				apiserver = p
 			}
 		}
 	}
-	if apiserver == "" {
+	if apiserver == "" && len(missing) == 0 {
 		apiserver, _ = exec.LookPath("kube-apiserver")
-	}
-	if apiserver == "" {
-		missing = append(missing, "kube-apiserver (bin/kube-apiserver: run make tools)")
+		if apiserver == "" {
+			missing = append(missing, "kube-apiserver (bin/kube-apiserver: run make tools)")
+		}
 	}
 	etcd, err := exec.LookPath("etcd")
 	if err != nil {
