@@ -1,196 +1,111 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
-	"fmt"
-	"io"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	authnv1 "k8s.io/api/authentication/v1"
-	authzv1 "k8s.io/api/authorization/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/client-go/kubernetes/scheme"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/pathtrace/pathtrace/tracer/kube/kubetest"
 )
 
-// fakeAPIServer answers the lists and watches of pathtrace's informers with the lab's
-// pods, Service and nodes, as a Kubernetes API server would: lists with a resource
-// version, watches that stay open with nothing to say. forbid makes a resource answer
-// 403, as when RBAC denies it.
-type fakeAPIServer struct {
-	srv    *httptest.Server
-	forbid atomic.Value // string: the resource denied, "" none
-	agents atomic.Value // string: the agent pods' list
-	lists  atomic.Int64
-	ca     atomic.Value // string: ca.crt of the ConfigMap pathtrace-agent-ca, "" none
-	// Reviews as the API server does them: tokens it knows (token → user), and the
-	// users RBAC lets create follows.pathtrace.io.
-	tokens  map[string]string
-	allowed map[string]bool
-	reviews atomic.Int64
-}
-
-// setAgents lists agent pods, one per node, at 127.0.0.1 and their "api" port.
-func (f *fakeAPIServer) setAgents(ports map[string]string) {
-	var items []string
-	for node, port := range ports {
-		items = append(items, fmt.Sprintf(`{"metadata":{"name":"pathtrace-agent-%s","namespace":"pathtrace","uid":"uid-ag-%s","labels":{"app.kubernetes.io/name":"pathtrace-agent"},"creationTimestamp":"2026-11-26T10:00:00Z"},
-			"spec":{"nodeName":%q,"containers":[{"name":"agent","image":"x","ports":[{"name":"metrics","containerPort":9435,"protocol":"TCP"},{"name":"api","containerPort":%s,"protocol":"TCP"}]}]},
-			"status":{"phase":"Running","podIP":"127.0.0.1","podIPs":[{"ip":"127.0.0.1"}]}}`, node, node, node, port))
-	}
-	f.agents.Store(`{"kind":"PodList","apiVersion":"v1","metadata":{"resourceVersion":"1"},"items":[` + strings.Join(items, ",") + `]}`)
-}
-
-func labObjects() map[string]string {
-	pod := func(name, ip, node string) string {
-		return fmt.Sprintf(`{"metadata":{"name":%q,"namespace":"default","uid":%q,"resourceVersion":"1","creationTimestamp":"2026-11-26T10:00:00Z"},
-			"spec":{"nodeName":%q,"containers":[{"name":"c","image":"x"}]},
-			"status":{"phase":"Running","podIP":%q,"podIPs":[{"ip":%q}]}}`, name, "uid-"+name, node, ip, ip)
-	}
-	return map[string]string{
-		"/api/v1/pods": `{"kind":"PodList","apiVersion":"v1","metadata":{"resourceVersion":"1"},"items":[` +
-			pod("api-a", "10.244.1.23", "node-a") + "," + pod("redis", "10.244.1.42", "node-a") + "," + pod("api-b", "10.244.2.57", "node-b") + `]}`,
-		"/api/v1/services": `{"kind":"ServiceList","apiVersion":"v1","metadata":{"resourceVersion":"1"},"items":[
-			{"metadata":{"name":"api","namespace":"default","uid":"uid-svc","resourceVersion":"1"},
-			 "spec":{"type":"ClusterIP","clusterIP":"10.96.12.34","clusterIPs":["10.96.12.34"],"ports":[{"name":"http","protocol":"TCP","port":80,"targetPort":8080}]}}]}`,
-		"/apis/discovery.k8s.io/v1/endpointslices": `{"kind":"EndpointSliceList","apiVersion":"discovery.k8s.io/v1","metadata":{"resourceVersion":"1"},"items":[
-			{"metadata":{"name":"api-x1","namespace":"default","uid":"uid-es","resourceVersion":"1","labels":{"kubernetes.io/service-name":"api"}},
-			 "addressType":"IPv4","ports":[{"name":"http","protocol":"TCP","port":8080}],
-			 "endpoints":[{"addresses":["10.244.1.23"],"conditions":{"ready":true},"targetRef":{"kind":"Pod","namespace":"default","name":"api-a"}},
-			              {"addresses":["10.244.2.57"],"conditions":{"ready":true},"targetRef":{"kind":"Pod","namespace":"default","name":"api-b"}}]}]}`,
-		"/api/v1/nodes": `{"kind":"NodeList","apiVersion":"v1","metadata":{"resourceVersion":"1"},"items":[
-			{"metadata":{"name":"node-a","uid":"uid-na","resourceVersion":"1"},"status":{"addresses":[{"type":"InternalIP","address":"10.0.0.11"}]}},
-			{"metadata":{"name":"node-b","uid":"uid-nb","resourceVersion":"1"},"status":{"addresses":[{"type":"InternalIP","address":"10.0.0.12"}]}}]}`,
-	}
-}
-
-func startFakeAPIServer(t *testing.T) *fakeAPIServer {
+// labCluster runs a real kube-apiserver and etcd (kubetest) holding the lab's objects
+// as a cluster's controllers and kubelets would have written them: the pods with
+// their addresses (status subresource), the Service api at 10.96.12.34 and its
+// EndpointSlice, the two nodes.
+func labCluster(t *testing.T) *kubetest.Server {
 	t.Helper()
-	f := &fakeAPIServer{}
-	f.forbid.Store("")
-	f.agents.Store(`{"kind":"PodList","apiVersion":"v1","metadata":{"resourceVersion":"1"},"items":[]}`)
-	objs := labObjects()
-	f.ca.Store("")
-	f.tokens = map[string]string{"t": "alice", "t-bob": "bob"}
-	f.allowed = map[string]bool{"alice": true}
-	f.srv = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if f.review(w, r) {
-			return
+	s := kubetest.Start(t)
+	ctx := context.Background()
+	c := s.Client
+	fail := func(what string, err error) {
+		if err != nil {
+			t.Fatalf("lab cluster: %s: %v", what, err)
 		}
-		if r.URL.Path == "/api/v1/namespaces/pathtrace/configmaps/pathtrace-agent-ca" && f.ca.Load().(string) != "" {
-			w.Header().Set("Content-Type", "application/json")
-			b, _ := json.Marshal(map[string]any{"kind": "ConfigMap", "apiVersion": "v1",
-				"metadata": map[string]any{"name": "pathtrace-agent-ca", "namespace": "pathtrace"}, "data": map[string]string{"ca.crt": f.ca.Load().(string)}})
-			w.Write(b)
-			return
-		}
-		body, ok := objs[r.URL.Path]
-		if r.URL.Path == "/api/v1/namespaces/pathtrace/pods" {
-			body, ok = f.agents.Load().(string), r.URL.Query().Get("labelSelector") == "app.kubernetes.io/name=pathtrace-agent"
-		}
-		if !ok {
-			http.NotFound(w, r)
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		res := r.URL.Path[strings.LastIndex(r.URL.Path, "/")+1:]
-		if res == f.forbid.Load().(string) {
-			w.WriteHeader(http.StatusForbidden)
-			fmt.Fprintf(w, `{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"%s is forbidden: User \"system:serviceaccount:pathtrace:pathtrace-agent\" cannot list resource \"%s\" in API group \"\" at the cluster scope","reason":"Forbidden","details":{"kind":%q},"code":403}`, res, res, res)
-			return
-		}
-		q := r.URL.Query()
-		if q.Get("watch") == "true" || q.Get("watch") == "1" {
-			if q.Get("sendInitialEvents") == "true" {
-				// No streaming lists here: client-go falls back to list and watch.
-				w.WriteHeader(http.StatusBadRequest)
-				fmt.Fprint(w, `{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"sendInitialEvents is not supported","reason":"BadRequest","code":400}`)
-				return
-			}
-			w.WriteHeader(http.StatusOK)
-			w.(http.Flusher).Flush()
-			<-r.Context().Done()
-			return
-		}
-		f.lists.Add(1)
-		fmt.Fprint(w, body)
-	}))
-	t.Cleanup(f.srv.Close)
-	return f
-}
-
-// kubeconfig writes a kubeconfig for server.
-// review answers TokenReview and SubjectAccessReview with the real API types.
-func (f *fakeAPIServer) review(w http.ResponseWriter, r *http.Request) bool {
-	switch r.URL.Path {
-	case "/apis/authentication.k8s.io/v1/tokenreviews":
-		var tr authnv1.TokenReview
-		decodeBody(r, &tr)
-		f.reviews.Add(1)
-		if u, ok := f.tokens[tr.Spec.Token]; ok {
-			tr.Status = authnv1.TokenReviewStatus{Authenticated: true, User: authnv1.UserInfo{Username: u, Groups: []string{"system:authenticated"}}}
-		} else {
-			tr.Status = authnv1.TokenReviewStatus{Error: "invalid bearer token, service account token has been invalidated"}
-		}
-		tr.Kind, tr.APIVersion = "TokenReview", "authentication.k8s.io/v1"
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusCreated)
-		json.NewEncoder(w).Encode(&tr)
-		return true
-	case "/apis/authorization.k8s.io/v1/subjectaccessreviews":
-		var sar authzv1.SubjectAccessReview
-		decodeBody(r, &sar)
-		ra := sar.Spec.ResourceAttributes
-		sar.Status.Allowed = f.allowed[sar.Spec.User] && ra != nil && ra.Group == "pathtrace.io" && ra.Resource == "follows" && ra.Verb == "create"
-		sar.Kind, sar.APIVersion = "SubjectAccessReview", "authorization.k8s.io/v1"
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusCreated)
-		json.NewEncoder(w).Encode(&sar)
-		return true
 	}
-	return false
-}
-
-// decodeBody decodes a request body as the API server does, JSON or protobuf (what
-// client-go sends for built-in types).
-func decodeBody(r *http.Request, into runtime.Object) {
-	b, _ := io.ReadAll(r.Body)
-	if _, _, err := scheme.Codecs.UniversalDeserializer().Decode(b, nil, into); err != nil {
-		fmt.Fprintf(os.Stderr, "fake API server: %s: %v\n", r.URL.Path, err)
+	for _, n := range []struct{ name, ip string }{{"node-a", "10.0.0.11"}, {"node-b", "10.0.0.12"}} {
+		node, err := c.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n.name}}, metav1.CreateOptions{})
+		fail("node "+n.name, err)
+		node.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: n.ip}}
+		_, err = c.CoreV1().Nodes().UpdateStatus(ctx, node, metav1.UpdateOptions{})
+		fail("node "+n.name, err)
 	}
+	for _, p := range []struct{ name, ip, node string }{{"api-a", "10.244.1.23", "node-a"}, {"redis", "10.244.1.42", "node-a"}, {"api-b", "10.244.2.57", "node-b"}} {
+		labPod(t, s, "default", p.name, p.node, p.ip, nil, nil)
+	}
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "api", Namespace: "default"}, Spec: corev1.ServiceSpec{
+		ClusterIP: "10.96.12.34", ClusterIPs: []string{"10.96.12.34"},
+		Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080), Protocol: corev1.ProtocolTCP}},
+	}}
+	_, err := c.CoreV1().Services("default").Create(ctx, svc, metav1.CreateOptions{})
+	fail("service default/api", err)
+	name, port, proto, ready := "http", int32(8080), corev1.ProtocolTCP, true
+	ep := func(ip, pod string) discoveryv1.Endpoint {
+		return discoveryv1.Endpoint{Addresses: []string{ip}, Conditions: discoveryv1.EndpointConditions{Ready: &ready},
+			TargetRef: &corev1.ObjectReference{Kind: "Pod", Namespace: "default", Name: pod}}
+	}
+	_, err = c.DiscoveryV1().EndpointSlices("default").Create(ctx, &discoveryv1.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Name: "api-x1", Namespace: "default", Labels: map[string]string{discoveryv1.LabelServiceName: "api"}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Ports:       []discoveryv1.EndpointPort{{Name: &name, Port: &port, Protocol: &proto}},
+		Endpoints:   []discoveryv1.Endpoint{ep("10.244.1.23", "api-a"), ep("10.244.2.57", "api-b")},
+	}, metav1.CreateOptions{})
+	fail("EndpointSlice default/api-x1", err)
+	return s
 }
 
-func kubeconfig(t *testing.T, server string, token ...string) string {
+// labPod creates a Running pod with address ip on node, as the kubelet reports it.
+func labPod(t *testing.T, s *kubetest.Server, ns, name, node, ip string, labels map[string]string, ports []corev1.ContainerPort) {
 	t.Helper()
-	p := filepath.Join(t.TempDir(), "kubeconfig")
-	cfg := fmt.Sprintf(`apiVersion: v1
-kind: Config
-clusters:
-- name: lab
-  cluster:
-    server: %s
-    insecure-skip-tls-verify: true
-users:
-- name: u
-  user:
-    token: %s
-contexts:
-- name: lab
-  context:
-    cluster: lab
-    user: u
-current-context: lab
-`, server, append(token, "t")[0])
-	if err := os.WriteFile(p, []byte(cfg), 0o600); err != nil {
+	ctx := context.Background()
+	s.Namespace(t, ns)
+	p, err := s.Client.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: labels},
+		Spec:       corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "c", Image: "x", Ports: ports}}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("lab cluster: pod %s/%s: %v", ns, name, err)
+	}
+	p.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: ip, PodIPs: []corev1.PodIP{{IP: ip}}}
+	if _, err := s.Client.CoreV1().Pods(ns).UpdateStatus(ctx, p, metav1.UpdateOptions{}); err != nil {
+		t.Fatalf("lab cluster: status of pod %s/%s: %v", ns, name, err)
+	}
+}
+
+// applyRepoFile applies a manifest of deploy/ to the cluster as its admin.
+func applyRepoFile(t *testing.T, s *kubetest.Server, path string) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
 		t.Fatal(err)
 	}
-	return p
+	if err := s.Apply(context.Background(), s.Admin, data, kubetest.ApplyOptions{}); err != nil {
+		t.Fatalf("apply %s: %v", path, err)
+	}
+}
+
+// bindSA binds a service account to a ClusterRole (namespace "") or a Role.
+func bindSA(t *testing.T, s *kubetest.Server, kind, role, namespace, saNS, sa string) {
+	t.Helper()
+	meta := "metadata: {name: " + sa + "-" + strings.ToLower(kind) + "-" + role + "}"
+	if namespace != "" {
+		meta = "metadata: {name: " + sa + "-" + role + ", namespace: " + namespace + "}"
+	}
+	doc := "apiVersion: rbac.authorization.k8s.io/v1\nkind: " + kind + "Binding\n" + meta +
+		"\nroleRef: {apiGroup: rbac.authorization.k8s.io, kind: " + kind + ", name: " + role + "}" +
+		"\nsubjects: [{kind: ServiceAccount, name: " + sa + ", namespace: " + saNS + "}]\n"
+	if err := s.Apply(context.Background(), s.Admin, []byte(doc), kubetest.ApplyOptions{}); err != nil {
+		t.Fatalf("bind %s %s to %s/%s: %v", kind, role, saNS, sa, err)
+	}
 }
 
 // With a kubeconfig, pod and Service selectors become addresses, journeys name their
@@ -198,8 +113,8 @@ current-context: lab
 // series budget.
 func TestKubeNames(t *testing.T) {
 	needLab(t)
-	api := startFakeAPIServer(t)
-	kc := kubeconfig(t, api.srv.URL)
+	api := labCluster(t)
+	kc := api.Kubeconfig(t, api.Admin)
 
 	f := startFollow(t, "node-a", "--kubeconfig", kc, "--proto", "tcp", "svc/default/api:http")
 	if out, err := pod(t, "a-api", "tcp", "10.96.12.34:80"); err != nil {
@@ -210,7 +125,7 @@ func TestKubeNames(t *testing.T) {
 	if !strings.Contains(stderr, "svc/default/api:http is 10.96.12.34:80, 10.244.1.23:8080, 10.244.2.57:8080") {
 		t.Errorf("the Service selector's addresses are not said:\n%s", stderr)
 	}
-	if !strings.Contains(stderr, "names on (3 pods, 1 services), from kubeconfig") {
+	if !strings.Contains(stderr, "names on (3 pods, 2 services), from kubeconfig") {
 		t.Errorf("no names status line:\n%s", stderr)
 	}
 	syns := find(js, "S", "10.244.1.23:", "10.96.12.34:80")
@@ -282,14 +197,28 @@ func TestKubeNamesFaults(t *testing.T) {
 		name, warn string
 		server     func() string
 	}{
-		{"rbac", "pods is forbidden", func() string {
-			api := startFakeAPIServer(t)
-			api.forbid.Store("pods")
-			return api.srv.URL
+		{"rbac", `pods is forbidden: User "system:serviceaccount:pathtrace:no-pods" cannot list resource "pods"`, func() string {
+			// An account with the agent's ClusterRole but for pods.
+			api := labCluster(t)
+			api.Namespace(t, "pathtrace")
+			if err := api.Apply(context.Background(), api.Admin, []byte(`apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: no-pods}
+rules:
+- {apiGroups: [""], resources: [services, nodes], verbs: [get, list, watch]}
+- {apiGroups: [discovery.k8s.io], resources: [endpointslices], verbs: [get, list, watch]}
+`), kubetest.ApplyOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			rc := api.ServiceAccount(t, "pathtrace", "no-pods")
+			bindSA(t, api, "ClusterRole", "no-pods", "", "pathtrace", "no-pods")
+			return api.Kubeconfig(t, rc)
 		}},
-		{"unreachable", "unreachable", func() string { return "http://" + freeAddr(t) }},
+		{"unreachable", "unreachable", func() string {
+			return writeKubeconfig(t, "http://"+freeAddr(t))
+		}},
 	} {
-		f := startFollow(t, "node-a", "--kubeconfig", kubeconfig(t, tc.server()), "--proto", "tcp", "10.244.1.42:6379")
+		f := startFollow(t, "node-a", "--kubeconfig", tc.server(), "--proto", "tcp", "10.244.1.42:6379")
 		if out, err := pod(t, "a-api", "tcp", "10.244.1.42:6379"); err != nil {
 			t.Fatalf("%s: a-api → redis: %v %s", tc.name, err, out)
 		}
@@ -318,15 +247,46 @@ func TestKubeNamesFaults(t *testing.T) {
 	}
 }
 
+// writeKubeconfig writes a kubeconfig for a server that is not there.
+func writeKubeconfig(t *testing.T, server string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "kubeconfig")
+	cfg := "apiVersion: v1\nkind: Config\nclusters:\n- name: lab\n  cluster: {server: " + server + "}\n" +
+		"users:\n- name: u\n  user: {token: t}\ncontexts:\n- name: lab\n  context: {cluster: lab, user: u}\ncurrent-context: lab\n"
+	if err := os.WriteFile(p, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 // In a cluster the follower finds every node's agent through the API server (their
 // pods' address and "api" port) and joins their journeys; the agents here serve
 // --api tls: with certificates from pathtrace certs and --auth-kube, as the DaemonSet's
-// do: the follower authenticates with its kubeconfig's token, reviewed by the API
-// server (TokenReview, SubjectAccessReview), and trusts the CA of the ConfigMap.
+// do: the follower authenticates with its kubeconfig's token (a service account's,
+// bound to deploy/follower/rbac.yaml's roles), reviewed by the real API server
+// (TokenReview, SubjectAccessReview), and trusts the CA of the ConfigMap.
 func TestKubeAgents(t *testing.T) {
 	needLab(t)
-	api := startFakeAPIServer(t)
-	kc := kubeconfig(t, api.srv.URL)
+	api := labCluster(t)
+	api.Namespace(t, "pathtrace")
+	applyRepoFile(t, api, "../../deploy/follower/rbac.yaml")
+	alice := api.ServiceAccount(t, "oncall", "alice")
+	bindSA(t, api, "ClusterRole", "pathtrace-follower", "", "oncall", "alice")
+	bindSA(t, api, "Role", "pathtrace-follower", "pathtrace", "oncall", "alice")
+	// The follower names and resolves svc/default/api itself: it reads what the
+	// agents read (deploy/follower/rbac.yaml does not grant it).
+	applyRepoFile(t, api, "../../deploy/rbac.yaml")
+	bindSA(t, api, "ClusterRole", "pathtrace-agent", "", "oncall", "alice")
+	// bob may find the agents, not follow through them.
+	bob := api.ServiceAccount(t, "oncall", "bob")
+	bindSA(t, api, "Role", "pathtrace-follower", "pathtrace", "oncall", "bob")
+	// gone's service account is deleted: its token is refused by the API server itself.
+	gone := api.ServiceAccount(t, "oncall", "gone")
+	if err := api.Client.CoreV1().ServiceAccounts("oncall").Delete(context.Background(), "gone", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	admin, kc := api.Kubeconfig(t, api.Admin), api.Kubeconfig(t, alice)
+
 	code, stderr := runBin(t, nil, "follow", "--agents", "k8s", "--kubeconfig", kc, "--duration", "1s", "10.244.2.57")
 	if code != 1 || !strings.Contains(stderr, "is the DaemonSet installed?") {
 		t.Errorf("no agent pods: exit %d\n%s", code, stderr)
@@ -341,10 +301,16 @@ func TestKubeAgents(t *testing.T) {
 		addr := freeAddr(t)
 		_, port, _ := strings.Cut(addr, ":")
 		ports[node] = port
+		// The agents review with the admin's credentials here (the DaemonSet's account
+		// has the same two verbs: deploy's tests check it).
 		agents = append(agents, startAgent(t, node, "--api", "tls:"+addr, "--tls-cert", certs+"/agent.crt",
-			"--tls-key", certs+"/agent.key", "--tls-client-ca", certs+"/ca.crt", "--auth-kube", "--kubeconfig", kc))
+			"--tls-key", certs+"/agent.key", "--tls-client-ca", certs+"/ca.crt", "--auth-kube", "--kubeconfig", admin))
 	}
-	api.setAgents(ports)
+	for node, port := range ports {
+		p, _ := strconv.Atoi(port)
+		labPod(t, api, "pathtrace", "pathtrace-agent-"+node, node, "127.0.0.1", map[string]string{"app.kubernetes.io/name": "pathtrace-agent"},
+			[]corev1.ContainerPort{{Name: "metrics", ContainerPort: 9435}, {Name: "api", ContainerPort: int32(p)}})
+	}
 	// The agents' CA is published in a ConfigMap; without it the follower is told what
 	// to pass, before any agent is asked.
 	if code, stderr := runBin(t, nil, "follow", "--agents", "k8s", "--kubeconfig", kc, "--duration", "1s", "10.244.2.57"); code != 1 ||
@@ -352,17 +318,21 @@ func TestKubeAgents(t *testing.T) {
 		t.Errorf("no CA ConfigMap: exit %d\n%s", code, stderr)
 	}
 	ca, _ := os.ReadFile(certs + "/ca.crt")
-	api.ca.Store(string(ca))
-	// Tokens the API server does not know (a deleted service account's), or whose user
-	// RBAC does not allow to follow: refused by both agents, nothing followed.
-	for _, tc := range []struct{ token, want string }{
-		{"t-gone", "token has been invalidated"},
-		{"t-bob", "bob may not create follows.pathtrace.io"},
-	} {
-		code, stderr := runBin(t, nil, "follow", "--agents", "k8s", "--kubeconfig", kubeconfig(t, api.srv.URL, tc.token), "--duration", "1s", "10.244.2.57")
-		if code != 1 || !strings.Contains(stderr, tc.want) || !strings.Contains(stderr, "no agent answered of 2") {
-			t.Errorf("token %s: exit %d\n%q", tc.token, code, stderr)
-		}
+	if _, err := api.Client.CoreV1().ConfigMaps("pathtrace").Create(context.Background(), &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Name: "pathtrace-agent-ca", Namespace: "pathtrace"}, Data: map[string]string{"ca.crt": string(ca)},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// A deleted service account's token: the API server refuses it before any agent
+	// is found.
+	code, stderr = runBin(t, nil, "follow", "--agents", "k8s", "--kubeconfig", api.Kubeconfig(t, gone), "--duration", "1s", "10.244.2.57")
+	if code != 1 || !strings.Contains(stderr, "Unauthorized") {
+		t.Errorf("a deleted service account's token: exit %d\n%q", code, stderr)
+	}
+	// A user RBAC does not allow to follow: refused by both agents, nothing followed.
+	code, stderr = runBin(t, nil, "follow", "--agents", "k8s", "--kubeconfig", api.Kubeconfig(t, bob), "--duration", "1s", "10.244.2.57")
+	if want := "system:serviceaccount:oncall:bob may not create follows.pathtrace.io"; code != 1 || !strings.Contains(stderr, want) || !strings.Contains(stderr, "no agent answered of 2") {
+		t.Errorf("bob: exit %d, want 1 with %q\n%q", code, want, stderr)
 	}
 	// alice, by her kubeconfig's token, with nothing else to pass.
 	f := runFollow(t, "k8s", []string{"--agents", "k8s", "--kubeconfig", kc, "--proto", "tcp", "svc/default/api"})
@@ -381,11 +351,11 @@ func TestKubeAgents(t *testing.T) {
 		if !strings.Contains(f.stderr.String(), "through the agent of node "+a.node+" (tls:127.0.0.1:"+ports[a.node]+")") {
 			t.Errorf("agent of %s not used over tls:\n%s", a.node, f.stderr.String())
 		}
-		if !strings.Contains(a.stderr.String(), "user alice (kube) follows") || strings.Count(a.stderr.String(), "refused") != 2 {
-			t.Errorf("agent of %s: want alice's follow and two refusals logged:\n%s", a.node, a.stderr.String())
+		if !strings.Contains(a.stderr.String(), "user system:serviceaccount:oncall:alice (kube) follows") || strings.Count(a.stderr.String(), "refused") != 1 {
+			t.Errorf("agent of %s: want alice's follow and bob's refusal logged:\n%s", a.node, a.stderr.String())
 		}
-		if n := sum(a.scrape(t), "pathtrace_follows_refused_total", "reason", "auth"); n != 2 {
-			t.Errorf("agent of %s: pathtrace_follows_refused_total{reason=auth} %v, want 2", a.node, n)
+		if n := sum(a.scrape(t), "pathtrace_follows_refused_total", "reason", "auth"); n != 1 {
+			t.Errorf("agent of %s: pathtrace_follows_refused_total{reason=auth} %v, want 1", a.node, n)
 		}
 	}
 	pluginThroughAgents(t, api.srv.URL, kc, agents, ports)
