@@ -358,5 +358,5 @@ func TestKubeAgents(t *testing.T) {
 			t.Errorf("agent of %s: pathtrace_follows_refused_total{reason=auth} %v, want 1", a.node, n)
 		}
 	}
-	pluginThroughAgents(t, api.srv.URL, kc, agents, ports)
+	pluginThroughAgents(t, kc, api.Kubeconfig(t, bob), agents, ports)
 }

@@ -102,10 +102,11 @@ func TestOutputConfig(t *testing.T) {
 }
 
 // pluginThroughAgents is kubectl pathtrace against the agents TestKubeAgents started
-// (node-a, node-b; ports by node), found through the API server at url: doctor asks
-// each for its state; bob, whom RBAC does not let follow, is refused by both; follow
-// --verdict keeps the dropped flow only, as a compact line; --node asks one agent.
-func pluginThroughAgents(t *testing.T, url, kc string, agents []*agentProc, ports map[string]string) {
+// (node-a, node-b; ports by node), found through the API server: doctor asks each for
+// its state as alice (kc); bob (bobKC), whom RBAC does not let follow, is refused by
+// both; follow --verdict keeps the dropped flow only, as a compact line; --node asks
+// one agent.
+func pluginThroughAgents(t *testing.T, kc, bobKC string, agents []*agentProc, ports map[string]string) {
 	t.Helper()
 	code, stdout, stderr := runPluginBin(t, "doctor", "--kubeconfig", kc)
 	if code != 0 {
@@ -123,7 +124,7 @@ func pluginThroughAgents(t *testing.T, url, kc string, agents []*agentProc, port
 				t.Errorf("doctor: node %s has no %q:\n%s", a.node, want, stdout[i:])
 			}
 		}
-		if !strings.Contains(a.stderr.String(), "user alice (kube) asked for the agent's state") {
+		if !strings.Contains(a.stderr.String(), "user system:serviceaccount:oncall:alice (kube) asked for the agent's state") {
 			t.Errorf("agent of %s did not log the doctor request:\n%s", a.node, a.stderr.String())
 		}
 	}
@@ -132,8 +133,8 @@ func pluginThroughAgents(t *testing.T, url, kc string, agents []*agentProc, port
 	if code != 0 || strings.Count(stdout, "\n") != 1 || json.Unmarshal([]byte(stdout), &d) != nil || d.Node != "node-b" || len(d.State) < 4 {
 		t.Errorf("doctor --node node-b -o json: exit %d\n%s", code, stdout)
 	}
-	code, stdout, stderr = runPluginBin(t, "doctor", "--kubeconfig", kubeconfig(t, url, "t-bob"))
-	if code != 1 || strings.Count(stdout, "bob may not create follows.pathtrace.io") != 2 || !strings.Contains(stderr, "2 of 2 agents did not answer") {
+	code, stdout, stderr = runPluginBin(t, "doctor", "--kubeconfig", bobKC)
+	if code != 1 || strings.Count(stdout, "system:serviceaccount:oncall:bob may not create follows.pathtrace.io") != 2 || !strings.Contains(stderr, "2 of 2 agents did not answer") {
 		t.Errorf("doctor as bob: exit %d\n%s\n%s", code, stdout, stderr)
 	}
 	if code, _, stderr = runPluginBin(t, "follow", "--kubeconfig", kc, "--node", "node-z", "10.244.2.57"); code != 1 ||
