@@ -225,52 +225,7 @@ scrape_configs:
 `, na.metrics, nb.metrics)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	var p *exec.Cmd
-	var stderr syncBuffer
-	var base string
-	for try := 0; ; try++ {
-		addr := freeAddr(t)
-		base = "http://" + addr
-		p = exec.Command(prom, "--config.file="+cfg, "--storage.tsdb.path="+filepath.Join(dir, "data"),
-			"--web.listen-address="+addr, "--log.level=warn", "--enable-feature=exemplar-storage")
-		p.Stderr = &stderr
-		if err := p.Start(); err != nil {
-			t.Fatal(err)
-		}
-		done := make(chan struct{})
-		go func() { p.Wait(); close(done) }()
-		t.Cleanup(func() {
-			p.Process.Signal(syscall.SIGTERM)
-			select {
-			case <-done:
-			case <-time.After(10 * time.Second):
-				p.Process.Kill()
-				<-done
-			}
-		})
-		ready := false
-		for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-			select {
-			case <-done:
-				deadline = time.Time{}
-				continue
-			default:
-			}
-			if resp, err := http.Get(base + "/-/ready"); err == nil {
-				resp.Body.Close()
-				if resp.StatusCode == http.StatusOK {
-					ready = true
-					break
-				}
-			}
-		}
-		if ready {
-			break
-		}
-		if try >= 2 || !strings.Contains(stderr.String(), "address already in use") {
-			t.Fatalf("prometheus not ready:\n%s", stderr.String())
-		}
-	}
+	base, stderr := startPrometheus(t, prom, dir, cfg)
 
 	// Drops on node-b only: SYNs from node-b's pod to redis, dropped in node-b's FORWARD.
 	inNode(t, "node-b", "iptables", "-w", "-Z", "FORWARD")
@@ -350,4 +305,57 @@ scrape_configs:
 	na.terminate(t)
 	nb.terminate(t)
 	assertNoLeak(t)
+}
+
+// startPrometheus runs Prometheus with this configuration, its data in dir, until the
+// test ends, and returns its URL once it is ready, and its log.
+func startPrometheus(t *testing.T, prom, dir, cfg string) (string, *syncBuffer) {
+	t.Helper()
+	var p *exec.Cmd
+	stderr := &syncBuffer{}
+	var base string
+	for try := 0; ; try++ {
+		addr := freeAddr(t)
+		base = "http://" + addr
+		p = exec.Command(prom, "--config.file="+cfg, "--storage.tsdb.path="+filepath.Join(dir, "data"),
+			"--web.listen-address="+addr, "--log.level=warn", "--enable-feature=exemplar-storage")
+		p.Stderr = stderr
+		if err := p.Start(); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan struct{})
+		go func() { p.Wait(); close(done) }()
+		t.Cleanup(func() {
+			p.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				p.Process.Kill()
+				<-done
+			}
+		})
+		ready := false
+		for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+			select {
+			case <-done:
+				deadline = time.Time{}
+				continue
+			default:
+			}
+			if resp, err := http.Get(base + "/-/ready"); err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					ready = true
+					break
+				}
+			}
+		}
+		if ready {
+			break
+		}
+		if try >= 2 || !strings.Contains(stderr.String(), "address already in use") {
+			t.Fatalf("prometheus not ready:\n%s", stderr.String())
+		}
+	}
+	return base, stderr
 }
