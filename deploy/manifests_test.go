@@ -514,7 +514,7 @@ func checkManifests(t *testing.T, m *manifests) {
 }
 
 // TestKustomization checks that `kubectl apply -k deploy/` installs every manifest but
-// the PodMonitor, whose kind exists only with the Prometheus Operator.
+// the PodMonitor and the PrometheusRule, whose kinds exist only with the Prometheus Operator.
 func TestKustomization(t *testing.T) {
 	m := load(t)
 	var want []string
