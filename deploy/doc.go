@@ -17,8 +17,9 @@ package deploy
 import "embed"
 
 // Manifests holds this directory's YAML files: kustomization.yaml, the resources it
-// lists, and podmonitor.yaml, which is applied on its own where the Prometheus Operator
-// runs.
+// lists, and podmonitor.yaml and prometheusrule.yaml, which are applied on their own
+// where the Prometheus Operator runs. The Grafana dashboard and the plain rules file are
+// in chart/files/, read by the tests from disk.
 //
 //go:embed *.yaml
 var Manifests embed.FS
