@@ -254,6 +254,49 @@ scrape_configs:
 	want("Flagged flows by trigger", 0, positive("trigger", "stall"), "stall > 0")
 	want("Events lost by stage", 0, positive("stage", "ratelimit"), "ratelimit > 0 (--drop-rate 1)")
 
+	// The latency panels' exemplars name flows, and the command the dashboard gives for
+	// one ("pathtrace follow --agents k8s --proto PROTO SRC") is accepted and runs.
+	var heatmap string
+	for _, p := range dash.Panels {
+		if p.Type == "heatmap" && len(p.Targets) > 0 {
+			heatmap = grafanaVars.Replace(p.Targets[0].Expr)
+		}
+	}
+	now := time.Now()
+	code, body := httpGet(t, base+"/api/v1/query_exemplars?query="+url.QueryEscape(heatmap)+
+		"&start="+strconv.FormatInt(now.Add(-5*time.Minute).Unix(), 10)+"&end="+strconv.FormatInt(now.Add(time.Minute).Unix(), 10))
+	var ex struct {
+		Status string `json:"status"`
+		Data   []struct {
+			Exemplars []struct {
+				Labels map[string]string `json:"labels"`
+			} `json:"exemplars"`
+		} `json:"data"`
+	}
+	if err := json.Unmarshal([]byte(body), &ex); err != nil || code != http.StatusOK || ex.Status != "success" {
+		t.Fatalf("query_exemplars %s: %d %v %s", heatmap, code, err, body)
+	}
+	var flow string
+	for _, d := range ex.Data {
+		for _, e := range d.Exemplars {
+			if f := e.Labels["flow"]; f != "" {
+				flow = f
+			}
+		}
+	}
+	proto, rest, ok := strings.Cut(flow, " ")
+	src, _, ok2 := strings.Cut(rest, ">")
+	if !ok || !ok2 {
+		t.Errorf("the heatmap's exemplars: no flow label \"PROTO SRC>DST\": %s", body)
+	} else {
+		args := []string{"follow", "--agents", "unix:" + nb.api + ",unix:" + na.api, "--duration", "300ms", "--proto", proto, src}
+		if code, stderr := runBin(t, nil, args...); code != 0 {
+			t.Errorf("exemplar flow %q: pathtrace %s: exit %d\n%s", flow, strings.Join(args, " "), code, stderr)
+		} else {
+			t.Logf("exemplar flow %q: pathtrace %s: exit 0", flow, strings.Join(args, " "))
+		}
+	}
+
 	// Every alert's expression runs; the drop alert names node-b's NETFILTER_DROP and
 	// nothing of node-a; the agents are there.
 	alerts := map[string]string{}
@@ -283,7 +326,7 @@ scrape_configs:
 		}
 	}
 	// Prometheus evaluates the rules file itself without an error.
-	code, body := httpGet(t, base+"/api/v1/rules")
+	code, body = httpGet(t, base+"/api/v1/rules")
 	var rr struct {
 		Data struct {
 			Groups []struct {
