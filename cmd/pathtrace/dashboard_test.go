@@ -133,8 +133,8 @@ func TestDashboardQueries(t *testing.T) {
 	t.Cleanup(func() {
 		exec.Command("ip", append([]string{"netns", "exec", labPrefix + "-node-b", "iptables", "-w", "-D"}, floodRule...)...).Run()
 	})
-	api := startFakeAPIServer(t)
-	kc := kubeconfig(t, api.srv.URL)
+	api := labCluster(t)
+	kc := api.Kubeconfig(t, api.Admin)
 	na := startAgent(t, "node-a", "--sample", "1")
 	// node-b: pods named in its drops; a drop-event budget of 1/s, so that a burst of
 	// drops sheds events (events lost at stage ratelimit).
