@@ -235,7 +235,7 @@ func NewRecorder(cfg RecorderConfig) (*Recorder, error) {
 			dir.Close()
 		}
 	}()
-	if err := checkPrivateDir(dir, cfg.Dir); err != nil {
+	if err := checkPrivateDir(dir, cfg.Dir, cfg.Logf); err != nil {
 		return nil, err
 	}
 	if cfg.Create == nil {
@@ -262,10 +262,13 @@ func NewRecorder(cfg RecorderConfig) (*Recorder, error) {
 		stats: RecorderStats{Flagged: map[string]uint64{}, Skipped: map[string]uint64{}}}, nil
 }
 
-// checkPrivateDir refuses a capture directory that others may read or write, or that
+// checkPrivateDir refuses a capture directory that others may write in, or that
 // another user owns: its files name flows and hold packets, and whoever may write in
-// it can plant links and swap files under a process running as root.
-func checkPrivateDir(dir *os.Root, name string) error {
+// it can plant links and swap files under a process running as root. One of the
+// process's own that others may only read or search (0755, as the kubelet creates a
+// missing hostPath directory) is closed to them, and logf says so: nobody else could
+// have put anything in it.
+func checkPrivateDir(dir *os.Root, name string, logf func(string, ...any)) error {
 	st, err := dir.Stat(".")
 	if err != nil {
 		return fmt.Errorf("pcap directory %s: %w", name, err)
@@ -278,12 +281,16 @@ func checkPrivateDir(dir *os.Root, name string) error {
 			return fmt.Errorf("pcap directory %s belongs to uid %d, not to the agent's (%d), who could replace its files: chown %d %s, or choose a directory of the agent's own", name, sys.Uid, uid, uid, name)
 		}
 	}
-	if perm := st.Mode().Perm(); perm&0o007 != 0 {
-		what := "read"
-		if perm&0o002 != 0 {
-			what = "write in"
+	perm := st.Mode().Perm()
+	if perm&0o002 != 0 {
+		return fmt.Errorf("pcap directory %s has mode %04o: other users may write in it, and its files name flows and hold packets: chmod o-rwx %s (0700 is best), after checking what others left in it", name, perm, name)
+	}
+	if perm&0o007 != 0 {
+		tight := perm &^ 0o007
+		if err := dir.Chmod(".", tight|st.Mode()&(fs.ModeSetgid|fs.ModeSticky)); err != nil {
+			return fmt.Errorf("pcap directory %s has mode %04o: other users may read it, and its files name flows and hold packets; making it %04o failed: %w: chmod o-rwx %s (0700 is best)", name, perm, tight, err, name)
 		}
-		return fmt.Errorf("pcap directory %s has mode %04o: other users may %s it, and its files name flows and hold packets: chmod o-rwx %s (0700 is best)", name, perm, what, name)
+		logf("pcap: directory %s had mode %04o, readable by other users: made it %04o", name, perm, tight)
 	}
 	return nil
 }

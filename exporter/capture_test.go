@@ -567,8 +567,9 @@ func TestRecorderDirErrors(t *testing.T) {
 	}
 }
 
-// A directory other users may read or write, or that another user owns, is refused
-// with the command that fixes it; the owner's group may have access.
+// A directory other users may write in, or that another user owns, is refused with
+// the command that fixes it; one they may only read is closed to them, saying so; the
+// owner's group may have access.
 func TestRecorderPrivateDir(t *testing.T) {
 	for _, tc := range []struct {
 		mode os.FileMode
@@ -577,21 +578,36 @@ func TestRecorderPrivateDir(t *testing.T) {
 		{0o700, ""},
 		{0o750, ""},
 		{0o770, ""},
-		{0o755, "has mode 0755: other users may read it"},
-		{0o701, "has mode 0701: other users may read it"},
+		{0o755, ""}, // made 0750, saying so
+		{0o701, ""}, // made 0700
 		{0o777, "has mode 0777: other users may write in it"},
 		{0o777 | os.ModeSticky, "has mode 0777: other users may write in it"},
+		{0o703, "has mode 0703: other users may write in it"},
 	} {
 		dir := privateDir(t)
 		if err := os.Chmod(dir, tc.mode); err != nil {
 			t.Fatal(err)
 		}
-		r, err := exporter.NewRecorder(exporter.RecorderConfig{Dir: dir})
+		var logged []string
+		logf := func(f string, a ...any) { logged = append(logged, fmt.Sprintf(f, a...)) }
+		r, err := exporter.NewRecorder(exporter.RecorderConfig{Dir: dir, Logf: logf})
 		switch {
 		case tc.want == "" && err != nil:
 			t.Errorf("mode %v: %v, want it accepted", tc.mode, err)
 		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "chmod o-rwx "+dir)):
 			t.Errorf("mode %v: %v, want an error with %q and the chmod that fixes it", tc.mode, err, tc.want)
+		}
+		st, _ := os.Stat(dir)
+		switch tight := tc.mode.Perm() &^ 0o007; {
+		case tc.want != "" && st.Mode() != tc.mode|os.ModeDir:
+			t.Errorf("mode %v refused: the directory is now %v, want it untouched", tc.mode, st.Mode())
+		case tc.want == "" && st.Mode().Perm() != tight:
+			t.Errorf("mode %v accepted: the directory is %v, want %04o", tc.mode, st.Mode(), tight)
+		case tc.want == "" && tc.mode.Perm() != tight &&
+			!slices.Contains(logged, fmt.Sprintf("pcap: directory %s had mode %04o, readable by other users: made it %04o", dir, tc.mode.Perm(), tight)):
+			t.Errorf("mode %v: logged %q, want the change of mode said", tc.mode, logged)
+		case tc.mode.Perm() == tight && len(logged) != 0:
+			t.Errorf("mode %v: logged %q, want nothing", tc.mode, logged)
 		}
 		if r != nil {
 			r.Close()

@@ -238,15 +238,24 @@ func TestAgentFollowPcap(t *testing.T) {
 	}
 }
 
-// The agent keeps every flow's recent packets and writes a flagged flow's to a file:
+// The agent keeps every flow's recent packets and writes a flagged flow's to a file
+// (in a directory it first closes to other users):
 // datagrams that went through before a policy drop, then the dropped one with the
 // kernel's reason in its comment. Killed while the file is open, the agent leaves it
 // readable.
 func TestAgentPcapDir(t *testing.T) {
 	needLab(t)
 	needTshark(t)
+	// As the kubelet makes a missing hostPath directory: 0755. The agent closes it.
 	dir := pcapDir(t)
+	os.Chmod(dir, 0o755)
 	a := startAgent(t, "node-b", "--pcap-dir", dir, "--pcap-post-age", "30s")
+	if st, err := os.Stat(dir); err != nil || st.Mode().Perm() != 0o750 {
+		t.Errorf("--pcap-dir of mode 0755: now %v %v, want 0750", st, err)
+	}
+	if want := "pcap: directory " + dir + " had mode 0755, readable by other users: made it 0750"; !strings.Contains(a.stderr.String(), want) {
+		t.Errorf("the agent's log does not say %q:\n%s", want, a.stderr.String())
+	}
 	rule := []string{"FORWARD", "-d", "10.244.1.23/32", "-p", "udp", "--dport", "8080", "-j", "DROP"}
 
 	// One flow: 6 datagrams to api-a, 150 ms apart (it answers them); the rule goes in
@@ -353,16 +362,14 @@ func TestAgentPcapDirErrors(t *testing.T) {
 		t.Fatalf("mount a read-only tmpfs: %v %s", err, out)
 	}
 	t.Cleanup(func() { exec.Command("umount", readOnly).Run() })
-	readable, writable, others := pcapDir(t), pcapDir(t), pcapDir(t)
-	os.Chmod(readable, 0o755)
+	writable, others := pcapDir(t), pcapDir(t)
 	os.Chmod(writable, 0o777|os.ModeSticky)
 	os.Chown(others, 65534, 65534)
 	for _, tc := range []struct{ dir, want string }{
 		{filepath.Join(t.TempDir(), "missing"), "does not exist: create it first (mkdir -m 0700 "},
 		{notDir, "is not a directory"},
 		{readOnly, "is not writable"},
-		{readable, "has mode 0755: other users may read it, and its files name flows and hold packets: chmod o-rwx " + readable},
-		{writable, "has mode 0777: other users may write in it, and its files name flows and hold packets: chmod o-rwx " + writable},
+		{writable, "has mode 0777: other users may write in it, and its files name flows and hold packets: chmod o-rwx " + writable + " (0700 is best), after checking what others left in it"},
 		{others, "belongs to uid 65534, not to the agent's (0), who could replace its files: chown 0 " + others},
 	} {
 		a := launchAgent(t, "node-b", freeAddr(t), filepath.Join(t.TempDir(), "b.sock"), "--pcap-dir", tc.dir)
