@@ -143,6 +143,38 @@ subjects: [{kind: ServiceAccount, name: alice, namespace: oncall}]
 		} {
 			allowed(t, alice, false, ra)
 		}
+
+		// The names role, bound alone: the reads that put names on addresses, nothing more.
+		carolRC := s.ServiceAccount(t, "oncall", "carol")
+		binding := `apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: carol-names}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: pathtrace-follower-names}
+subjects: [{kind: ServiceAccount, name: carol, namespace: oncall}]
+`
+		if err := s.Apply(ctx, s.Admin, []byte(binding), kubetest.ApplyOptions{}); err != nil {
+			t.Fatalf("bind the names role: %v", err)
+		}
+		carol := client(t, carolRC)
+		for _, ra := range []authzv1.ResourceAttributes{
+			{Resource: "pods", Verb: "list"},
+			{Resource: "pods", Verb: "watch", Namespace: "default"},
+			{Resource: "services", Verb: "get", Namespace: "default", Name: "api"},
+			{Resource: "nodes", Verb: "list"},
+			{Group: "discovery.k8s.io", Resource: "endpointslices", Verb: "watch"},
+		} {
+			allowed(t, carol, true, ra)
+		}
+		for _, ra := range []authzv1.ResourceAttributes{
+			{Group: "pathtrace.io", Resource: "follows", Verb: "create", Name: "node-a"},
+			{Resource: "secrets", Verb: "list"},
+			{Resource: "configmaps", Verb: "get", Namespace: ns, Name: "pathtrace-agent-ca"},
+			{Resource: "pods", Verb: "delete", Namespace: "default"},
+			{Resource: "pods", Subresource: "exec", Verb: "create", Namespace: "default"},
+			{Resource: "services", Verb: "update", Namespace: "default"},
+		} {
+			allowed(t, carol, false, ra)
+		}
 	})
 }
 

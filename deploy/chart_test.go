@@ -279,9 +279,9 @@ func TestChartAllOn(t *testing.T) {
 	var secret *corev1.Secret
 	var ca *corev1.ConfigMap
 	dashboards := map[string]*corev1.ConfigMap{}
-	var fRole *rbacv1.ClusterRole
+	var fRole, namesRole *rbacv1.ClusterRole
 	var fNSRole *rbacv1.Role
-	var fBinding *rbacv1.ClusterRoleBinding
+	var fBinding, namesBinding *rbacv1.ClusterRoleBinding
 	var fNSBinding *rbacv1.RoleBinding
 	for _, o := range m.others {
 		switch obj := o.obj.(type) {
@@ -298,11 +298,19 @@ func TestChartAllOn(t *testing.T) {
 				}
 			}
 		case *rbacv1.ClusterRole:
-			fRole = obj
+			if strings.HasSuffix(obj.Name, "-names") {
+				namesRole = obj
+			} else {
+				fRole = obj
+			}
 		case *rbacv1.Role:
 			fNSRole = obj
 		case *rbacv1.ClusterRoleBinding:
-			fBinding = obj
+			if strings.HasSuffix(obj.Name, "-names") {
+				namesBinding = obj
+			} else {
+				fBinding = obj
+			}
 		case *rbacv1.RoleBinding:
 			fNSBinding = obj
 		}
@@ -340,6 +348,14 @@ func TestChartAllOn(t *testing.T) {
 	}
 	if fNSBinding.RoleRef != (rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: fNSRole.Name}) || !slices.Equal(fNSBinding.Subjects, wantSubj) {
 		t.Errorf("RoleBinding %s: %+v to %+v, want Role %s to %+v", fNSBinding.Name, fNSBinding.RoleRef, fNSBinding.Subjects, fNSRole.Name, wantSubj)
+	}
+	// And the names role, bound to them too (rbac.follower.names defaults to true).
+	if namesRole == nil || namesBinding == nil {
+		t.Fatalf("follower names: ClusterRole %v, ClusterRoleBinding %v", namesRole, namesBinding)
+	}
+	checkNamesRole(t, namesRole, release)
+	if namesBinding.RoleRef != (rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: namesRole.Name}) || !slices.Equal(namesBinding.Subjects, wantSubj) {
+		t.Errorf("ClusterRoleBinding %s: %+v to %+v, want ClusterRole %s to %+v", namesBinding.Name, namesBinding.RoleRef, namesBinding.Subjects, namesRole.Name, wantSubj)
 	}
 
 	// The PodMonitor as deploy/podmonitor.yaml has it, with the values' interval and

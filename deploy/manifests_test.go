@@ -1138,22 +1138,29 @@ func checkPodMonitorSelectsAgents(t *testing.T, m *manifests) {
 
 // TestFollowerRBAC checks the roles shipped for followers: create on follows.pathtrace.io
 // (what the agents' SubjectAccessReview asks), and in the agents' namespace, listing
-// their pods and reading their CA's ConfigMap; nothing else.
+// their pods and reading their CA's ConfigMap; nothing else; and the names role.
 func TestFollowerRBAC(t *testing.T) {
 	data, err := os.ReadFile("follower/rbac.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var cr rbacv1.ClusterRole
+	var cr, names rbacv1.ClusterRole
 	var role rbacv1.Role
 	for _, doc := range strings.Split(string(data), "\n---\n") {
-		var head metav1.TypeMeta
+		var head struct {
+			metav1.TypeMeta
+			Metadata struct{ Name string }
+		}
 		if err := yaml.Unmarshal([]byte(doc), &head); err != nil {
 			t.Fatal(err)
 		}
 		switch head.Kind {
 		case "ClusterRole":
-			err = yaml.UnmarshalStrict([]byte(doc), &cr)
+			if head.Metadata.Name == "pathtrace-follower-names" {
+				err = yaml.UnmarshalStrict([]byte(doc), &names)
+			} else {
+				err = yaml.UnmarshalStrict([]byte(doc), &cr)
+			}
 		case "Role":
 			err = yaml.UnmarshalStrict([]byte(doc), &role)
 		default:
@@ -1164,6 +1171,21 @@ func TestFollowerRBAC(t *testing.T) {
 		}
 	}
 	checkFollowerRoles(t, &cr, &role, "pathtrace")
+	checkNamesRole(t, &names, "pathtrace")
+}
+
+// checkNamesRole checks the followers' names role (RELEASE-follower-names): the reads
+// the agent's ClusterRole has for names, get, list and watch, and nothing else.
+func checkNamesRole(t *testing.T, cr *rbacv1.ClusterRole, release string) {
+	t.Helper()
+	rw := []string{"get", "list", "watch"}
+	want := []rbacv1.PolicyRule{
+		{APIGroups: []string{""}, Resources: []string{"pods", "services", "nodes"}, Verbs: rw},
+		{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: rw},
+	}
+	if cr.Name != release+"-follower-names" || !equalRules(cr.Rules, want) {
+		t.Errorf("ClusterRole %s rules %+v, want %s-follower-names with %+v", cr.Name, cr.Rules, release, want)
+	}
 }
 
 // checkFollowerRoles checks the followers' roles, from follower/rbac.yaml or from the
