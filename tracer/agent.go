@@ -275,20 +275,27 @@ func (t *Tracer) Refresh() (added, removed []string, err error) {
 	}
 	t.ifaces = keep
 	var errs []error
-	for _, l := range now {
-		if _, ok := present[l.Index]; !ok {
-			continue
-		}
-		if err := t.attachIface(&l); err != nil {
-			errs = append(errs, err) // it may have vanished meanwhile
-			continue
-		}
-		t.ifaces = append(t.ifaces, l)
-		if classSlot(l.Index) != 0 {
-			t.maps.IfaceClass.Put(classSlot(l.Index), classValue(l))
-		}
-		added = append(added, l.Name)
+	var withClsact map[int]string
+	if len(present) > 1 {
+		withClsact, _ = ingressQdiscs(t.nl, 0) // one dump for all; nil: each is asked
 	}
+	_ = t.ns.do(func() error { // one thread in the namespace for all
+		for _, l := range now {
+			if _, ok := present[l.Index]; !ok {
+				continue
+			}
+			if err := t.attachIface(&l, withClsact); err != nil {
+				errs = append(errs, err) // it may have vanished meanwhile
+				continue
+			}
+			t.ifaces = append(t.ifaces, l)
+			if classSlot(l.Index) != 0 {
+				t.maps.IfaceClass.Put(classSlot(l.Index), classValue(l))
+			}
+			added = append(added, l.Name)
+		}
+		return nil
+	})
 	if len(added) > 0 || len(removed) > 0 {
 		t.allowPods()
 		if pods, err := podPrefixes(t.nl); err == nil {

@@ -90,20 +90,20 @@ func (a *clsactAttachment) detach() error {
 // ensureClsact adds a clsact qdisc unless the interface has one. It never replaces a
 // qdisc: an ingress qdisc of another kind is an error. It returns the qdisc when it
 // added it.
-func ensureClsact(h *netlink.Handle, l iface) (*netlink.GenericQdisc, error) {
-	nl := &netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Index: l.Index}}
-	qs, err := h.QdiscList(nl)
-	if err != nil {
-		return nil, fmt.Errorf("list qdiscs of %s: %w", l.Name, err)
-	}
-	for _, q := range qs {
-		a := q.Attrs()
-		if a.Parent == netlink.HANDLE_CLSACT || a.Handle == netlink.MakeHandle(0xffff, 0) {
-			if q.Type() == "clsact" {
-				return nil, nil
-			}
-			return nil, fmt.Errorf("%s has a %s qdisc where clsact would go; pathtrace does not replace it (try --attach-mode tcx)", l.Name, q.Type())
+// ingress, when not nil, is ingressQdiscs' answer for the namespace.
+func ensureClsact(h *netlink.Handle, l iface, ingress map[int]string) (*netlink.GenericQdisc, error) {
+	if ingress == nil {
+		var err error
+		if ingress, err = ingressQdiscs(h, l.Index); err != nil {
+			return nil, fmt.Errorf("list qdiscs of %s: %w", l.Name, err)
 		}
+	}
+	switch kind := ingress[l.Index]; kind {
+	case "clsact":
+		return nil, nil
+	case "":
+	default:
+		return nil, fmt.Errorf("%s has a %s qdisc where clsact would go; pathtrace does not replace it (try --attach-mode tcx)", l.Name, kind)
 	}
 	q := &netlink.GenericQdisc{
 		QdiscAttrs: netlink.QdiscAttrs{LinkIndex: l.Index, Handle: netlink.MakeHandle(0xffff, 0), Parent: netlink.HANDLE_CLSACT},
@@ -218,10 +218,36 @@ func staleFilter(name string) bool {
 	return errors.Is(unix.Kill(pid, 0), unix.ESRCH)
 }
 
+// ingressQdiscs reads, in one dump, the kind of qdisc each interface of h's namespace
+// has where clsact goes (clsact, ingress), by ifindex; ifindex 0 for all, else that
+// one's. Only an interface with clsact can hold stale filters or others' filters; a
+// dump per interface would cost O(n²) on a node of many pods.
+func ingressQdiscs(h *netlink.Handle, ifindex int) (map[int]string, error) {
+	var of netlink.Link
+	if ifindex != 0 {
+		of = &netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Index: ifindex}}
+	}
+	qs, err := h.QdiscList(of)
+	if err != nil {
+		return nil, err
+	}
+	m := map[int]string{}
+	for _, q := range qs {
+		if a := q.Attrs(); a.Parent == netlink.HANDLE_CLSACT || a.Handle == netlink.MakeHandle(0xffff, 0) {
+			m[a.LinkIndex] = q.Type()
+		}
+	}
+	return m, nil
+}
+
 // removeStale deletes the cls_bpf filters that dead pathtrace processes left on the
 // interface, and then the clsact qdisc if no filter of anyone's is left on it, as
-// their exit would have. It returns the filters it removed.
-func removeStale(h *netlink.Handle, l iface) ([]string, error) {
+// their exit would have. It returns the filters it removed. ingress, when not nil, is
+// ingressQdiscs' answer: an interface without clsact there has nothing to remove.
+func removeStale(h *netlink.Handle, l iface, ingress map[int]string) ([]string, error) {
+	if ingress != nil && ingress[l.Index] != "clsact" {
+		return nil, nil
+	}
 	nl := &netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Index: l.Index}}
 	qs, err := h.QdiscList(nl)
 	if err != nil {
@@ -302,8 +328,9 @@ func (o ownPrograms) classify(id ebpf.ProgramID, tag, filter string) tcProgram {
 // hookPrograms lists what runs on an interface's tc hook, in order: the tcx programs
 // first (the kernel runs them before the legacy filters), then the clsact filters by
 // priority, and within one priority in the order the kernel lists (and runs) them.
-// ownIDs are pathtrace's own programs, own its cls_bpf filter name.
-func hookPrograms(ns *nsRef, h *netlink.Handle, l iface, ingress bool, own ownPrograms) ([]tcProgram, error) {
+// ownIDs are pathtrace's own programs, own its cls_bpf filter name. noClsact says the
+// interface is known to have no clsact qdisc, so no filters to list.
+func hookPrograms(ns *nsRef, h *netlink.Handle, l iface, ingress bool, own ownPrograms, noClsact bool) ([]tcProgram, error) {
 	at, parent := ebpf.AttachTCXEgress, uint32(netlink.HANDLE_MIN_EGRESS)
 	if ingress {
 		at, parent = ebpf.AttachTCXIngress, netlink.HANDLE_MIN_INGRESS
@@ -318,6 +345,10 @@ func hookPrograms(ns *nsRef, h *netlink.Handle, l iface, ingress bool, own ownPr
 	switch {
 	case err == nil:
 		for _, p := range res.Programs {
+			if own.ids[p.ID] { // this process's: no need to ask the kernel its name
+				out = append(out, tcProgram{ours: true, desc: fmt.Sprintf("tcx pathtrace (id %d)", p.ID)})
+				continue
+			}
 			name, tag := programName(p.ID)
 			tp := own.classify(p.ID, tag, "")
 			tp.desc = "tcx " + name
@@ -327,6 +358,9 @@ func hookPrograms(ns *nsRef, h *netlink.Handle, l iface, ingress bool, own ownPr
 		// no tcx on this kernel: nothing can be there
 	default:
 		return nil, fmt.Errorf("query tcx programs of %s: %w", l.Name, err)
+	}
+	if noClsact {
+		return out, nil
 	}
 	fs, err := h.FilterList(&netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Index: l.Index}}, parent)
 	if err != nil {

@@ -329,7 +329,7 @@ func Discover(cfg Config) Network {
 	for _, l := range ifs {
 		n.Interfaces = append(n.Interfaces, l.Name+"("+l.Kind.String()+")")
 		for d, ingress := range []bool{true, false} {
-			ps, err := hookPrograms(ns, h, l, ingress, ownPrograms{})
+			ps, err := hookPrograms(ns, h, l, ingress, ownPrograms{}, false)
 			if err != nil {
 				continue
 			}

@@ -229,7 +229,7 @@ func TestClsactBeforeOthers(t *testing.T) {
 	if att := tr.Attachments(); !slices.Contains(att, "clsact d0 ingress prio 1 handle 0x2") {
 		t.Errorf("attachments %v: want ours at prio 1, handle 2 (before theirs)", att)
 	}
-	ps, err := hookPrograms(ns, h, iface{Iface: decode.Iface{Index: l.Attrs().Index, Name: "d0"}}, true, tr.own)
+	ps, err := hookPrograms(ns, h, iface{Iface: decode.Iface{Index: l.Attrs().Index, Name: "d0"}}, true, tr.own, false)
 	if err != nil || len(ps) != 2 || !ps[0].ours || ps[1].ours {
 		t.Errorf("ingress programs in kernel order: %+v, %v; want pathtrace's first", ps, err)
 	}

@@ -501,21 +501,32 @@ func (t *Tracer) attachTC(kspec *btf.Spec) error {
 		t.own.add(prog)
 	}
 	t.mode.TC = t.cfg.AttachMode
-	for i := range t.ifaces {
-		if err := t.attachIface(&t.ifaces[i]); err != nil {
-			return err
-		}
+	withClsact, err := ingressQdiscs(t.nl, 0)
+	if err != nil {
+		withClsact = nil // each interface is asked on its own
 	}
-	return nil
+	// On one thread in the namespace for all: tcx attaches and queries by ifindex.
+	return t.ns.do(func() error {
+		for i := range t.ifaces {
+			if err := t.attachIface(&t.ifaces[i], withClsact); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 // findOthers reads which programs of another datapath run on the interface's tc hooks
 // before and after pathtrace's: those after go to Iface.Others (a packet they take
 // away is Redirected, not Lost), those before into a note (what they take away never
 // reaches pathtrace's hook).
-func (t *Tracer) findOthers(l *iface) {
+//
+// withClsact is ingressQdiscs' answer from before attaching (nil: ask): in tcx mode an
+// interface without a clsact qdisc then has no filters to list.
+func (t *Tracer) findOthers(l *iface, withClsact map[int]string) {
+	noClsact := withClsact != nil && withClsact[l.Index] != "clsact" && t.mode.TC == AttachTCX
 	for d, ingress := range []bool{true, false} {
-		ps, err := hookPrograms(t.ns, t.nl, *l, ingress, t.own)
+		ps, err := hookPrograms(t.ns, t.nl, *l, ingress, t.own, noClsact)
 		dir := [2]string{"ingress", "egress"}[d]
 		if err != nil {
 			t.mode.Notes = append(t.mode.Notes, fmt.Sprintf("other programs on %s %s unknown: %v", l.Name, dir, err))
@@ -535,12 +546,13 @@ func (t *Tracer) findOthers(l *iface) {
 }
 
 // attachIface puts the tc programs on one interface's ingress and egress. In auto
-// mode the first interface decides between tcx and clsact for all.
-func (t *Tracer) attachIface(l *iface) error {
-	if err := t.attachHooks(*l); err != nil {
+// mode the first interface decides between tcx and clsact for all. withClsact is
+// ingressQdiscs' answer, or nil to ask.
+func (t *Tracer) attachIface(l *iface, withClsact map[int]string) error {
+	if err := t.attachHooks(*l, withClsact); err != nil {
 		return err
 	}
-	t.findOthers(l)
+	t.findOthers(l, withClsact)
 	return nil
 }
 
@@ -572,7 +584,7 @@ func (t *Tracer) tunProgram() (*ebpf.Program, error) {
 	return p.Tun, nil
 }
 
-func (t *Tracer) attachHooks(l iface) error {
+func (t *Tracer) attachHooks(l iface, withClsact map[int]string) error {
 	in, eg := t.tc.Ingress, t.tc.Egress
 	if !l.l2 {
 		in, eg = t.tc.IngressL3, t.tc.EgressL3
@@ -592,7 +604,7 @@ func (t *Tracer) attachHooks(l iface) error {
 	}
 	// Filters of a pathtrace killed with SIGKILL would still run: take them away (at
 	// best effort: what fails here, attaching reports).
-	if stale, _ := removeStale(t.nl, l); len(stale) > 0 {
+	if stale, _ := removeStale(t.nl, l, withClsact); len(stale) > 0 {
 		t.mode.Notes = append(t.mode.Notes, "removed tc filters left by pathtrace processes that are gone: "+strings.Join(stale, ", "))
 	}
 	if t.mode.TC != AttachClsact {
@@ -615,7 +627,7 @@ func (t *Tracer) attachHooks(l iface) error {
 			return nil
 		}
 	}
-	q, err := ensureClsact(t.nl, l)
+	q, err := ensureClsact(t.nl, l, withClsact)
 	if err != nil {
 		return err
 	}
@@ -822,12 +834,19 @@ func (t *Tracer) Tunnels() decode.Tunnels {
 // reports whether that changed anything.
 func (t *Tracer) RecheckOthers() bool {
 	changed := false
-	for i := range t.ifaces {
-		l := &t.ifaces[i]
-		others, before := l.Others, l.Before
-		t.findOthers(l)
-		changed = changed || l.Others != others || l.Before != before
+	withClsact, err := ingressQdiscs(t.nl, 0)
+	if err != nil {
+		withClsact = nil
 	}
+	_ = t.ns.do(func() error {
+		for i := range t.ifaces {
+			l := &t.ifaces[i]
+			others, before := l.Others, l.Before
+			t.findOthers(l, withClsact)
+			changed = changed || l.Others != others || l.Before != before
+		}
+		return nil
+	})
 	return changed
 }
 
