@@ -469,8 +469,11 @@ func (a *agent) subscribeLinks(ctx context.Context) {
 			if !ok {
 				return
 			}
+			// A burst of updates (a pod's veth is added, renamed, moved, set up)
+			// is read in one refresh, soon enough that the new pod's first packets
+			// are seen: make bench measures link add to attached.
 			if debounce == nil {
-				debounce = time.After(100 * time.Millisecond)
+				debounce = time.After(linkSettle)
 			}
 		case <-debounce:
 			debounce = nil
@@ -484,6 +487,10 @@ func (a *agent) subscribeLinks(ctx context.Context) {
 		}
 	}
 }
+
+// linkSettle is how long the agent waits after a link update for the rest of its
+// burst before it reads the interfaces again.
+const linkSettle = 10 * time.Millisecond
 
 // othersEvery is how often the agent reads again the other datapaths' programs on its
 // interfaces' hooks: two netlink dumps and two BPF queries per interface.

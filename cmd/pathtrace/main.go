@@ -367,15 +367,27 @@ func followWith(o *followOpts, args []string, stdout, stderr io.Writer) (err err
 	ctx, stop := signalContext()
 	defer stop()
 
+	// The kernel's symbols (drop locations) are read while the programs load and
+	// attach: a quarter of a second on a 2-CPU node.
+	type symsRead struct {
+		syms *decode.Symbols
+		err  error
+	}
+	symsc := make(chan symsRead, 1)
+	go func() {
+		syms, err := tracer.LoadSymbols()
+		symsc <- symsRead{syms, err}
+	}()
 	tr, err := tracer.New(cfg)
 	if err != nil {
 		return err
 	}
 	defer tr.Close()
 
-	syms, err := tracer.LoadSymbols()
-	if err != nil {
-		fmt.Fprintf(stderr, "pathtrace: drop locations in hex: %v\n", err)
+	sr := <-symsc
+	syms := sr.syms
+	if sr.err != nil {
+		fmt.Fprintf(stderr, "pathtrace: drop locations in hex: %v\n", sr.err)
 	}
 	asm := decode.NewAssembler(decode.Config{
 		Node: o.node, Timeout: o.timeout, Stall: o.stall, VXLANPorts: tr.Tunnels().VXLANPorts, GenevePorts: tr.Tunnels().GenevePorts,
