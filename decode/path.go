@@ -32,21 +32,6 @@ type NodeInfo struct {
 	Pods   []netip.Prefix // the prefixes of the node's pods (cni0's subnet)
 }
 
-func (n *NodeInfo) owns(a netip.Addr) bool {
-	a = a.Unmap()
-	return slices.Contains(n.Addrs, a)
-}
-
-func (n *NodeInfo) hosts(a netip.Addr) bool {
-	a = a.Unmap()
-	for _, p := range n.Pods {
-		if p.Contains(a) {
-			return true
-		}
-	}
-	return false
-}
-
 // PathVerdict judges a whole path.
 type PathVerdict uint8
 
@@ -154,6 +139,77 @@ type Joiner struct {
 	// crossing from one node to another: whether a direction works.
 	lastCross map[[2]string]time.Time
 	stats     JoinStats
+	// idx finds the nodes that own or host an address without going through them
+	// all: built when first needed, dropped when the nodes change.
+	idx *nodeIndex
+}
+
+// nodeIndex finds nodes by address: those that own it (their own addresses) and those
+// that host it (a pod prefix contains it), each list in name order.
+type nodeIndex struct {
+	owners map[netip.Addr][]*NodeInfo
+	hosts  map[netip.Prefix][]*NodeInfo // masked prefixes
+	bits   []int                        // the prefixes' lengths, longest first
+}
+
+func (j *Joiner) index() *nodeIndex {
+	if j.idx != nil {
+		return j.idx
+	}
+	x := &nodeIndex{owners: map[netip.Addr][]*NodeInfo{}, hosts: map[netip.Prefix][]*NodeInfo{}}
+	names := slices.Sorted(maps.Keys(j.nodes))
+	for _, name := range names {
+		n := j.nodes[name]
+		for _, a := range n.Addrs {
+			a = a.Unmap()
+			if !slices.Contains(x.owners[a], n) {
+				x.owners[a] = append(x.owners[a], n)
+			}
+		}
+		for _, p := range n.Pods {
+			p = p.Masked()
+			if !slices.Contains(x.hosts[p], n) {
+				x.hosts[p] = append(x.hosts[p], n)
+			}
+			if !slices.Contains(x.bits, p.Bits()) {
+				x.bits = append(x.bits, p.Bits())
+			}
+		}
+	}
+	slices.Sort(x.bits)
+	slices.Reverse(x.bits)
+	j.idx = x
+	return x
+}
+
+// find returns, in name order, the first node other than except that owns a (when
+// own) or hosts it (when host): what a scan of the nodes sorted by name would find.
+func (j *Joiner) find(a netip.Addr, own, host bool, except string) *NodeInfo {
+	x := j.index()
+	a = a.Unmap()
+	var best *NodeInfo
+	better := func(n *NodeInfo) {
+		if n.Name != except && (best == nil || n.Name < best.Name) {
+			best = n
+		}
+	}
+	if own {
+		for _, n := range x.owners[a] {
+			better(n)
+		}
+	}
+	if host {
+		for _, bits := range x.bits {
+			p, err := a.Prefix(bits)
+			if err != nil {
+				continue // a prefix longer than this family's addresses
+			}
+			for _, n := range x.hosts[p] {
+				better(n)
+			}
+		}
+	}
+	return best
 }
 
 type pendingRef struct {
@@ -188,11 +244,15 @@ func (j *Joiner) SetDown(node, why string) {
 	j.down[node] = why
 	if _, ok := j.nodes[node]; !ok {
 		j.nodes[node] = &NodeInfo{Name: node}
+		j.idx = nil
 	}
 }
 
 // AddNode tells the Joiner of a node, or updates what it knows of it.
-func (j *Joiner) AddNode(n NodeInfo) { j.nodes[n.Name] = &n }
+func (j *Joiner) AddNode(n NodeInfo) {
+	j.nodes[n.Name] = &n
+	j.idx = nil
+}
 
 // Stats returns the counts so far.
 func (j *Joiner) Stats() JoinStats { return j.stats }
@@ -269,20 +329,10 @@ func (j *Joiner) next(leg *Journey) (*NodeInfo, netip.Addr) {
 		}
 	}
 	if o := last.Outer; o != nil {
-		for _, n := range j.sortedNodes() {
-			if n.Name != leg.Node && n.owns(o.Dst) {
-				return n, o.Dst
-			}
-		}
-		return nil, o.Dst
+		return j.find(o.Dst, true, false, leg.Node), o.Dst
 	}
 	dst := last.Flow.Dst.Addr()
-	for _, n := range j.sortedNodes() {
-		if n.Name != leg.Node && (n.owns(dst) || n.hosts(dst)) {
-			return n, dst
-		}
-	}
-	return nil, dst
+	return j.find(dst, true, true, leg.Node), dst
 }
 
 // source returns the traced node the packet started on, if its source is one of a
@@ -291,22 +341,7 @@ func (j *Joiner) source(leg *Journey) *NodeInfo {
 	if len(leg.Hops) == 0 {
 		return nil
 	}
-	src := leg.Flow.Src.Addr()
-	for _, n := range j.sortedNodes() {
-		if n.hosts(src) || n.owns(src) {
-			return n
-		}
-	}
-	return nil
-}
-
-func (j *Joiner) sortedNodes() []*NodeInfo {
-	out := make([]*NodeInfo, 0, len(j.nodes))
-	for _, n := range j.nodes {
-		out = append(out, n)
-	}
-	sort.Slice(out, func(a, b int) bool { return out[a].Name < out[b].Name })
-	return out
+	return j.find(leg.Flow.Src.Addr(), true, true, "")
 }
 
 func hasLeg(legs []*Journey, node string) bool {
