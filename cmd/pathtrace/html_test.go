@@ -2,11 +2,15 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"html"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/pathtrace/pathtrace/exporter"
 )
 
 // htmlLines are follow's JSON lines for five packets (a stall through DNAT, a drop by
@@ -158,4 +162,63 @@ func TestHTMLUnwritable(t *testing.T) {
 	if _, err := os.Stat(sub); err == nil {
 		t.Error("the directory came back")
 	}
+}
+
+// In the lab (root): follow --html beside --json on the policy drop of node-b. The
+// page draws each SYN the terminal printed, its hops in the order the JSON has them
+// and the drop marked with the kernel's reason and the iptables rule.
+// PATHVIEW_PAGE=FILE keeps the page.
+func TestHTMLPolicyDrop(t *testing.T) {
+	needLab(t)
+	fault(t, "policy")
+	file := filepath.Join(t.TempDir(), "drop.html")
+	f := startFollow(t, "node-b", "--html", file, "10.244.1.42:6379")
+	if out, err := pod(t, "b-api", "tcp", "10.244.1.42:6379", "--timeout", "1500ms"); err == nil {
+		t.Fatalf("client got through the policy: %s", out)
+	}
+	js := f.stop(t)
+	syn := find(js, "S", "10.244.2.57:", "10.244.1.42:6379")
+	if len(syn) == 0 || syn[0].Drop == nil {
+		t.Fatalf("no dropped SYN:\n%s", dump(js))
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatalf("no page: %v\n%s", err, f.stderr.String())
+	}
+	if keep := os.Getenv("PATHVIEW_PAGE"); keep != "" { // to look at, or render
+		os.WriteFile(keep, b, 0o644)
+	}
+	page := html.UnescapeString(string(b))
+	if n := strings.Count(page, `<section class="packet"`); n != len(js) {
+		t.Errorf("the page draws %d packets, follow printed %d", n, len(js))
+	}
+	// The first SYN's section: its hops in order, then the drop.
+	i := strings.Index(page, "#"+fmt.Sprint(slices.IndexFunc(js, func(j exporter.JourneyJSON) bool { return j.ID == syn[0].ID })+1)+" TCP 10.244.2.57:")
+	if i < 0 {
+		t.Fatalf("no section for the SYN %s", syn[0].ID)
+	}
+	sec := page[i:]
+	sec = sec[:strings.Index(sec, "</section>")]
+	last := -1
+	for _, h := range syn[0].Hops {
+		dir := h.Dir
+		if h.Kind == "netfilter" {
+			dir = h.Hook
+		}
+		el := `data-ifname="` + h.Ifname + `" data-kind="` + h.Kind + `" data-dir="` + dir + `"`
+		k := strings.Index(sec[last+1:], el)
+		if k < 0 {
+			t.Fatalf("hop %s: no element after the hop before:\n%s", el, sec)
+		}
+		last += 1 + k
+	}
+	if k := strings.Index(sec, `data-mark="drop"`); k <= last {
+		t.Errorf("the drop mark at %d, after the hops (%d)", k, last)
+	}
+	for _, want := range []string{syn[0].Drop.Reason + " at " + syn[0].Drop.Location, syn[0].Drop.Rule, "fix"} {
+		if !strings.Contains(sec, want) {
+			t.Errorf("the SYN's section lacks %q", want)
+		}
+	}
+	assertNothingLeft(t)
 }

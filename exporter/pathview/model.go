@@ -151,7 +151,8 @@ type packet struct {
 	Ends      string
 	Verdict   string
 	Summary   string
-	Bad       bool // the verdict is a failure
+	Headline  string // the verdict and the summary, the verdict once
+	Bad       bool   // the verdict is a failure
 	Lanes     []string
 	Steps     []*step
 	Conns     []connector
@@ -337,6 +338,10 @@ func build(x *lineIn, num, maxSteps int) *packet {
 		if s.Mark != "" && p.marked < 0 {
 			p.marked = i
 		}
+	}
+	p.Headline = p.Verdict + ": " + p.Summary
+	if strings.HasPrefix(p.Summary, p.Verdict) || p.Summary == "" {
+		p.Headline = p.Verdict + strings.TrimPrefix(p.Summary, p.Verdict)
 	}
 	p.details(x)
 	p.place(conns)

@@ -82,6 +82,9 @@ func TestDropMark(t *testing.T) {
 			t.Errorf("packet 2's text lacks %q:\n%s", want, details)
 		}
 	}
+	if strings.Contains(string(page), "dropped: dropped") || !strings.Contains(details, "dropped: NETFILTER_DROP at nft_do_chain") {
+		t.Errorf("packet 2's headline: the verdict twice, or not at all:\n%s", details)
+	}
 	l := p.Layout()[1]
 	if l.Marked != 3 || l.Boxes[3].Mark != pathview.MarkDrop {
 		t.Errorf("layout: marked %d, boxes %+v", l.Marked, l.Boxes)

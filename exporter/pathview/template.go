@@ -57,7 +57,7 @@ div.details dd { margin: 0 0 0 88px; }
 {{range .Packets}}{{$pk := .}}<section class="packet" id="packet-{{.Num}}" data-packet="{{.Num}}" data-kind="{{.Kind}}" data-verdict="{{.Verdict}}">
 <svg xmlns="http://www.w3.org/2000/svg" width="{{.Width}}" height="{{.Height}}" viewBox="0 0 {{.Width}} {{.Height}}" role="img" aria-label="packet {{.Num}}: {{.Title}}: {{.Summary}}">
 <text class="t1" x="8" y="20">#{{.Num}} {{.Title}}</text>
-<text class="t2{{if .Bad}} bad{{end}}" x="8" y="40">{{.Verdict}}: {{.Summary}}</text>
+<text class="t2{{if .Bad}} bad{{end}}" x="8" y="40">{{.Headline}}</text>
 <text class="t3" x="8" y="60">{{.Ends}}{{if and .Ends .Note}} · {{end}}{{.Note}}</text>
 {{range $i, $l := .Lanes}}<rect class="{{ifeven $i "lane0" "lane1"}}" x="0" y="{{add 70 (mul $i 156)}}" width="{{$pk.Width}}" height="156"/>
 <text class="lanename" x="8" y="{{add 70 (add (mul $i 156) 82)}}" data-lane="{{$i}}">{{$l}}</text>
