@@ -1,6 +1,8 @@
 package exporter
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +18,7 @@ import (
 	"unsafe"
 
 	"github.com/pathtrace/pathtrace/decode"
+	"github.com/pathtrace/pathtrace/exporter/pathview"
 )
 
 // Triggers: what flags a flow. A caller's own (Recorder.Flag) may be any word.
@@ -32,6 +35,9 @@ const (
 	LimitFiles     = "max-files"      // the directory held MaxFiles of our files, none of them closed
 	LimitDirBytes  = "max-dir-bytes"  // our files took MaxDirBytes, and deleting closed ones did not make room
 	LimitFileBytes = "max-file-bytes" // the file reached MaxFileBytes and was closed early
+	// LimitPageBytes: the flow's page (.html) did not fit in MaxDirBytes beside its
+	// capture; the capture is kept without it.
+	LimitPageBytes = "max-dir-bytes-page"
 )
 
 // CaptureFile is what a capture is written to; *os.File is one.
@@ -102,7 +108,10 @@ type RecorderStats struct {
 
 // Recorder keeps a bounded history of every flow's recent packets and, when a flow is
 // flagged, writes it to a pcapng file of its own in a directory: the packets from
-// before the trigger, the one that flagged it, and those of a window after.
+// before the trigger, the one that flagged it, and those of a window after. When the
+// file is closed, a page of the same name ending .html (package pathview) draws the
+// journeys it holds, the flagged hop marked; the page counts against MaxDirBytes and
+// is deleted with its file (MaxFiles counts the two as one).
 //
 // Flows are 5-tuples with both directions (and, where NAT translated a packet between
 // hops, each translated tuple) sharing one record. A flow is flagged when one of its
@@ -159,14 +168,19 @@ type capture struct {
 	f        CaptureFile
 	pw       *Pcap
 	trigger  string
-	startNs  uint64 // the trigger's time
-	postLeft int    // packets still to write after the trigger; <0: no count bound
+	startNs  uint64         // the trigger's time
+	postLeft int            // packets still to write after the trigger; <0: no count bound
+	page     *pathview.Page // the journeys written, drawn when the file is closed
+	failed   bool           // a write or close failed: no page
 }
 
 type ownFile struct {
 	path string
 	size int64
 	open bool
+	// The capture's page, once written: its path and size ("", 0 before or without).
+	page     string
+	pageSize int64
 }
 
 // Costs counted against MaxHistoryBytes besides the packet bytes.
@@ -303,7 +317,7 @@ func (r *Recorder) Stats() RecorderStats {
 	s.Flagged, s.Skipped = maps(r.stats.Flagged), maps(r.stats.Skipped)
 	s.OpenFiles = len(r.captures)
 	for _, f := range r.files {
-		s.DirBytes += f.size
+		s.DirBytes += f.size + f.pageSize
 	}
 	return s
 }
@@ -684,6 +698,8 @@ func (r *Recorder) start(rec *flowRec, trigger string, f decode.Flow, atNs uint6
 		pw: NewPcap(file, PcapConfig{Clock: r.cfg.Clock, SnapLen: r.cfg.SnapLen, MaxBytes: r.cfg.MaxFileBytes,
 			Comment: fmt.Sprintf("pathtrace: %s %s -> %s, flagged by %s", decode.ProtoName(f.Proto),
 				f.Endpoint(f.Src), f.Endpoint(f.Dst), trigger)})}
+	c.page = pathview.New(fmt.Sprintf("pathtrace capture: %s %s -> %s, flagged by %s", decode.ProtoName(f.Proto),
+		f.Endpoint(f.Src), f.Endpoint(f.Dst), trigger))
 	r.files = append(r.files, c.file)
 	r.captures = append(r.captures, c)
 	r.unlink(rec)
@@ -758,8 +774,12 @@ func (r *Recorder) write(c *capture, j *decode.Journey) bool {
 		r.writeFailed(err)
 		// Whole blocks only: cut what a short write left.
 		c.f.Truncate(c.file.size)
+		c.failed = true
 		r.finish(c)
 		return false
+	}
+	if line, err := json.Marshal(ToJSON(j, r.cfg.Clock)); err == nil {
+		c.page.Write(append(line, '\n'))
 	}
 	if r.failing {
 		r.failing = false
@@ -804,13 +824,57 @@ func (r *Recorder) finish(c *capture) error {
 	if err != nil {
 		r.writeFailed(fmt.Errorf("close %s: %w", c.file.path, err))
 	}
-	if c.pw.Packets() == 0 {
+	switch {
+	case c.pw.Packets() == 0:
 		// Nothing got in: no file is better than an empty one.
 		r.forget(c.file)
+	case err == nil && !c.failed && c.page.Packets() > 0:
+		r.writePage(c)
 	}
+	c.page = nil
 	c.rec.cap = nil
 	r.link(c.rec)
 	return err
+}
+
+// writePage writes a closed capture's page beside its file, within MaxDirBytes: the
+// oldest closed captures are deleted to make room, unless even deleting all of them
+// would not.
+func (r *Recorder) writePage(c *capture) {
+	var buf bytes.Buffer
+	if err := c.page.Render(&buf); err != nil {
+		r.writeFailed(fmt.Errorf("render the page of %s: %w", c.file.path, err))
+		return
+	}
+	need := int64(buf.Len())
+	kept := int64(0) // what deleting every other closed capture would leave
+	for _, f := range r.files {
+		if f.open || f == c.file {
+			kept += f.size + f.pageSize
+		}
+	}
+	if kept+need > r.cfg.MaxDirBytes {
+		r.stats.Skipped[LimitPageBytes]++
+		return
+	}
+	for r.ownBytes()+need > r.cfg.MaxDirBytes {
+		if !r.deleteOldest() {
+			break
+		}
+	}
+	path := strings.TrimSuffix(c.file.path, ".pcapng") + ".html"
+	f, err := r.cfg.Create(path)
+	if err != nil {
+		r.writeFailed(fmt.Errorf("create %s: %w", path, err))
+		return
+	}
+	_, err = f.Write(buf.Bytes())
+	if err = errors.Join(err, f.Close()); err != nil {
+		r.remove(path) // no half page
+		r.writeFailed(fmt.Errorf("write %s: %w", path, err))
+		return
+	}
+	c.file.page, c.file.pageSize = path, need
 }
 
 // expireCaptures closes the captures whose post window ended by nowNs.
@@ -831,7 +895,7 @@ func (r *Recorder) expireCaptures(nowNs uint64) {
 func (r *Recorder) ownBytes() int64 {
 	n := int64(0)
 	for _, f := range r.files {
-		n += f.size
+		n += f.size + f.pageSize
 	}
 	return n
 }
@@ -844,6 +908,11 @@ func (r *Recorder) deleteOldest() bool {
 		}
 		if err := r.remove(f.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			r.cfg.Logf("pcap: delete %s to make room: %v", f.path, err)
+		}
+		if f.page != "" {
+			if err := r.remove(f.page); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				r.cfg.Logf("pcap: delete %s to make room: %v", f.page, err)
+			}
 		}
 		r.forget(f)
 		r.stats.FilesDeleted++

@@ -186,6 +186,7 @@ func TestRecorderDropFile(t *testing.T) {
 	if c := rows[9][5]; !strings.Contains(c, "kfree_skb NETFILTER_DROP at nft_do_chain+0x2c8") || !strings.Contains(c, "verdict dropped") {
 		t.Errorf("drop comment %q", c)
 	}
+	checkPage(t, files[0], 7, "1")
 	// The snapshot kept of the history is SnapLen (128) bytes; the packets are 166.
 	rows = tsharkFields(t, files[0], nil, "frame.cap_len", "frame.len")
 	if rows[0][0] != "128" || rows[0][1] != "166" {
@@ -423,6 +424,10 @@ func TestRecorderByteLimits(t *testing.T) {
 		fi, _ := os.Stat(f)
 		total += fi.Size()
 		tsharkFields(t, f, nil, "frame.number") // whole files
+	}
+	// A page does not fit in 3600 bytes beside its file: the captures are kept without.
+	if pages, _ := filepath.Glob(filepath.Join(dir, "*.html")); len(pages) != 0 || st.Skipped[exporter.LimitPageBytes] == 0 {
+		t.Errorf("pages %v, skipped %v", pages, st.Skipped)
 	}
 	if total != st.DirBytes {
 		t.Errorf("files take %d bytes, stats say %d", total, st.DirBytes)
@@ -695,5 +700,63 @@ func TestRecorderSymlinks(t *testing.T) {
 	}
 	if n := len(tsharkFields(t, want, nil, "frame.number")); n == 0 {
 		t.Errorf("%s holds no packet", want)
+	}
+}
+
+// checkPage reads the page beside a capture file: it draws the file's journeys
+// (packets of them), the flagged one's drop on cni0 marked (as step mark, after the
+// veth hop) with the kernel's reason; and it is private (0600).
+func checkPage(t *testing.T, pcap string, packets int, mark string) {
+	t.Helper()
+	page := strings.TrimSuffix(pcap, ".pcapng") + ".html"
+	b, err := os.ReadFile(page)
+	if err != nil {
+		t.Fatalf("no page beside %s: %v", filepath.Base(pcap), err)
+	}
+	if fi, _ := os.Stat(page); fi.Mode().Perm() != 0o600 {
+		t.Errorf("page mode %v, want 0600", fi.Mode().Perm())
+	}
+	s := string(b)
+	if n := strings.Count(s, `<section class="packet"`); n != packets {
+		t.Errorf("page draws %d packets, want %d", n, packets)
+	}
+	drop := `<g class="hop drop" data-hop="` + mark + `" data-node="node-a" data-ifname="cni0" data-kind="drop" data-dir="" data-mark="drop"`
+	if strings.Count(s, `data-mark="drop"`) != 1 || !strings.Contains(s, drop) {
+		t.Errorf("page has no single drop mark %s", drop)
+	}
+	for _, want := range []string{"flagged by drop", `data-ifname="veth3f8a2c1e"`, "NETFILTER_DROP at nft_do_chain&#43;0x2c8"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("page lacks %q", want)
+		}
+	}
+}
+
+// A capture's page counts against MaxDirBytes and goes with its file when the file is
+// deleted to make room.
+func TestRecorderPageDeleted(t *testing.T) {
+	r1, dir1, _ := newRecorder(t, exporter.RecorderConfig{PostAge: time.Millisecond})
+	flagFlows(t, r1, 1001)
+	r1.Close()
+	one := r1.Stats().DirBytes
+	if len(pcaps(t, dir1)) != 1 {
+		t.Fatal("no capture")
+	}
+	checkPage(t, pcaps(t, dir1)[0], 2, "1")
+	// Room for one capture and its page, not two: the first goes, page and all.
+	r, dir, _ := newRecorder(t, exporter.RecorderConfig{PostAge: time.Millisecond, MaxDirBytes: one * 3 / 2})
+	flagFlows(t, r, 1001, 1002)
+	r.Close()
+	st := r.Stats()
+	all, _ := filepath.Glob(filepath.Join(dir, "*"))
+	var total int64
+	for _, f := range all {
+		fi, _ := os.Stat(f)
+		total += fi.Size()
+	}
+	if len(all) != 2 || !strings.Contains(all[0], "-1002_") || !strings.Contains(all[1], "-1002_") || st.FilesDeleted != 1 {
+		t.Errorf("files %v, stats %+v", all, st)
+	}
+	if total != st.DirBytes || total > one*3/2 {
+		t.Errorf("files take %d bytes, stats say %d, bound %d", total, st.DirBytes, one*3/2)
 	}
 }

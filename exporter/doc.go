@@ -26,6 +26,11 @@
 // keeps a bounded history of each flow's recent packets and, when a flow is flagged (a
 // drop, a loss, a stall, a TCP retransmission, or the caller's say), writes the flow's
 // packets from before the trigger and for a window after into a file of its own in a
-// directory, within limits on memory, file size, file count and directory bytes. What
-// it could not keep or write it counts (RecorderStats) for the metrics.
+// directory, within limits on memory, file size, file count and directory bytes, and
+// beside the file a page that draws those journeys (package pathview). What it could
+// not keep or write it counts (RecorderStats) for the metrics.
+//
+// Lines (filter.go) filters follow's JSON lines and prints them as JSON, compact or
+// text (read back with FromJSON, PathFromJSON, OneWayFromJSON), handing the kept ones
+// to a pathview page as well for follow --html.
 package exporter

@@ -209,6 +209,10 @@ type Format int
 const (
 	FormatJSON    Format = iota // the line as it came
 	FormatCompact               // one short line per flow: time, node, flow, verdict, where, summary
+	// FormatText: the text blocks follow prints without JSON (Text), read back from the
+	// lines (FromJSON, PathFromJSON, OneWayFromJSON); a line that does not read back
+	// is printed compact.
+	FormatText
 )
 
 // Lines is an io.Writer for a follow's JSON lines: it keeps those its Filter matches and
@@ -224,6 +228,7 @@ type Lines struct {
 	Seen, Kept, Unparsed int
 	buf                  lineBuf
 	err                  error
+	text                 *Text
 }
 
 // maxFilterLine bounds one line (as a Report does).
@@ -267,6 +272,15 @@ func (l *Lines) line(b []byte) {
 		}
 	}
 	switch l.Format {
+	case FormatText:
+		if l.text == nil {
+			l.text = NewText(l.Out)
+		}
+		if ok, err := l.textLine(b, x.Kind); ok {
+			l.err = err
+			return
+		}
+		_, l.err = io.WriteString(l.Out, compactLine(&x)+"\n")
 	case FormatCompact:
 		_, l.err = io.WriteString(l.Out, compactLine(&x)+"\n")
 	default:
@@ -274,6 +288,43 @@ func (l *Lines) line(b []byte) {
 			_, l.err = l.Out.Write([]byte{'\n'})
 		}
 	}
+}
+
+// textLine writes a line as follow's text blocks; false when it does not read back.
+func (l *Lines) textLine(b []byte, kind string) (bool, error) {
+	switch kind {
+	case "journey":
+		var x JourneyJSON
+		if json.Unmarshal(b, &x) != nil {
+			return false, nil
+		}
+		j, err := FromJSON(&x)
+		if err != nil {
+			return false, nil
+		}
+		return true, l.text.Write(j)
+	case "path":
+		var x PathJSON
+		if json.Unmarshal(b, &x) != nil {
+			return false, nil
+		}
+		p, err := PathFromJSON(&x)
+		if err != nil {
+			return false, nil
+		}
+		return true, l.text.WritePath(p)
+	case "oneway":
+		var x OneWayJSON
+		if json.Unmarshal(b, &x) != nil {
+			return false, nil
+		}
+		o, err := OneWayFromJSON(&x)
+		if err != nil {
+			return false, nil
+		}
+		return true, l.text.WriteOneWay(o)
+	}
+	return false, nil
 }
 
 // compactLine is one flow in a line, as Hubble's compact output: time, node, the flow

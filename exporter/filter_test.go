@@ -129,22 +129,31 @@ func TestParseVerdicts(t *testing.T) {
 }
 
 // Whatever an agent sends, Lines never panics, keeps only whole JSON lines of the
-// input (JSON), and prints compact lines without control characters.
+// input (JSON), prints compact lines without control characters, and reads lines
+// back into text blocks (text).
 func FuzzLines(f *testing.F) {
 	for _, s := range filterFixture(f) {
 		f.Add([]byte(s), uint8(0))
 	}
 	f.Add([]byte("{\"kind\":\"journey\",\"verdict\":\"dropped\",\"summary\":\"\\u001b[31mred\"}\n"), uint8(1))
+	f.Add([]byte(`{"kind":"path","id":"1","legs":[{"kind":"journey","id":"1","flow":{"proto":"tcp","src":"10.0.0.1:1","dst":"10.0.0.2:2"},"verdict":"lost","hops":[{"kind":"pod","t_ns":1}]}],"verdict":"lost_underlay","next_addr":"10.0.0.3"}`+"\n"+
+		`{"kind":"oneway","flow":{"proto":"tcp","src":"10.0.0.1:1","dst":"10.0.0.2:2"},"syns":2}`+"\n"), uint8(4))
 	f.Fuzz(func(t *testing.T, in []byte, mode uint8) {
 		var out bytes.Buffer
 		l := &Lines{Out: &out, Format: Format(mode % 2)}
 		if mode&2 != 0 {
 			l.Filter.Verdicts = []string{"dropped", "stall"}
 		}
+		if mode&4 != 0 {
+			l.Format = FormatText // reads the lines back (FromJSON, PathFromJSON, OneWayFromJSON): must not panic
+		}
 		l.Write(in)
 		for _, line := range strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n") {
 			if line == "" {
 				continue
+			}
+			if l.Format == FormatText {
+				break
 			}
 			if l.Format == FormatJSON {
 				if !json.Valid([]byte(line)) || !bytes.Contains(in, []byte(line)) {

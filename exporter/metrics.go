@@ -70,7 +70,7 @@ var (
 	descCapDeleted = prometheus.NewDesc("pathtrace_capture_files_deleted_total",
 		"Capture files deleted, oldest first, to stay within the file count and byte limits.", nil, nil)
 	descCapSkipped = prometheus.NewDesc("pathtrace_capture_skipped_total",
-		"Captures refused or cut short by a limit.", []string{"limit"}, nil)
+		"Captures refused or cut short by a limit (max-dir-bytes-page: a capture kept without its page).", []string{"limit"}, nil)
 	descCapErrors = prometheus.NewDesc("pathtrace_capture_write_errors_total",
 		"Captures ended by an error creating or writing their file (a full disk).", nil, nil)
 	descCapEvicted = prometheus.NewDesc("pathtrace_capture_flows_evicted_total",
@@ -192,7 +192,7 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 			}
 			counter(descCapFiles, s.FilesWritten)
 			counter(descCapDeleted, s.FilesDeleted)
-			for _, l := range []string{LimitOpenFiles, LimitFiles, LimitDirBytes, LimitFileBytes} {
+			for _, l := range []string{LimitOpenFiles, LimitFiles, LimitDirBytes, LimitFileBytes, LimitPageBytes} {
 				counter(descCapSkipped, s.Skipped[l], l)
 			}
 			counter(descCapErrors, s.WriteErrors)

@@ -325,6 +325,12 @@ type PathJSON struct {
 	Summary   string         `json:"summary"`
 	Missing   string         `json:"missing_node,omitempty"`
 	Next      string         `json:"next_node,omitempty"`
+	// A path lost on the underlay or headed to a silent node: the node and hop it
+	// left from, the address it was headed to, and why the missing agent is missing.
+	LeftNode   string `json:"left_node,omitempty"`
+	LeftHop    string `json:"left_hop,omitempty"`
+	NextAddr   string `json:"next_addr,omitempty"`
+	MissingWhy string `json:"missing_why,omitempty"`
 	// Diagnosis as a journey's: the underlay's for a path lost between nodes.
 	Diagnosis *decode.Diagnosis `json:"diagnosis,omitempty"`
 }
@@ -343,7 +349,11 @@ type CrossingJSON struct {
 // PathToJSON converts a path; its legs' times are wall-clock already.
 func PathToJSON(p *decode.Path) PathJSON {
 	out := PathJSON{Kind: "path", ID: fmt.Sprintf("%016x", p.ID), Flow: flowJSON(p.Legs[0].Flow), Summary: p.Summary(),
-		Missing: p.Missing, Next: p.Next, Crossings: []CrossingJSON{}, Diagnosis: p.Diagnosis}
+		Missing: p.Missing, Next: p.Next, Crossings: []CrossingJSON{}, Diagnosis: p.Diagnosis,
+		LeftNode: p.LeftNode, LeftHop: p.LeftHop, MissingWhy: p.MissingWhy}
+	if p.NextAddr.IsValid() {
+		out.NextAddr = p.NextAddr.String()
+	}
 	for _, l := range p.Legs {
 		out.Nodes = append(out.Nodes, l.Node)
 		out.Legs = append(out.Legs, ToJSON(l, Clock{}))
@@ -363,6 +373,63 @@ func PathToJSON(p *decode.Path) PathJSON {
 		out.Verdict = p.Legs[len(p.Legs)-1].Verdict.String()
 	}
 	return out
+}
+
+// PathFromJSON reads back a path written by PathToJSON (for a follow that prints
+// text from JSON lines, as with --html).
+func PathFromJSON(x *PathJSON) (*decode.Path, error) {
+	if x.Kind != "path" {
+		return nil, fmt.Errorf("not a path: kind %q", x.Kind)
+	}
+	if len(x.Legs) == 0 {
+		return nil, fmt.Errorf("path %s: no legs", x.ID)
+	}
+	id, err := strconv.ParseUint(x.ID, 16, 64)
+	if err != nil {
+		return nil, fmt.Errorf("path id %q: %v", x.ID, err)
+	}
+	p := &decode.Path{ID: id, Next: x.Next, Missing: x.Missing, MissingWhy: x.MissingWhy, LeftNode: x.LeftNode, LeftHop: x.LeftHop,
+		Diagnosis: BoundDiagnosis(x.Diagnosis)}
+	for i := range x.Legs {
+		l, err := FromJSON(&x.Legs[i])
+		if err != nil {
+			return nil, fmt.Errorf("path %s: %w", x.ID, err)
+		}
+		p.Legs = append(p.Legs, l)
+	}
+	for _, c := range x.Crossings {
+		p.Crossings = append(p.Crossings, decode.Crossing{From: c.From, To: c.To, FromHop: c.FromHop, ToHop: c.ToHop,
+			LatencyNs: c.LatencyNs, RawNs: c.RawNs, Clock: c.Clock})
+	}
+	if x.NextAddr != "" {
+		if p.NextAddr, err = netip.ParseAddr(x.NextAddr); err != nil {
+			return nil, fmt.Errorf("path %s: next_addr: %v", x.ID, err)
+		}
+	}
+	switch x.Verdict {
+	case "lost_underlay":
+		p.Verdict = decode.PathUnderlayLost
+	case "node_missing":
+		p.Verdict = decode.PathNodeMissing
+	case "unfinished":
+		p.Verdict = decode.PathUnfinished
+	default:
+		p.Verdict = decode.PathDone
+	}
+	return p, nil
+}
+
+// OneWayFromJSON reads back a one-way report written by the JSON writer.
+func OneWayFromJSON(x *OneWayJSON) (*decode.OneWay, error) {
+	if x.Kind != "oneway" {
+		return nil, fmt.Errorf("not a one-way report: kind %q", x.Kind)
+	}
+	f, err := flowFromJSON(&x.Flow)
+	if err != nil {
+		return nil, err
+	}
+	return &decode.OneWay{Node: x.Node, Flow: f, SYNs: x.SYNs, LeftVia: x.LeftVia, Expect: x.Expected,
+		FirstNs: uint64(x.FirstTNs), LastNs: uint64(x.LastTNs), Wait: time.Duration(x.WaitNs), Diagnosis: BoundDiagnosis(x.Diagnosis)}, nil
 }
 
 // WritePath writes a path as one JSON line.

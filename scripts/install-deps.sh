@@ -7,6 +7,7 @@ pkgs=(
 	iproute2 iptables nftables  # the lab: ip, tc, bridge, iptables (nft backend)
 	iputils-ping tcpdump        # the lab by hand; the capture tests compare with tcpdump
 	tshark                      # the capture tests read every pcapng file pathtrace writes
+	chromium                    # exporter/pathview: TestChromium renders the HTML page headless, checks the screenshot and DOM
 	prometheus                  # the agent's tests scrape it with a real Prometheus, and promtool
 	etcd-server                 # the control-plane tests: etcd under bin/kube-apiserver (make tools)
 	iperf3 jq bpftool curl      # make bench: throughput with and without the agent, BPF run time, capture cost

@@ -563,7 +563,7 @@ func TestMetricsSeriesBounded(t *testing.T) {
 		"hop": regexp.MustCompile(hop), "from_hop": regexp.MustCompile(hop), "to_hop": regexp.MustCompile(hop),
 		"direction": regexp.MustCompile(`^(ingress|egress)$`), "reason": regexp.MustCompile(`^[A-Z][A-Z0-9_]*$`),
 		"stage": regexp.MustCompile(`^(ringbuf|ratelimit|map|queue)$`), "trigger": regexp.MustCompile(`^(drop|stall|lost|retransmit)$`),
-		"limit": regexp.MustCompile(`^(max-open-files|max-files|max-dir-bytes|max-file-bytes)$`),
+		"limit": regexp.MustCompile(`^(max-open-files|max-files|max-dir-bytes|max-file-bytes|max-dir-bytes-page)$`),
 		"le":    regexp.MustCompile(`^([0-9.e+-]+|\+Inf)$`),
 	}
 	for _, ss := range [][]sample{base, with, without} {

@@ -30,7 +30,7 @@ type captureOpts struct {
 }
 
 func (c *captureOpts) flags(fs *pflag.FlagSet) {
-	fs.StringVar(&c.dir, "pcap-dir", "", "keep a bounded history of every flow's recent packets and write a flagged flow's (drop, lost, stall, retransmit) to a pcapng file in this directory")
+	fs.StringVar(&c.dir, "pcap-dir", "", "keep a bounded history of every flow's recent packets and write a flagged flow's (drop, lost, stall, retransmit) to a pcapng file in this directory, with a page drawing its journeys beside it (.html)")
 	fs.IntVar(&c.snaplen, "pcap-snaplen", 128, fmt.Sprintf("bytes kept of each packet at each hop, 64..%d (the kernel copies as many; above %d, whole packets up to that size)", decode.SnapFull, decode.SnapMax))
 	fs.IntVar(&c.pre, "pcap-pre", 64, "packets of a flow kept from before its trigger")
 	fs.DurationVar(&c.preAge, "pcap-pre-age", 10*time.Second, "and no older than this before the newest")
@@ -39,7 +39,7 @@ func (c *captureOpts) flags(fs *pflag.FlagSet) {
 	fs.Int64Var(&c.historyBytes, "pcap-history-bytes", 64<<20, "memory bound on all flows' histories; the flows idle longest go first")
 	fs.Int64Var(&c.maxFileBytes, "pcap-max-file-bytes", 16<<20, "a capture file is closed at this size")
 	fs.IntVar(&c.maxFiles, "pcap-max-files", 100, "files kept in --pcap-dir; the oldest of ours are deleted first")
-	fs.Int64Var(&c.maxDirBytes, "pcap-max-dir-bytes", 1<<30, "bytes of our files kept in --pcap-dir; the oldest are deleted first")
+	fs.Int64Var(&c.maxDirBytes, "pcap-max-dir-bytes", 1<<30, "bytes of our files (captures and their pages) kept in --pcap-dir; the oldest are deleted first")
 	fs.DurationVar(&c.timeout, "pcap-timeout", 500*time.Millisecond, "a captured packet with no further event for this long is judged (lost if nothing ended it)")
 	fs.DurationVar(&c.stall, "pcap-stall", 10*time.Millisecond, "a hop-to-hop delay above this flags the flow as stalled (0: off)")
 }

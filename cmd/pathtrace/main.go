@@ -173,6 +173,8 @@ type followOpts struct {
 	kubeSels   []decode.KubeSelector // pod/ and svc/ selectors, resolved once names are up
 	protoNum   uint8
 	pcap       string
+	html       string // --html FILE: the page written when follow ends
+	title      string // the page's title: the command
 	kernelBTF  string
 	// Output and Hubble-style filters.
 	output     string
@@ -244,6 +246,7 @@ func followFlags(plugin bool) (*pflag.FlagSet, *followOpts) {
 	addKubeFlags(fs, &o.kube)
 	fs.DurationVar(&o.joinWait, "join-wait", time.Second, "with several agents: how long a packet's journey on one node waits for its journeys on the others (at least --timeout)")
 	fs.StringVar(&o.pcap, "pcap", "", "also write the followed packets, as seen at every hop, to this pcapng file (\"-\": standard output, and the journeys go to standard error)")
+	fs.StringVar(&o.html, "html", "", "also write a page with a picture of each packet's path (nodes as lanes, hops with their latency, the underlay crossing, NAT, the drop or stall with its reason) to this HTML file when follow ends; self-contained, it loads nothing")
 	kernelBTFFlag(fs, &o.kernelBTF)
 	fs.IntVar(&o.ringSize, "ring-size", 4<<20, "kernel ring buffer bytes, a power of two (events beyond are dropped and counted per CPU)")
 	return fs, o
@@ -308,6 +311,12 @@ func followWith(o *followOpts, args []string, stdout, stderr io.Writer) (err err
 			return err
 		}
 	}
+	if o.html != "" {
+		if err := checkHTMLWritable(o.html); err != nil {
+			return err
+		}
+	}
+	o.title = strings.TrimSpace("pathtrace follow " + strings.Join(args, " "))
 	pc, err := openPcapOut(o.pcap, stdout)
 	if err != nil {
 		return err
@@ -322,8 +331,12 @@ func followWith(o *followOpts, args []string, stdout, stderr io.Writer) (err err
 	}()
 	stdout, finish := o.outputWriter(stdout, stderr)
 	defer func() {
-		if ferr := finish(); err == nil {
+		ferr := finish()
+		switch {
+		case err == nil:
 			err = ferr
+		case ferr != nil:
+			fmt.Fprintf(stderr, "pathtrace: %v\n", ferr)
 		}
 	}()
 	// Kubernetes names: waited for when selectors or agents need them now.
@@ -540,6 +553,22 @@ func checkWritable(path string) error {
 	f, err := os.CreateTemp(filepath.Dir(path), ".pathtrace-ready-*")
 	if err != nil {
 		return fmt.Errorf("--ready-file %s: cannot write in %s: %w", path, filepath.Dir(path), err)
+	}
+	name := f.Name()
+	f.Close()
+	return os.Remove(name)
+}
+
+// checkHTMLWritable fails, before anything is traced, when --html's file could not
+// be written at the end: a link or special file at the name, or a directory that
+// takes no new file.
+func checkHTMLWritable(path string) error {
+	if err := checkReplaceable(path); err != nil {
+		return fmt.Errorf("--html %w", err)
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), ".pathtrace-html-*")
+	if err != nil {
+		return fmt.Errorf("--html %s: cannot write in %s: %w: name a file in a directory you may write to", path, filepath.Dir(path), err)
 	}
 	name := f.Name()
 	f.Close()

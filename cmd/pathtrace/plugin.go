@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -16,6 +17,7 @@ import (
 	"github.com/pathtrace/pathtrace/exporter"
 	"github.com/pathtrace/pathtrace/exporter/followapi"
 	"github.com/pathtrace/pathtrace/exporter/followcli"
+	"github.com/pathtrace/pathtrace/exporter/pathview"
 	"github.com/pathtrace/pathtrace/tracer/kube"
 )
 
@@ -32,7 +34,8 @@ pathtrace agents (the DaemonSet), and name where they died.
 
 Usage:
   kubectl pathtrace follow [flags] [SELECTOR...]   follow packets through every node's agent;
-                                                   a line per flow (-o compact), json or html
+                                                   a line per flow (-o compact), json or html;
+                                                   --html FILE also writes the page to FILE
   kubectl pathtrace diagnose [flags] [SELECTOR...] follow for a while (--duration 5s), then say
                                                    per failing flow which segment fails and why
   kubectl pathtrace doctor [flags]                 each agent's kernel, modes, layout and notes
@@ -147,19 +150,34 @@ func (o *followOpts) outputConfig(args []string) ([]string, error) {
 // lines reports whether the output goes through exporter.Lines (the agents and the
 // tracer then write JSON lines).
 func (o *followOpts) lines() bool {
-	return o.output == "compact" || o.output == "html" || (o.output == "json" && !o.filter.Empty())
+	return o.output == "compact" || o.output == "html" || o.html != "" || (o.output == "json" && !o.filter.Empty())
 }
 
 // outputWriter puts the filters and the format between follow and stdout. finish
-// prints what the filters left out and, for -o html, writes the page.
+// prints what the filters left out and writes the page: to stdout for -o html, to
+// --html's file (whole, or not at all) when given.
 func (o *followOpts) outputWriter(stdout, stderr io.Writer) (io.Writer, func() error) {
 	if !o.lines() {
 		return stdout, func() error { return nil }
 	}
 	o.json = true
 	l := &exporter.Lines{Filter: o.filter, Out: stdout}
-	if o.output == "compact" {
+	switch o.output {
+	case "compact":
 		l.Format = exporter.FormatCompact
+	case "text":
+		l.Format = exporter.FormatText // --html: the lines are JSON, the terminal still shows text
+	case "html":
+		l.Out = io.Discard
+	}
+	var page *pathview.Page
+	if o.output == "html" || o.html != "" {
+		title := o.title
+		if title == "" {
+			title = "pathtrace follow"
+		}
+		page = pathview.New(title)
+		l.Also = page
 	}
 	return l, func() error {
 		if !o.filter.Empty() {
@@ -167,6 +185,27 @@ func (o *followOpts) outputWriter(stdout, stderr io.Writer) (io.Writer, func() e
 		}
 		if l.Unparsed > 0 {
 			fmt.Fprintf(stderr, "pathtrace: warning: %d lines were not JSON or too long, left out\n", l.Unparsed)
+		}
+		if page == nil {
+			return nil
+		}
+		if n := page.LeftOut(); n > 0 {
+			fmt.Fprintf(stderr, "pathtrace: the page draws the first %d packets; %d more left out\n", page.Packets(), n)
+		}
+		var buf bytes.Buffer
+		if err := page.Render(&buf); err != nil {
+			return fmt.Errorf("render the page: %w", err)
+		}
+		if o.output == "html" {
+			if _, err := stdout.Write(buf.Bytes()); err != nil {
+				return fmt.Errorf("write the page to standard output: %w", err)
+			}
+		}
+		if o.html != "" {
+			if err := writeReplacing(o.html, buf.Bytes(), 0o600); err != nil { // 0600 as the captures: it names flows
+				return fmt.Errorf("--html %s: %w: the page (%d packets) was not written", o.html, err, page.Packets())
+			}
+			fmt.Fprintf(stderr, "pathtrace: wrote %d packets to %s\n", page.Packets(), o.html)
 		}
 		return nil
 	}
