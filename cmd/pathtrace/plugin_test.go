@@ -166,4 +166,16 @@ func pluginThroughAgents(t *testing.T, kc, bobKC string, agents []*agentProc, po
 	if !strings.Contains(f.stderr.String(), fmt.Sprintf("pathtrace: %d of ", len(lines))) || !strings.Contains(f.stderr.String(), "flows matched the filters") {
 		t.Errorf("follow did not say how many flows matched:\n%s", f.stderr.String())
 	}
+
+	// -o html through the agents: the page, with the drop marked, on standard output.
+	f = followBin(t, "plugin", pluginLink(t), []string{"--kubeconfig", kc, "--verdict", "dropped", "-o", "html", "--proto", "tcp", "10.244.1.42:6379"})
+	if out, err := pod(t, "b-api", "tcp", "10.244.1.42:6379", "--timeout", "500ms"); err == nil {
+		t.Fatalf("b-api got through the policy to redis: %s", out)
+	}
+	f.end(t)
+	page := f.stdout.String()
+	if !strings.HasPrefix(strings.TrimSpace(strings.ToLower(page)), "<!doctype html") || !strings.Contains(page, `data-mark="drop"`) ||
+		!strings.Contains(page, "10.244.1.42") || strings.Contains(page, `{"kind"`) {
+		t.Errorf("follow -o html through the agents: not a page with the drop marked:\n%.3000s\n%s", page, f.stderr.String())
+	}
 }
