@@ -243,7 +243,9 @@ func ingressQdiscs(h *netlink.Handle, ifindex int) (map[int]string, error) {
 // removeStale deletes the cls_bpf filters that dead pathtrace processes left on the
 // interface, and then the clsact qdisc if no filter of anyone's is left on it, as
 // their exit would have. It returns the filters it removed. ingress, when not nil, is
-// ingressQdiscs' answer: an interface without clsact there has nothing to remove.
+// ingressQdiscs' answer: an interface without clsact there has nothing to remove; when
+// it deletes the qdisc, it takes the interface out of that answer, so that what
+// attaches next adds a clsact again rather than taking the one it deleted for there.
 func removeStale(h *netlink.Handle, l iface, ingress map[int]string) ([]string, error) {
 	if ingress != nil && ingress[l.Index] != "clsact" {
 		return nil, nil
@@ -285,6 +287,7 @@ func removeStale(h *netlink.Handle, l iface, ingress map[int]string) ([]string, 
 		if err := h.QdiscDel(clsact); err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.EINVAL) {
 			return removed, fmt.Errorf("delete the clsact qdisc left on %s: %w", l.Name, err)
 		}
+		delete(ingress, l.Index)
 	}
 	return removed, nil
 }
