@@ -100,11 +100,12 @@ fuzz: ## run every Fuzz target for FUZZTIME (10s) each; fails on a crash, whose 
 		exit 1; \
 	fi
 
-bench: deps build ## benchmarks: decode events/s per core; rule lookup in 10,000 rules; agent overhead table; start, stop and memory on 250 pod veths (root)
+bench: deps build ## benchmarks: decode events/s per core; rule lookup in 10,000 rules; agent overhead table; start, stop and memory on 250 pod veths (root); follow --agents joining 100 fake agents
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s -cpu 1 ./decode/...
 	$(GO) test -run '^$$' -bench NFRules -benchtime 5x ./tracer/...
 	scripts/bench.sh
 	$(GO) run ./scripts/benchscale -pathtrace $(BIN)/pathtrace
+	$(GO) run ./scripts/benchjoin -pathtrace $(BIN)/pathtrace
 
 demo: deps build ## build the lab, follow a cross-node connection and a policy drop, tear down
 	scripts/demo.sh

@@ -724,7 +724,7 @@ func checkPage(t *testing.T, pcap string, packets int, mark string) {
 	if strings.Count(s, `data-mark="drop"`) != 1 || !strings.Contains(s, drop) {
 		t.Errorf("page has no single drop mark %s", drop)
 	}
-	for _, want := range []string{"flagged by drop", `data-ifname="veth3f8a2c1e"`, "NETFILTER_DROP at nft_do_chain&#43;0x2c8"} {
+	for _, want := range []string{"flagged by drop", `data-ifname="veth3f8a2c1e"`, "NETFILTER_DROP at nft_do_chain+0x2c8"} {
 		if !strings.Contains(s, want) {
 			t.Errorf("page lacks %q", want)
 		}

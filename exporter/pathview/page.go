@@ -4,8 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"html/template"
+	"html"
 	"io"
+	"strings"
 )
 
 // Bounds of a page; SetMax changes the first.
@@ -233,19 +234,95 @@ func (p *Page) Render(w io.Writer) error {
 			failed++
 		}
 	}
-	return pageTmpl.Execute(w, map[string]any{
-		"Title": p.title, "Packets": p.packets, "Failed": failed, "Notes": notes,
-		"LeftOut": p.leftOut, "Unreadable": p.unreadable,
-	})
+	b := &strings.Builder{}
+	b.WriteString(strings.Replace(pageHead, "%TITLE%", esc(p.title), 1))
+	writeBody(b, p.title, p.packets, failed, notes)
+	_, err := io.WriteString(w, b.String())
+	return err
 }
 
-var pageTmpl = template.Must(template.New("page").Funcs(template.FuncMap{
-	"add": func(a, b int) int { return a + b },
-	"mul": func(a, b int) int { return a * b },
-	"ifeven": func(i int, a, b string) string {
-		if i%2 == 0 {
-			return a
+// esc escapes text for an element's content or a double-quoted attribute.
+func esc(s string) string { return html.EscapeString(s) }
+
+// writeBody writes the page's header and one section per packet (see pageHead for
+// the sizes the CSS assumes). Every string from the lines goes through esc.
+func writeBody(b *strings.Builder, title string, packets []*packet, failed int, notes []string) {
+	f := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
+	f("<header>\n<h1>%s</h1>\n<p>%d packets drawn, %d of them failed.</p>\n", esc(title), len(packets), failed)
+	for _, n := range notes {
+		f(`<p class="note">%s</p>`, esc(n))
+	}
+	b.WriteString("\n</header>\n<main>\n")
+	for _, pk := range packets {
+		f(`<section class="packet" id="packet-%d" data-packet="%d" data-kind="%s" data-verdict="%s">`+"\n", pk.Num, pk.Num, esc(pk.Kind), esc(pk.Verdict))
+		f(`<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" role="img" aria-label="packet %d: %s: %s">`+"\n",
+			pk.Width, pk.Height, pk.Width, pk.Height, pk.Num, esc(pk.Title), esc(pk.Summary))
+		f(`<text class="t1" x="8" y="20">#%d %s</text>`+"\n", pk.Num, esc(pk.Title))
+		bad := ""
+		if pk.Bad {
+			bad = " bad"
 		}
-		return b
-	},
-}).Parse(pageHTML))
+		f(`<text class="t2%s" x="8" y="40">%s</text>`+"\n", bad, esc(pk.Headline))
+		sep := ""
+		if pk.Ends != "" && pk.Note != "" {
+			sep = " · "
+		}
+		f(`<text class="t3" x="8" y="60">%s%s%s</text>`+"\n", esc(pk.Ends), sep, esc(pk.Note))
+		for i, l := range pk.Lanes {
+			f(`<rect class="lane%d" x="0" y="%d" width="%d" height="156"/>`+"\n", i%2, TitleH+i*LaneH, pk.Width)
+			f(`<text class="lanename" x="8" y="%d" data-lane="%d">%s</text>`+"\n", TitleH+i*LaneH+82, i, esc(l))
+		}
+		for _, c := range pk.Conns {
+			class := "link"
+			if len(c.Lines) > 0 {
+				class = "cross"
+				if c.Lost {
+					class += " lost"
+				}
+			}
+			f(`<path class="%s" d="%s"/>`+"\n", class, esc(c.D))
+			for k, t := range c.Lines {
+				f(`<text class="crosstext" x="%d" y="%d">%s</text>`+"\n", c.TX, c.TY+k*14, esc(t))
+			}
+		}
+		for _, st := range pk.Steps {
+			class := "hop"
+			if st.Mark != "" {
+				class += " " + esc(st.Mark)
+			}
+			f(`<g class="%s" data-hop="%d" data-node="%s" data-ifname="%s" data-kind="%s" data-dir="%s"`, class, st.Index, esc(st.Node), esc(st.Ifname), esc(st.Kind), esc(st.Dir))
+			if st.Mark != "" {
+				f(` data-mark="%s"`, esc(st.Mark))
+			}
+			if st.NAT != "" {
+				f(` data-nat="%s"`, esc(st.NAT))
+			}
+			f(` data-delta="%s">`+"\n", esc(st.Delta))
+			if st.NAT != "" {
+				f(`<path class="natmark" d="M%d %d l6 6 l-6 6 l-6 -6 z"/><text class="nat" x="%d" y="%d">%s</text>`+"\n", st.X+6, st.Y-20, st.X+16, st.Y-10, esc(st.NAT))
+			}
+			f(`<rect class="box" x="%d" y="%d" width="130" height="64"/>`+"\n", st.X, st.Y)
+			f(`<rect class="tab" x="%d" y="%d" width="130" height="10"/>`+"\n", st.X, st.Y)
+			f(`<text class="label" x="%d" y="%d">%s</text>`+"\n", st.X+6, st.Y+26, esc(st.Label))
+			f(`<text class="sub" x="%d" y="%d">%s</text>`+"\n", st.X+6, st.Y+42, esc(st.Sub))
+			f(`<text class="delta" x="%d" y="%d">%s</text>`+"\n", st.X+6, st.Y+57, esc(st.Delta))
+			if st.Tunnel != "" {
+				f(`<text class="tunnel" x="%d" y="%d">%s</text>`+"\n", st.X, st.Y+78, esc(st.Tunnel))
+			}
+			for k, t := range st.MarkText {
+				f(`<text class="marktext" x="%d" y="%d">%s</text>`+"\n", st.X, st.Y+92+k*14, esc(t))
+			}
+			b.WriteString("</g>\n")
+		}
+		b.WriteString("</svg>\n")
+		if len(pk.Details) > 0 {
+			b.WriteString(`<div class="details"><dl>` + "\n")
+			for _, d := range pk.Details {
+				f("<dt>%s</dt><dd>%s</dd>\n", esc(d.Name), esc(d.Text))
+			}
+			b.WriteString("</dl></div>\n")
+		}
+		b.WriteString("</section>\n")
+	}
+	b.WriteString("</main>\n</body>\n</html>\n")
+}

@@ -22,6 +22,17 @@ func Median(xs []float64) float64 {
 	return (s[n/2-1] + s[n/2]) / 2
 }
 
+// Quantile q (0..1) of xs, by the nearest rank; NaN for none.
+func Quantile(xs []float64, q float64) float64 {
+	if len(xs) == 0 {
+		return math.NaN()
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	i := int(math.Ceil(q*float64(len(s)))) - 1
+	return s[min(max(i, 0), len(s)-1)]
+}
+
 // Mean and its standard error (the sample standard deviation over √n); the error is
 // NaN for fewer than two values.
 func Mean(xs []float64) (mean, stderr float64) {

@@ -84,3 +84,18 @@ func TestTable(t *testing.T) {
 		t.Errorf("%d lines, want a header and 4 rows:\n%s", len(lines), out)
 	}
 }
+
+func TestQuantile(t *testing.T) {
+	xs := []float64{}
+	for i := 100; i >= 1; i-- {
+		xs = append(xs, float64(i))
+	}
+	for _, tc := range []struct{ q, want float64 }{{0.5, 50}, {0.99, 99}, {1, 100}, {0, 1}} {
+		if got := Quantile(xs, tc.q); got != tc.want {
+			t.Errorf("Quantile(1..100, %v) = %v, want %v", tc.q, got, tc.want)
+		}
+	}
+	if !math.IsNaN(Quantile(nil, 0.5)) {
+		t.Error("Quantile(nil) is not NaN")
+	}
+}
