@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -227,7 +228,7 @@ func New(cfg Config) (t *Tracer, err error) {
 	if err := t.load(kspec); err != nil {
 		return t, err
 	}
-	if err := t.attachTC(kspec); err != nil {
+	if err := t.loadTC(kspec); err != nil {
 		return t, err
 	}
 	if err := t.attachDrop(kspec); err != nil {
@@ -237,6 +238,16 @@ func New(cfg Config) (t *Tracer, err error) {
 		return t, err
 	}
 	if err := t.attachRetransmit(kspec); err != nil {
+		return t, err
+	}
+	// The kernel's types are not needed any more: parsing them left some 15 MB of
+	// garbage, which the runtime would hand back to the kernel only slowly. Hand it
+	// back now, before attaching to what may be hundreds of interfaces, so the
+	// process's peak resident size is not that garbage plus all the code attaching
+	// runs (a node agent's memory limit counts the peak).
+	kspec = nil
+	debug.FreeOSMemory()
+	if err := t.attachIfaces(); err != nil {
 		return t, err
 	}
 	if t.rd, err = ringbuf.NewReader(t.maps.Events); err != nil {
@@ -484,7 +495,8 @@ func loadError(what string, err error) error {
 	return fmt.Errorf("%s: %w", what, err)
 }
 
-func (t *Tracer) attachTC(kspec *btf.Spec) error {
+// loadTC loads the tc programs; attachIfaces attaches them.
+func (t *Tracer) loadTC(kspec *btf.Spec) error {
 	spec, err := t.spec()
 	if err != nil {
 		return err
@@ -501,6 +513,11 @@ func (t *Tracer) attachTC(kspec *btf.Spec) error {
 		t.own.add(prog)
 	}
 	t.mode.TC = t.cfg.AttachMode
+	return nil
+}
+
+// attachIfaces puts the tc programs loadTC loaded on every interface found.
+func (t *Tracer) attachIfaces() error {
 	withClsact, err := ingressQdiscs(t.nl, 0)
 	if err != nil {
 		withClsact = nil // each interface is asked on its own

@@ -391,7 +391,9 @@ func followWith(o *followOpts, args []string, stdout, stderr io.Writer) (err err
 		syms, err := tracer.LoadSymbols()
 		symsc <- symsRead{syms, err}
 	}()
+	lean := leanStart()
 	tr, err := tracer.New(cfg)
+	lean()
 	if err != nil {
 		return err
 	}
