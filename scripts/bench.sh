@@ -5,16 +5,22 @@
 # namespace, and, during the runs with agents, the kernel's own accounting of each
 # BPF program (kernel.bpf_stats_enabled), the agents' CPU time and resident memory.
 #
-# It prints one table: each figure is the median of its runs, with the ratio
-# with/without and the target it is held to. It exits non-zero only when something
-# could not be measured (not root, a missing tool, the lab prefix in use, a build,
-# an agent or iperf3 failing); a missed target is reported in the table, not by the
-# exit status.
+# The shell only runs things and records what they report, raw, in a work directory
+# (iperf3's JSON, bpftool snapshots, the agents' CPU and memory, /metrics scrapes, and
+# list files naming them: the formats are in scripts/benchagent/report's doc.go). At
+# the end scripts/benchagent, tested Go, reads them and prints one table: each figure
+# is the median of its runs, the pairs' ratios with/without with their mean and
+# standard error, and the target each is held to. It exits non-zero only when
+# something could not be measured (not root, a missing tool, the lab prefix in use, a
+# build, an agent or iperf3 failing, a raw file benchagent cannot read); a missed
+# target is reported in the table, not by the exit status.
 #
 # Environment: BENCH_PAIRS (20) off/on pairs, BENCH_SECONDS (4) per iperf3 run,
 # BENCH_SAMPLES (0 64 16 1) the --sample settings whose cost is measured,
-# BENCH_PREFIX (ptb) the lab's namespace prefix, BENCH_KEEP=1 keeps the work
-# directory (iperf3 JSON, agent logs, bpftool snapshots).
+# BENCH_CAPTURE_RATES (5000 10000 20000 40000 80000 0) the UDP rates offered to agents
+# with --pcap-dir (0: as fast as it goes), BENCH_PREFIX (ptb) the lab's namespace
+# prefix, BENCH_KEEP=1 keeps the work directory: `go run ./scripts/benchagent -work DIR
+# ...` (the flags bench.sh passed are printed under the table) prints the table again.
 set -Eeuo pipefail
 
 script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -26,6 +32,7 @@ P=${BENCH_PREFIX:-ptb}
 CLIENT_CPU=0
 SERVER_CPU=$(($(nproc) > 1 ? 1 : 0))
 SERVER_IP=10.244.2.57 # api pod on node-b
+GO=${GO:-go}
 IPERF_PORT=5201
 # The tc programs, held to the per-packet target. Every program the agents hold is
 # measured (tc_*, kfree_skb_*, nf_first, nf_last or kp_nf_hook_slow, by attach mode).
@@ -44,7 +51,7 @@ die() {
 [[ $P =~ ^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$ ]] || die "BENCH_PREFIX='$P': want 1-32 characters of [A-Za-z0-9_-]"
 [[ $(id -u) == 0 ]] || die "run as root: the benchmark builds network namespaces and loads BPF programs"
 missing=()
-for t in ip iperf3 bpftool jq sysctl ss timeout flock make taskset curl; do
+for t in ip iperf3 bpftool jq sysctl ss timeout flock make taskset curl "$GO"; do
 	command -v "$t" >/dev/null || missing+=("$t")
 done
 ((${#missing[@]} == 0)) || die "missing ${missing[*]} (Debian: apt-get install iproute2 iperf3 bpftool jq util-linux make curl)"
@@ -63,7 +70,7 @@ agent_pids=()
 # alive PID: the process exists and is not a zombie waiting to be reaped.
 alive() {
 	local st
-	st=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
+	st=$(sed -n 's/^.*) \(.\) .*$/\1/p' "/proc/$1/stat" 2>/dev/null) || return 1
 	[[ -n $st && $st != Z ]]
 }
 
@@ -129,6 +136,9 @@ make -s -C "$repo" build >"$work/build.log" 2>&1 || { cat "$work/build.log" >&2;
 mkdir -p "$work/bin"
 cp "$repo/bin/pathtrace" "$repo/bin/labpod" "$work/bin/"
 PT=$work/bin/pathtrace
+# The report too, now: a report that does not build is found before the runs, not after.
+(cd "$repo" && "$GO" build -o "$work/bin/benchagent" ./scripts/benchagent) >"$work/build-benchagent.log" 2>&1 ||
+	{ cat "$work/build-benchagent.log" >&2; die "cannot build scripts/benchagent"; }
 
 log "lab up (prefix $P)"
 own_lab=1
@@ -163,10 +173,6 @@ agent_args() { # NODE PORT: sets args
 
 # ---- measuring -------------------------------------------------------------
 
-calc() { awk "BEGIN { $1 }" </dev/null; }
-# median of the numbers on stdin
-median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) { print "nan"; exit } ; print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-
 # iperf NAME ARGS...: one iperf3 client run in the client pod, JSON in $work/NAME.json;
 # one retry after a second (the server may still be closing the previous test).
 iperf() {
@@ -187,11 +193,6 @@ iperf() {
 	die "iperf3 $name failed twice"
 }
 
-tcp_bps() { jq -r '.end.sum_received.bits_per_second' "$work/$1.json"; }
-# The receiver's rate: datagrams that arrived over the receiver's seconds.
-udp_pps() { jq -r '.end.sum_received | (.packets - .lost_packets) / .seconds' "$work/$1.json"; }
-udp_sent() { jq -r '.end.sum_sent.packets' "$work/$1.json"; }
-
 # cpu_ns PID...: CPU time of the processes, all their threads, in ns (schedstat).
 cpu_ns() {
 	local pid sum=0 f v
@@ -204,27 +205,22 @@ cpu_ns() {
 	echo "$sum"
 }
 
-rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
-hwm_kib() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
+rss_kib() { sed -n 's/^VmRSS:[[:space:]]*\([0-9]*\) kB$/\1/p' "/proc/$1/status"; }
+hwm_kib() { sed -n 's/^VmHWM:[[:space:]]*\([0-9]*\) kB$/\1/p' "/proc/$1/status"; }
 
 # prog_ids PID...: ids of the BPF programs the processes hold.
 prog_ids() {
 	local pid
 	for pid in "$@"; do
-		grep -h '^prog_id:' /proc/"$pid"/fdinfo/* 2>/dev/null | awk '{print $2}' || true
+		sed -n 's/^prog_id:[[:space:]]*//p' /proc/"$pid"/fdinfo/* 2>/dev/null || true
 	done | sort -un | paste -sd, -
 }
 
-# bpf_snap FILE IDS: "id name run_time_ns run_cnt" of the programs with these ids.
+# bpf_snap NAME IDS: "id name run_time_ns run_cnt" of the programs with these ids, in
+# $work/NAME. benchagent takes the differences between two snapshots.
 bpf_snap() {
 	bpftool prog show -j | jq -r --argjson ids "[$2]" \
-		'.[] | select(.id as $i | $ids | index($i)) | "\(.id) \(.name) \(.run_time_ns // 0) \(.run_cnt // 0)"' >"$1"
-}
-
-# bpf_delta PHASE BEFORE AFTER: appends "phase name dtime dcnt" to $work/bpf.acc.
-bpf_delta() {
-	awk -v phase="$1" 'NR == FNR { t[$1] = $3; c[$1] = $4; next }
-		($1 in t) { print phase, $2, $3 - t[$1], $4 - c[$1] }' "$2" "$3" >>"$work/bpf.acc"
+		'.[] | select(.id as $i | $ids | index($i)) | "\(.id) \(.name) \(.run_time_ns // 0) \(.run_cnt // 0)"' >"$work/$1"
 }
 
 # A 106-byte frame: Ethernet, IPv4 10.244.1.23 -> 10.244.2.57, UDP, 64 bytes of payload.
@@ -232,7 +228,7 @@ FRAME_HEX=02000000000202000000000108004500005c04d2400040111c880af401170af402399c
 
 # stats_cost IDS: what kernel.bpf_stats_enabled itself adds to a run of tc_ingress,
 # from BPF_PROG_TEST_RUN on a synthetic frame (bpftool prog run), stats off and on,
-# three times each; "off on" ns (the medians) in $work/stats-cost. Best effort.
+# three times each; "0|1 ns" lines in $work/stats-cost.raw. Best effort.
 stats_cost() {
 	local id s i ns
 	id=$(bpftool prog show -j | jq -r --argjson ids "[$1]" \
@@ -248,9 +244,6 @@ stats_cost() {
 		done
 	done
 	sysctl -qw kernel.bpf_stats_enabled=1
-	if [[ -s $work/stats-cost.raw ]]; then
-		echo "$(awk '$1 == 0 { print $2 }' "$work/stats-cost.raw" | median) $(awk '$1 == 1 { print $2 }' "$work/stats-cost.raw" | median)" >"$work/stats-cost"
-	fi
 }
 
 start_agents() {
@@ -305,7 +298,7 @@ off_run() {
 		iperf "off$k-udp" "${UDP_ARGS[@]}"
 		iperf "off$k-tcp" "${TCP_ARGS[@]}"
 	fi
-	echo "off $k $(tcp_bps "off$k-tcp") $(udp_pps "off$k-udp") $(udp_sent "off$k-udp")" >>"$work/runs"
+	echo "off $k off$k-tcp.json off$k-udp.json" >>"$work/runs"
 }
 
 # The throughput runs keep the kernel's BPF accounting off, as an agent runs in
@@ -314,7 +307,7 @@ off_run() {
 # more, with the accounting on: after the throughput runs when the agents' runs come
 # second in the pair, before them when first.
 on_run() {
-	local k=$1 ids c0 c1 pid rss max_rss=0 hwm max_hwm=0
+	local k=$1 ids c0 c1 pid rss="" hwm=""
 	start_agents
 	ids=$(prog_ids "${agent_pids[@]}")
 	[[ -n $ids ]] || die "the agents hold no BPF programs"
@@ -335,15 +328,11 @@ on_run() {
 	fi
 	for pid in "${agent_pids[@]}"; do
 		alive "$pid" || { cat "$work"/agent-*.log >&2; die "an agent died during on run $k"; }
-		rss=$(rss_kib "$pid")
-		if ((rss > max_rss)); then max_rss=$rss; fi
-		hwm=$(hwm_kib "$pid")
-		if ((hwm > max_hwm)); then max_hwm=$hwm; fi
+		rss+="${rss:+,}$(rss_kib "$pid")"
+		hwm+="${hwm:+,}$(hwm_kib "$pid")"
 	done
 	stop_agents
-	local secs
-	secs=$(jq -r '.end.sum_received.seconds' "$work/on$k-udp.json")
-	echo "on $k $(tcp_bps "on$k-tcp") $(udp_pps "on$k-udp") $(udp_sent "on$k-udp") $((c1 - c0)) $secs $max_rss $(udp_sent "acct$k-udp") $max_hwm" >>"$work/runs"
+	echo "on $k on$k-tcp.json on$k-udp.json $c0 $c1 $rss $hwm" >>"$work/runs"
 }
 
 # acct_runs K: a TCP and a UDP run with the accounting on and the empty program beside
@@ -352,16 +341,16 @@ acct_runs() {
 	local k=$1
 	floor_on
 	sysctl -qw kernel.bpf_stats_enabled=1
-	bpf_snap "$work/on$k-bpf0" "$ids,$empty_ids"
+	bpf_snap "on$k-bpf0" "$ids,$empty_ids"
 	iperf "acct$k-tcp" "${TCP_ARGS[@]}"
-	bpf_snap "$work/on$k-bpf1" "$ids,$empty_ids"
+	bpf_snap "on$k-bpf1" "$ids,$empty_ids"
 	iperf "acct$k-udp" "${UDP_ARGS[@]}"
-	bpf_snap "$work/on$k-bpf2" "$ids,$empty_ids"
+	bpf_snap "on$k-bpf2" "$ids,$empty_ids"
 	if ((k == PAIRS)); then stats_cost "$ids"; fi
 	sysctl -qw kernel.bpf_stats_enabled=0
 	floor_off
-	bpf_delta "tcp:$k" "$work/on$k-bpf0" "$work/on$k-bpf1"
-	bpf_delta "udp:$k" "$work/on$k-bpf1" "$work/on$k-bpf2"
+	echo "tcp:$k on$k-bpf0 on$k-bpf1 acct$k-tcp.json" >>"$work/bpf.list"
+	echo "udp:$k on$k-bpf1 on$k-bpf2 acct$k-udp.json" >>"$work/bpf.list"
 }
 
 # ---- the accounting floor -----------------------------------------------------
@@ -380,7 +369,7 @@ floor_on() { # sets empty_ids
 	local node dev added
 	empty_devs=()
 	for node in node-a node-b; do
-		for dev in $(ip -n "$P-$node" -o link show | awk -F': ' '{ sub(/@.*/, "", $2); print $2 }'); do
+		for dev in $(ip -n "$P-$node" -j link show | jq -r '.[].ifname'); do
 			case $dev in veth* | cni0 | flannel.1 | eth0) ;; *) continue ;; esac
 			added=0
 			if ip netns exec "$P-$node" tc qdisc add dev "$dev" clsact 2>/dev/null; then added=1; fi
@@ -414,7 +403,8 @@ log "warm-up (1 s, not counted)"
 iperf warmup -c "$SERVER_IP" -p "$IPERF_PORT" -t 1 -J
 
 : >"$work/runs"
-: >"$work/bpf.acc"
+: >"$work/bpf.list"
+: >"$work/stats-cost.raw"
 # Each pair's two runs in turn, odd pairs without the agents first and even pairs with
 # them first: a drift of the host's speed during a pair does not favour one side.
 for ((k = 1; k <= PAIRS; k++)); do
@@ -434,7 +424,7 @@ done
 # UDP runs with each setting in turn (0: no latency samples; 1: every packet), twice
 # round, so that the default can be chosen by what it costs.
 SAMPLES=(${BENCH_SAMPLES:-0 64 16 1})
-: >"$work/sampling"
+: >"$work/sampling.list"
 if ((${#SAMPLES[@]})); then
 	log "sampling cost: --sample ${SAMPLES[*]}, twice round, UDP with the accounting on"
 	for round in 1 2; do
@@ -443,15 +433,12 @@ if ((${#SAMPLES[@]})); then
 			start_agents
 			ids=$(prog_ids "${agent_pids[@]}")
 			sysctl -qw kernel.bpf_stats_enabled=1
-			bpf_snap "$work/smp$n-$round-0" "$ids"
+			bpf_snap "smp$n-$round-0" "$ids"
 			iperf "smp$n-$round" "${UDP_ARGS[@]}"
-			bpf_snap "$work/smp$n-$round-1" "$ids"
+			bpf_snap "smp$n-$round-1" "$ids"
 			sysctl -qw kernel.bpf_stats_enabled=0
 			stop_agents
-			awk -v n="$n" 'NR == FNR { t[$1] = $3; c[$1] = $4; next }
-				($1 in t) && ($2 == "tc_ingress" || $2 == "tc_egress") { dt[$2] += $3 - t[$1]; dc[$2] += $4 - c[$1] }
-				END { printf "%s %.1f %.1f\n", n, dc["tc_ingress"] ? dt["tc_ingress"] / dc["tc_ingress"] : 0, dc["tc_egress"] ? dt["tc_egress"] / dc["tc_egress"] : 0 }' \
-				"$work/smp$n-$round-0" "$work/smp$n-$round-1" >>"$work/sampling"
+			echo "$n smp$n-$round-0 smp$n-$round-1" >>"$work/sampling.list"
 		done
 	done
 	extra_agent_args=()
@@ -463,179 +450,37 @@ fi
 # rates; the first rate at which events are lost (pathtrace_events_lost_total, ring
 # buffer and queues) is where capture starts to lose.
 CAPTURE_RATES=(${BENCH_CAPTURE_RATES:-5000 10000 20000 40000 80000 0})
-lost_events() { # events lost so far by both agents, ring buffer and queues
-	local port sum=0 v
-	for port in "$port_a" "$port_b"; do
-		v=$(curl -sf "http://127.0.0.1:$port/metrics" |
-			awk '/^pathtrace_events_lost_total\{stage="(ringbuf|queue)"\}/ { s += $2 } END { print s + 0 }') ||
-			die "cannot scrape the agent on port $port"
-		sum=$((sum + v))
-	done
-	echo "$sum"
+# scrape NAME: both agents' /metrics in $work/NAME-a.prom and NAME-b.prom (benchagent
+# reads pathtrace_events_lost_total, ring buffer and queues, from them).
+scrape() {
+	curl -sf "http://127.0.0.1:$port_a/metrics" >"$work/$1-a.prom" || die "cannot scrape the agent on port $port_a"
+	curl -sf "http://127.0.0.1:$port_b/metrics" >"$work/$1-b.prom" || die "cannot scrape the agent on port $port_b"
 }
-: >"$work/capture"
+: >"$work/capture.list"
 if ((${#CAPTURE_RATES[@]})); then
 	log "capture cost: agents with --pcap-dir, UDP at ${CAPTURE_RATES[*]} pkt/s (0: as fast as it goes)"
 	capture=1
 	start_agents
 	for rate in "${CAPTURE_RATES[@]}"; do
-		l0=$(lost_events)
+		scrape "cap$rate-0"
 		iperf "cap$rate" -c "$SERVER_IP" -p "$IPERF_PORT" -u -l 64 -b $((rate * 64 * 8)) -t "$SECS" -J
-		l1=$(lost_events)
-		secs=$(jq -r '.end.sum_received.seconds' "$work/cap$rate.json")
-		echo "$rate $(calc "printf \"%.0f\", $(udp_sent "cap$rate") / $secs") $(calc "printf \"%.0f\", $(udp_pps "cap$rate")") $((l1 - l0))" >>"$work/capture"
+		scrape "cap$rate-1"
+		echo "$rate cap$rate.json cap$rate-0-a.prom,cap$rate-0-b.prom cap$rate-1-a.prom,cap$rate-1-b.prom" >>"$work/capture.list"
 	done
 	stop_agents
 	capture=0
 fi
 
-# ---- the table --------------------------------------------------------------
-
-rows=$work/rows
-col() { awk -v kind="$1" -v c="$2" '$1 == kind && NF >= c { print $c }' "$work/runs"; }
-
-tcp_off=$(col off 3 | median) tcp_on=$(col on 3 | median)
-udp_off=$(col off 4 | median) udp_on=$(col on 4 | median)
-[[ $tcp_off != nan && $tcp_on != nan && $udp_off != nan && $udp_on != nan ]] || die "no runs recorded"
-# agent CPU per on run: ticks over the UDP run's seconds, as % of one core, per 100k pps
-cpu_pct=$(awk '$1 == "on" { print 100 * $6 / 1e9 / $7 }' "$work/runs" | median)
-cpu_per100k=$(awk '$1 == "on" && $4 > 0 { print 100 * $6 / 1e9 / $7 * 100000 / $4 }' "$work/runs" | median)
-rss_max=$(awk '$1 == "on" && $8 > m { m = $8 } END { print m + 0 }' "$work/runs")
-hwm_max=$(awk '$1 == "on" && $10 > m { m = $10 } END { print m + 0 }' "$work/runs")
-
-# pair_ratios COL: each pair's with/without, one a line; its two runs next to each other
-# in time, so that the host's slow swings (this VM's throughput moves by a third from
-# one minute to the next) fall on both sides of a ratio.
-pair_ratios() {
-	awk -v c="$1" '$1 == "off" { off[$2] = $c } $1 == "on" { on[$2] = $c }
-		END { for (k in on) if (off[k] > 0) print on[k] / off[k] }' "$work/runs"
-}
-
-# pair_ratio COL: the median of the pairs' ratios, the figure judged.
-pair_ratio() { pair_ratios "$1" | median | xargs printf "%.3f"; }
-
-# pair_mean COL: the mean of the pairs' ratios and its standard error, "mean 0.962, s.e. 0.024":
-# how far the figure judged can be trusted.
-pair_mean() {
-	pair_ratios "$1" | awk '{ n++; s += $1; q += $1 * $1 }
-		END { m = s / n; v = n > 1 ? (q - n * m * m) / (n - 1) : 0; if (v < 0) v = 0
-			printf "mean %.3f, s.e. %.3f", m, sqrt(v / n) }'
-}
-
-# verdict VALUE OP LIMIT: yes, or NO with the gap.
-verdict() {
-	calc "v = $1; l = $3; if (v $2 l) print \"yes\"; else printf \"NO (%s by %.3g)\", (\"$2\" == \">=\") ? \"short\" : \"over\", (v > l) ? v - l : l - v"
-}
-{
-	echo "metric|without agent|with agent|ratio or figure|target|met?"
-	r=$(pair_ratio 3)
-	echo "TCP throughput pod->pod, node-a->node-b (Gbit/s)|$(calc "printf \"%.2f\", $tcp_off / 1e9")|$(calc "printf \"%.2f\", $tcp_on / 1e9")|$r ($(pair_mean 3); $(calc "printf \"%.3f\", $tcp_on / $tcp_off")*)|>= 0.97|$(verdict "$r" '>=' 0.97)"
-	r=$(pair_ratio 4)
-	echo "UDP 64-byte payload, received (kpkt/s)|$(calc "printf \"%.1f\", $udp_off / 1e3")|$(calc "printf \"%.1f\", $udp_on / 1e3")|$r ($(pair_mean 4); $(calc "printf \"%.3f\", $udp_on / $udp_off")*)|>= 0.95|$(verdict "$r" '>=' 0.95)"
-	# BPF programs: ns per run over every accounting run (TCP and UDP); runs and ns per
-	# UDP packet sent from the UDP ones. Programs that never ran are listed below the table.
-	udp_sent_on=$(awk '$1 == "on" { s += $9 } END { print s + 0 }' "$work/runs")
-	# Per program: the median over the accounting runs (each pair's TCP and UDP run, both
-	# agents' copies together) with the lowest and highest; the machine's noise moves
-	# single runs a lot.
-	awk -v sent="$udp_sent_on" -v tc=" ${TC_PROGS[*]} " -v notrun="$work/notrun" '
-		function median(v, n,   i, j, x) {
-			for (i = 2; i <= n; i++) { x = v[i]; for (j = i - 1; j >= 1 && v[j] > x; j--) v[j + 1] = v[j]; v[j + 1] = x }
-			return (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
-		}
-		function row(p,   ns, target, met, own, v, n, lo, hi, w, m, ph) {
-			if (!(p in seen)) return
-			if (C[p] == 0) { if (!(p in done)) printf "%s ", p >notrun; done[p] = 1; return }
-			n = 0; m = 0
-			for (k in t) {
-				split(k, kk, SUBSEP); ph = kk[1]
-				if (kk[2] != p || c[k] <= 0) continue
-				v[++n] = t[k] / c[k]
-				# above the floor: this run less the empty program in the same run
-				if (c[ph, "empty"] > 0) w[++m] = t[k] / c[k] - t[ph, "empty"] / c[ph, "empty"]
-			}
-			ns = median(v, n)
-			lo = v[1]; hi = v[n]
-			target = "-"; met = "-"; own = ""
-			if (index(tc, " " p " ")) {
-				target = "<= 100 ns"
-				met = (ns <= 100) ? "yes" : sprintf("NO (over by %.0f ns)", ns - 100)
-				if (m) own = sprintf(", %.0f above the floor", median(w, m))
-			}
-			printf "BPF %s, ns per run (median of %d runs)|-|%.2fM runs; %.1f/pkt = %.0f ns/pkt|%.1f ns (%.0f-%.0f%s)|%s|%s\n", p, n, C[p] / 1e6,
-				sent ? uc[p] / sent : 0, sent ? ut[p] / sent : 0, ns, lo, hi, own, target, met
-			done[p] = 1
-		}
-		{
-			t[$1, $2] += $3; c[$1, $2] += $4; T[$2] += $3; C[$2] += $4; seen[$2] = 1
-			if ($1 ~ /^udp/) { ut[$2] += $3; uc[$2] += $4; if ($2 != "empty") tot += $3 }
-		}
-		END {
-			done["empty"] = 1
-			n = split("tc_ingress tc_egress tc_ingress_l3 tc_egress_l3 nf_first nf_last kp_nf_hook_slow kfree_skb_btf kfree_skb_raw kfree_skb_raw_n", order, " ")
-			for (i = 1; i <= n; i++) row(order[i])
-			for (p in seen) if (!(p in done)) row(p)
-			if (sent) printf "BPF all programs, per UDP packet sent|-|both nodes, every hop|%.0f ns|-|-\n", tot / sent
-			m = 0
-			for (k in t) { split(k, kk, SUBSEP); if (kk[2] == "empty" && c[k] > 0) f[++m] = t[k] / c[k] }
-			if (m) printf "BPF floor: an empty tc program, same hooks and accounting|-|in the same runs, clsact|%.1f ns (%.0f-%.0f)|-|-\n", median(f, m), f[1], f[m]
-		}' "$work/bpf.acc"
-	# the floor alone, for the sampling table
-	awk '$2 == "empty" && $4 > 0 { print $3 / $4 }' "$work/bpf.acc" | median | xargs printf "%.1f" >"$work/floor"
-	if [[ -s $work/stats-cost ]]; then
-		read -r s_off s_on <"$work/stats-cost"
-		echo "stats accounting, tc_ingress in a loop (bpftool prog run)|stats off: $s_off ns|stats on: $s_on ns|+$((s_on - s_off)) ns per run|-|-"
-	fi
-	echo "agent CPU per 100k pkt/s (UDP run, 2 agents)|-|$(calc "printf \"%.2f%% of a core at %.1f kpkt/s\", $cpu_pct, $udp_on / 1e3")|$(calc "printf \"%.2f%% of a core\", $cpu_per100k")|-|-"
-	r=$(calc "printf \"%.1f\", $rss_max / 1024")
-	echo "agent resident memory (VmRSS, max of 2 agents)|-|$r MiB after the runs|$r MiB|<= 64 MiB|$(verdict "$r" '<=' 64)"
-	echo "agent peak resident memory (VmHWM, max of 2 agents)|-|while loading the kernel's BTF at start|$(calc "printf \"%.1f\", $hwm_max / 1024") MiB|-|-"
-} >"$rows"
-
-awk -F'|' 'function line(  i, s) { s = ""; for (i = 1; i <= nf; i++) s = s (i > 1 ? "-+-" : "") sprintf("%" w[i] "s", ""); gsub(/ /, "-", s); print s }
-	{ n++; nf = NF; for (i = 1; i <= NF; i++) { cell[n, i] = $i; if (length($i) > w[i]) w[i] = length($i) } }
-	END {
-		for (r = 1; r <= n; r++) {
-			s = ""
-			for (i = 1; i <= nf; i++) s = s (i > 1 ? " | " : "") sprintf(i == 1 ? "%-" w[i] "s" : "%" w[i] "s", cell[r, i])
-			print s
-			if (r == 1) line()
-		}
-	}' "$rows"
-
-if [[ -s $work/notrun ]]; then
-	echo "(loaded by the agents but never run: $(<"$work/notrun"))" | sed 's/ )$/)/'
-fi
-echo
-echo "(*) the ratio of the two medians; the ratio shown first, and judged, is the median of the $PAIRS pairs' ratios;"
-echo "    the mean of the pairs' ratios is shown with its standard error"
-echo "runs ($PAIRS pairs, odd ones without the agents first, even ones with them first; ${SECS} s per iperf3 run):"
-echo "  TCP Gbit/s without: $(col off 3 | awk '{ printf "%.2f ", $1 / 1e9 }')| with: $(col on 3 | awk '{ printf "%.2f ", $1 / 1e9 }')"
-echo "  UDP kpkt/s without: $(col off 4 | awk '{ printf "%.1f ", $1 / 1e3 }')| with: $(col on 4 | awk '{ printf "%.1f ", $1 / 1e3 }')"
-echo "  agent CPU during UDP (% of a core): $(awk '$1 == "on" { printf "%.3f ", 100 * $6 / 1e9 / $7 }' "$work/runs")"
-echo "  agent VmRSS max per run (MiB): $(awk '$1 == "on" { printf "%.1f ", $8 / 1024 }' "$work/runs")"
-if [[ -s $work/capture ]]; then
-	echo
-	echo "capture cost (agent --pcap-dir on both nodes, every flow followed; UDP 64-byte payloads, ${SECS} s per rate):"
-	echo "  offered pkt/s | sent pkt/s | received pkt/s | events lost (both agents)"
-	awk '{ printf "  %13s | %10s | %14s | %s\n", ($1 == 0 ? "unlimited" : $1), $2, $3, $4 }' "$work/capture"
-	first=$(awk '$4 > 0 { print $2; exit }' "$work/capture")
-	if [[ -n $first ]]; then
-		echo "  capture starts to lose events at about $first pkt/s sent ($(awk '$4 == 0 { r = $2 } END { print r + 0 }' "$work/capture") pkt/s without a loss)"
-	else
-		echo "  no event lost up to $(awk '{ r = $2 } END { print r + 0 }' "$work/capture") pkt/s"
-	fi
-fi
-if [[ -s $work/sampling ]]; then
-	echo
-	echo "sampling cost (agents with --sample N; tc programs' ns per run, accounting on, UDP; median of 2 runs; the floor: $(<"$work/floor") ns):"
-	echo "  --sample | tc_ingress ns | tc_egress ns"
-	for n in "${SAMPLES[@]}"; do
-		printf "  %8s | %13s | %12s\n" "$n" "$(awk -v n="$n" '$1 == n { print $2 }' "$work/sampling" | median)" "$(awk -v n="$n" '$1 == n { print $3 }' "$work/sampling" | median)"
-	done
-fi
+# ---- the table ----------------------------------------------------------------
+# benchagent computes every figure from the raw files and prints the table, the runs,
+# the capture and sampling tables; a missed target is in the table, not its status.
+report_args=(-work "$work" -pairs "$PAIRS" -seconds "$SECS" -tc-progs "${TC_PROGS[*]}" -samples "${SAMPLES[*]}")
+report_cmd="go run ./scripts/benchagent $(printf '%q ' "${report_args[@]}")"
+"$work/bin/benchagent" "${report_args[@]}" ||
+	die "benchagent could not read the raw files (kept): ${report_cmd% }"
 echo
 echo "command:  BENCH_PAIRS=$PAIRS BENCH_SECONDS=$SECS BENCH_PREFIX=$P $0${*:+ $*}"
+echo "report:   ${report_cmd% } (the files are kept with BENCH_KEEP=1)"
 echo "iperf3:   ip netns exec $NS_A_API iperf3 ${TCP_ARGS[*]}"
 echo "          ip netns exec $NS_A_API iperf3 ${UDP_ARGS[*]}"
 echo "          server: ip netns exec $NS_B_API iperf3 -s -B $SERVER_IP -p $IPERF_PORT (client on CPU $CLIENT_CPU, server on CPU $SERVER_CPU: taskset)"
@@ -645,4 +490,4 @@ agent_args node-b "$port_b"
 echo "          ${args[*]}"
 echo "          (throughput, CPU and memory with kernel.bpf_stats_enabled=0, as in production; the BPF figures from a second"
 echo "          TCP and UDP run per pair with it at 1: run_time_ns/run_cnt deltas of the agents' programs, bpftool prog show -j)"
-echo "machine:  nproc $(nproc), kernel $(uname -r), $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo), $($PT version 2>/dev/null || echo pathtrace ?), $(iperf3 --version | head -1 | awk '{print $1, $2}')"
+echo "machine:  nproc $(nproc), kernel $(uname -r), $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1), $($PT version 2>/dev/null || echo pathtrace ?), $(iperf3 --version | head -1 | cut -d' ' -f1,2)"

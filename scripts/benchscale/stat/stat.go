@@ -88,20 +88,40 @@ func (t Target) Met(v float64) bool {
 	return t.HasMax || t.HasMin
 }
 
+// Of is the statistic of a figure's samples that is shown and held to its target.
+type Of int
+
+const (
+	OfMedian Of = iota // the median (the default): a typical run
+	OfMax              // the largest sample: a peak, such as memory, that must stay under a limit in every run
+)
+
 // Figure is one row of a benchmark's table: a name, the samples, their unit, and the
-// target its median is held to.
+// target its median (or, with Of: OfMax, its largest sample) is held to.
 type Figure struct {
 	Name    string
 	Unit    string // "s", "ms", "MiB", ...
 	Samples []float64
 	Target  Target
+	Of      Of
 	Note    string
 }
 
-// Row is a figure as printed: median, min and max of the samples, the target, and
-// whether it is met.
+// Value is the figure's statistic of its samples (Of); NaN for none.
+func (f Figure) Value() float64 {
+	if f.Of == OfMax {
+		if len(f.Samples) == 0 {
+			return math.NaN()
+		}
+		return slices.Max(f.Samples)
+	}
+	return Median(f.Samples)
+}
+
+// Row is a figure as printed: median (or "max" and the largest, with OfMax), min and
+// max of the samples, the target, and whether it is met.
 func (f Figure) Row() []string {
-	med := Median(f.Samples)
+	med := f.Value()
 	lo, hi := math.NaN(), math.NaN()
 	if len(f.Samples) > 0 {
 		lo, hi = slices.Min(f.Samples), slices.Max(f.Samples)
@@ -122,7 +142,11 @@ func (f Figure) Row() []string {
 	if len(f.Samples) == 0 {
 		met = "not measured"
 	}
-	return []string{f.Name, num(med) + " " + f.Unit, num(lo) + " .. " + num(hi), fmt.Sprint(len(f.Samples)), target, met, f.Note}
+	value := num(med) + " " + f.Unit
+	if f.Of == OfMax {
+		value = "max " + value
+	}
+	return []string{f.Name, value, num(lo) + " .. " + num(hi), fmt.Sprint(len(f.Samples)), target, met, f.Note}
 }
 
 // num prints a figure with three significant digits or so.

@@ -99,3 +99,26 @@ func TestQuantile(t *testing.T) {
 		t.Error("Quantile(nil) is not NaN")
 	}
 }
+
+func TestFigureOfMax(t *testing.T) {
+	// Memory held to a limit in every run: the largest sample is judged, not the median.
+	f := Figure{Name: "VmRSS", Unit: "MiB", Samples: []float64{40, 70, 41}, Target: AtMost(64), Of: OfMax}
+	if v := f.Value(); v != 70 {
+		t.Errorf("Value = %v, want 70 (the largest)", v)
+	}
+	r := f.Row()
+	if r[1] != "max 70.0 MiB" || r[5] != "no" {
+		t.Errorf("Row = %q, want max 70.0 MiB judged no", r)
+	}
+	f.Of = OfMedian
+	if r := f.Row(); r[1] != "41.0 MiB" || r[5] != "yes" {
+		t.Errorf("median Row = %q, want 41.0 MiB judged yes", r)
+	}
+	f.Of, f.Samples = OfMax, nil
+	if v := f.Value(); !math.IsNaN(v) {
+		t.Errorf("Value of none = %v, want NaN", v)
+	}
+	if r := f.Row(); r[5] != "not measured" {
+		t.Errorf("Row of none: met %q, want not measured", r[5])
+	}
+}
