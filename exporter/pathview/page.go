@@ -7,6 +7,7 @@ import (
 	"html"
 	"io"
 	"strings"
+	"unicode/utf8"
 )
 
 // Bounds of a page; SetMax changes the first.
@@ -150,6 +151,7 @@ func (p *packet) place(pending []pendingConn) {
 	p.Width = max(minWidth, x+BoxW+textRoom)
 	p.Height = TitleH + max(len(p.Lanes), 1)*LaneH
 	crossed := map[int]bool{}
+	defer p.fitText()
 	for _, c := range pending {
 		if c.to <= 0 || c.to > len(p.Steps) || c.from >= len(p.Steps) {
 			continue
@@ -171,6 +173,26 @@ func (p *packet) place(pending []pendingConn) {
 		}
 		a, b := p.Steps[i-1], p.Steps[i]
 		p.Conns = append(p.Conns, connector{D: fmt.Sprintf("M%d %d L%d %d", a.X+BoxW, a.Y+BoxH/2, b.X, b.Y+BoxH/2)})
+	}
+}
+
+// textW is a generous width of a line of the 11px text under the boxes and along the
+// crossings (sans-serif averages some 6 px a character), so that the picture is wide
+// enough for it rather than cutting it at its edge.
+func textW(s string) int { return utf8.RuneCountInString(s)*7 + 8 }
+
+// fitText widens the picture to the longest line of text drawn under a box or along a
+// crossing. Only the width depends on text: the boxes stay where they are.
+func (p *packet) fitText() {
+	for _, s := range p.Steps {
+		for _, t := range append([]string{s.Tunnel}, s.MarkText...) {
+			p.Width = max(p.Width, s.X+textW(t))
+		}
+	}
+	for _, c := range p.Conns {
+		for _, t := range c.Lines {
+			p.Width = max(p.Width, c.TX+textW(t))
+		}
 	}
 }
 

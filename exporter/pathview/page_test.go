@@ -257,3 +257,39 @@ func TestLayout(t *testing.T) {
 		t.Errorf("packet 2 at y=%d, want %d", ls[1].SVG.Y, want)
 	}
 }
+
+// The text under a marked box (a whole rule, as iptables prints it) and along a
+// crossing fits in its picture: the picture is widened for it, at some 6 px a
+// character of the 11px font, rather than cutting it at its right edge.
+func TestLongTextFits(t *testing.T) {
+	long := "dropped by filter/FORWARD rule 1: -A FORWARD -d 10.96.0.10/32 -p udp -m udp --dport 53 -m comment --comment \\\"kube-system/kube-dns:dns has no endpoints\\\" -j REJECT --reject-with icmp-port-unreachable"
+	in := strings.ReplaceAll(string(fixture(t)), "dropped by inet/filter/forward rule handle 7: ip daddr 10.96.0.10 udp dport 53 counter drop", long)
+	if in == string(fixture(t)) {
+		t.Fatal("the fixture has no rule to make long")
+	}
+	p := pathview.New("long")
+	p.Write([]byte(in))
+	page := string(render(t, p))
+	checked := 0
+	for _, sec := range strings.Split(page, "<svg ")[1:] {
+		var w int
+		if _, err := fmt.Sscanf(sec[strings.Index(sec, `width="`):], `width="%d"`, &w); err != nil {
+			t.Fatal(err)
+		}
+		for _, class := range []string{"marktext", "crosstext", "tunnel"} {
+			for _, el := range strings.Split(sec, `<text class="`+class+`" x="`)[1:] {
+				var x int
+				fmt.Sscanf(el, "%d", &x)
+				text := el[strings.Index(el, ">")+1 : strings.Index(el, "</text>")]
+				text = strings.NewReplacer("&#34;", `"`, "&#39;", "'", "&amp;", "&", "&lt;", "<", "&gt;", ">").Replace(text)
+				if need := x + 6*len([]rune(text)); need > w {
+					t.Errorf("%s %q at x %d needs %d px, the picture is %d wide", class, text, x, need, w)
+				}
+				checked++
+			}
+		}
+	}
+	if checked == 0 || !strings.Contains(page, "kube-dns:dns has no endpoints") {
+		t.Fatalf("no text checked (%d), or the long rule is not on the page", checked)
+	}
+}
