@@ -306,12 +306,5 @@ func vmHWM(pid int) (float64, error) {
 	if err != nil {
 		return 0, err
 	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			var kb float64
-			fmt.Sscan(strings.TrimSuffix(strings.TrimSpace(v), " kB"), &kb)
-			return kb / 1024, nil
-		}
-	}
-	return 0, errors.New("no VmHWM")
+	return stat.StatusMiB(data, "VmHWM")
 }

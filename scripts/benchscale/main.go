@@ -22,7 +22,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -267,13 +266,7 @@ func vmHWM(pid int) (float64, error) {
 	if err != nil {
 		return 0, err
 	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			kb, err := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")))
-			return float64(kb) / 1024, err
-		}
-	}
-	return 0, errors.New("no VmHWM")
+	return stat.StatusMiB(data, "VmHWM")
 }
 
 func (b *bench) agent() (ready, hwm, exit, appear []float64, err error) {

@@ -5,6 +5,7 @@ import (
 	"io"
 	"math"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -193,4 +194,18 @@ func Table(w io.Writer, figs []Figure) (missed int, err error) {
 	}
 	_, err = io.WriteString(w, strings.TrimRight(b.String(), " "))
 	return missed, err
+}
+
+// StatusMiB reads a field in kB (VmHWM, VmRSS, ...) of a /proc/PID/status text, in MiB.
+func StatusMiB(status []byte, field string) (float64, error) {
+	for _, line := range strings.Split(string(status), "\n") {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
+			kb, err := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")))
+			if err != nil {
+				return 0, fmt.Errorf("%s: %w", field, err)
+			}
+			return float64(kb) / 1024, nil
+		}
+	}
+	return 0, fmt.Errorf("no %s in the status", field)
 }

@@ -122,3 +122,19 @@ func TestFigureOfMax(t *testing.T) {
 		t.Errorf("Row of none: met %q, want not measured", r[5])
 	}
 }
+
+func TestStatusMiB(t *testing.T) {
+	status := []byte("Name:\tpathtrace\nVmPeak:\t 1441280 kB\nVmHWM:\t   52224 kB\nVmRSS:\t   40960 kB\n")
+	if v, err := StatusMiB(status, "VmHWM"); err != nil || v != 51 {
+		t.Errorf("VmHWM = %v, %v; want 51", v, err)
+	}
+	if v, err := StatusMiB(status, "VmRSS"); err != nil || v != 40 {
+		t.Errorf("VmRSS = %v, %v; want 40", v, err)
+	}
+	if _, err := StatusMiB(status, "VmSwap"); err == nil {
+		t.Error("no error for a field not there")
+	}
+	if _, err := StatusMiB([]byte("VmHWM:\tlots kB\n"), "VmHWM"); err == nil {
+		t.Error("no error for a value that is no number")
+	}
+}
