@@ -3,7 +3,8 @@
 // namespace, as pods' are), it times `pathtrace follow` from start to ready (every
 // interface attached) and from SIGINT to exit, in tcx and clsact modes; the agent's
 // time to ready, its peak resident memory (VmHWM) and exit; and, with the agent
-// running, how long a new pod veth waits until pathtrace's program is on it. It prints
+// running, how long a new pod veth waits until pathtrace's program is on it (idle, with
+// a ping flood across a traced veth, and in a burst of -new veths at once). It prints
 // each figure with its target (package stat computes them) and exits 1 when it could
 // not measure, not when a target is missed.
 //
@@ -37,6 +38,9 @@ import (
 type bench struct {
 	bin, prefix, work string
 	n, runs, fresh    int
+	// new pod veths' waits (ms) with a ping flood crossing a traced veth, and in a
+	// burst of fresh veths created at once
+	loaded, burst []float64
 }
 
 func main() {
@@ -108,7 +112,11 @@ func (b *bench) run() error {
 			Note: "start to exit, read before SIGTERM"},
 		stat.Figure{Name: "agent exit", Unit: "s", Samples: exit, Target: stat.AtMost(1)},
 		stat.Figure{Name: "new pod veth attached after", Unit: "ms", Samples: appear, Target: stat.AtMost(100),
-			Note: "link add to pathtrace's program on it, idle node"})
+			Note: "link add to pathtrace's program on it, idle node"},
+		stat.Figure{Name: "new pod veth attached after, flood", Unit: "ms", Samples: b.loaded, Target: stat.AtMost(100),
+			Note: "the same, with a ping flood across a traced veth"},
+		stat.Figure{Name: fmt.Sprintf("burst of %d pod veths, each attached after", b.fresh), Unit: "ms", Samples: b.burst, Target: stat.AtMost(100),
+			Note: "all created in one batch; each from the batch's start"})
 	fmt.Printf("benchscale: %s on %s, %d pod veths, %d runs\n", b.bin, kernelRelease(), b.n, b.runs)
 	missed, err := stat.Table(os.Stdout, figs)
 	if err != nil {
@@ -285,6 +293,14 @@ func (b *bench) agent() (ready, hwm, exit, appear []float64, err error) {
 				p.stop(syscall.SIGTERM)
 				return nil, nil, nil, nil, err
 			}
+			if b.loaded, err = b.underLoad(); err != nil {
+				p.stop(syscall.SIGTERM)
+				return nil, nil, nil, nil, err
+			}
+			if b.burst, err = b.appearingBurst(); err != nil {
+				p.stop(syscall.SIGTERM)
+				return nil, nil, nil, nil, err
+			}
 		}
 		time.Sleep(200 * time.Millisecond)
 		h, err := vmHWM(p.cmd.Process.Pid)
@@ -300,9 +316,45 @@ func (b *bench) agent() (ready, hwm, exit, appear []float64, err error) {
 	return ready, hwm, exit, appear, nil
 }
 
+// underLoad is appearing with a ping flood from the pods' side of veth0 to the node's
+// side, through pathtrace's programs on veth0, for as long as it measures.
+func (b *bench) underLoad() ([]float64, error) {
+	if err := ip("", "-n", b.node(), "addr", "add", "10.99.0.1/30", "dev", "veth0"); err != nil {
+		return nil, err
+	}
+	if err := ip("", "-n", b.pods(), "addr", "add", "10.99.0.2/30", "dev", "p0"); err != nil {
+		return nil, err
+	}
+	flood := exec.Command("ip", "netns", "exec", b.pods(), "ping", "-f", "-q", "10.99.0.1")
+	if err := flood.Start(); err != nil {
+		return nil, fmt.Errorf("ping -f: %w", err)
+	}
+	defer func() {
+		flood.Process.Kill()
+		flood.Wait()
+	}()
+	time.Sleep(500 * time.Millisecond)
+	if flood.ProcessState != nil {
+		return nil, errors.New("ping -f exited at once")
+	}
+	return b.appearingFrom("flood", 1)
+}
+
+// appearingBurst creates fresh veths in one batch and measures, for each, the time
+// from the batch's start to pathtrace's program on it.
+func (b *bench) appearingBurst() ([]float64, error) {
+	return b.appearingFrom("burst", b.fresh)
+}
+
 // appearing adds pod veths one at a time and measures, for each, the time from the
 // link's creation to a tcx program (or a cls_bpf filter) on its ingress.
 func (b *bench) appearing() ([]float64, error) {
+	return b.appearingFrom("new", 1)
+}
+
+// appearingFrom adds b.fresh pod veths named PREFIXi, batch at a time, and measures for
+// each the time from its batch's start to pathtrace's program on its ingress.
+func (b *bench) appearingFrom(prefix string, batch int) ([]float64, error) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	orig, err := netns.Get()
@@ -325,26 +377,38 @@ func (b *bench) appearing() ([]float64, error) {
 	}
 	defer netns.Set(orig)
 	var out []float64
-	for i := range b.fresh {
-		name := fmt.Sprintf("new%d", i)
+	for first := 0; first < b.fresh; first += batch {
+		var node, pods strings.Builder
+		var names []string
+		for i := first; i < min(first+batch, b.fresh); i++ {
+			name := fmt.Sprintf("%s%d", prefix, i)
+			names = append(names, name)
+			fmt.Fprintf(&node, "link add %s type veth peer name %sq%d netns %s\nlink set %s up\n", name, prefix, i, b.pods(), name)
+			fmt.Fprintf(&pods, "link set %sq%d up\n", prefix, i)
+		}
 		t0 := time.Now()
-		if err := ip(fmt.Sprintf("link add %s type veth peer name q%d netns %s\nlink set %s up\n", name, i, b.pods(), name), "-n", b.node(), "-batch", "-"); err != nil {
+		if err := ip(node.String(), "-n", b.node(), "-batch", "-"); err != nil {
 			return nil, err
 		}
-		if err := ip("", "-n", b.pods(), "link", "set", fmt.Sprintf("q%d", i), "up"); err != nil {
+		if err := ip(pods.String(), "-n", b.pods(), "-batch", "-"); err != nil {
 			return nil, err
 		}
-		l, err := nl.LinkByName(name)
-		if err != nil {
-			return nil, err
-		}
-		for {
-			if attached(nl, l.Attrs().Index) {
-				out = append(out, float64(time.Since(t0).Microseconds())/1000)
-				break
+		waiting := map[int]string{}
+		for _, name := range names {
+			l, err := nl.LinkByName(name)
+			if err != nil {
+				return nil, err
 			}
-			if time.Since(t0) > 5*time.Second {
-				return nil, fmt.Errorf("%s: no pathtrace program on it 5 s after it appeared", name)
+			waiting[l.Attrs().Index] = name
+		}
+		for len(waiting) > 0 {
+			for idx, name := range waiting {
+				if attached(nl, idx) {
+					out = append(out, float64(time.Since(t0).Microseconds())/1000)
+					delete(waiting, idx)
+				} else if time.Since(t0) > 5*time.Second {
+					return nil, fmt.Errorf("%s: no pathtrace program on it 5 s after it appeared", name)
+				}
 			}
 			time.Sleep(time.Millisecond)
 		}
