@@ -778,7 +778,12 @@ func (r *Recorder) write(c *capture, j *decode.Journey) bool {
 		r.finish(c)
 		return false
 	}
-	if line, err := json.Marshal(ToJSON(j, r.cfg.Clock)); err == nil {
+	// The page draws the first packets only: past them, counting is enough (a flow
+	// flagged under a flood writes every packet, and encoding each one for the page
+	// to decode was a third of the capture's time).
+	if c.page.Full() {
+		c.page.LeaveOut()
+	} else if line, err := json.Marshal(ToJSON(j, r.cfg.Clock)); err == nil {
 		c.page.Write(append(line, '\n'))
 	}
 	if r.failing {

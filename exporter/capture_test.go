@@ -17,6 +17,7 @@ import (
 
 	"github.com/pathtrace/pathtrace/decode"
 	"github.com/pathtrace/pathtrace/exporter"
+	"github.com/pathtrace/pathtrace/exporter/pathview"
 )
 
 // seg is a TCP segment of pod A's connection from sport to the backend (or back, with
@@ -758,5 +759,41 @@ func TestRecorderPageDeleted(t *testing.T) {
 	}
 	if total != st.DirBytes || total > one*3/2 {
 		t.Errorf("files take %d bytes, stats say %d, bound %d", total, st.DirBytes, one*3/2)
+	}
+}
+
+// A flow flagged under a flood writes every packet to its file; its page draws the
+// first pathview.DefaultMaxPackets and counts the rest (without encoding them).
+func TestRecorderPageLeavesOut(t *testing.T) {
+	const after = 205
+	r, dir, _ := newRecorder(t, exporter.RecorderConfig{PostPackets: after})
+	s := data(43512, 0)
+	s.drop = true
+	segs := []seg{s}
+	for n := 1; n <= after; n++ {
+		segs = append(segs, data(43512, n))
+	}
+	for _, j := range journeys(t, segs...) {
+		r.Add(j)
+	}
+	r.Close()
+	files := pcaps(t, dir)
+	if len(files) != 1 {
+		t.Fatalf("files %v", files)
+	}
+	b, err := os.ReadFile(strings.TrimSuffix(files[0], ".pcapng") + ".html")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page := string(b)
+	if n := strings.Count(page, `<section class="packet"`); n != pathview.DefaultMaxPackets {
+		t.Errorf("page draws %d packets, want %d", n, pathview.DefaultMaxPackets)
+	}
+	left := len(segs) - pathview.DefaultMaxPackets
+	if want := fmt.Sprintf("%d more packets left out: the page keeps the first %d.", left, pathview.DefaultMaxPackets); !strings.Contains(page, want) {
+		t.Errorf("page lacks %q", want)
+	}
+	if n := len(tsharkFields(t, files[0], nil, "frame.number")); n < len(segs) {
+		t.Errorf("the file holds %d packets, want every one of the %d journeys'", n, len(segs))
 	}
 }

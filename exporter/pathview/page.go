@@ -43,6 +43,13 @@ func (p *Page) Packets() int    { return len(p.packets) }
 func (p *Page) LeftOut() int    { return p.leftOut }
 func (p *Page) Unreadable() int { return p.unreadable }
 
+// Full reports whether the page keeps no more packets: a writer may then count a
+// packet with LeaveOut instead of encoding it for Write.
+func (p *Page) Full() bool { return len(p.packets) >= p.max }
+
+// LeaveOut counts a packet the page does not keep, as Write does beyond the limit.
+func (p *Page) LeaveOut() { p.leftOut++ }
+
 // Write takes JSON lines; it never fails.
 func (p *Page) Write(b []byte) (int, error) {
 	n := len(b)
@@ -83,29 +90,34 @@ func (p *Page) line(b []byte) {
 	if len(bytes.TrimSpace(b)) == 0 {
 		return
 	}
+	// One decoding for a packet the page keeps (this runs for every packet a capture
+	// writes); the kind alone when the page is full, or when the line does not decode
+	// as a packet (then it may be another kind of line, which is no error).
+	if !p.Full() {
+		var x lineIn
+		if err := json.Unmarshal(b, &x); err == nil {
+			if isPacket(x.Kind) {
+				p.packets = append(p.packets, build(&x, len(p.packets)+1, MaxSteps))
+			}
+			return
+		}
+	}
 	var kind struct {
 		Kind string `json:"kind"`
 	}
-	if err := json.Unmarshal(b, &kind); err != nil {
+	switch err := json.Unmarshal(b, &kind); {
+	case err != nil:
 		p.unreadable++
-		return
-	}
-	switch kind.Kind {
-	case "journey", "path", "oneway":
-	default:
-		return
-	}
-	if len(p.packets) >= p.max {
+	case !isPacket(kind.Kind):
+	case p.Full():
 		p.leftOut++
-		return
+	default:
+		p.unreadable++ // a packet's line that does not decode as one
 	}
-	var x lineIn
-	if err := json.Unmarshal(b, &x); err != nil {
-		p.unreadable++
-		return
-	}
-	p.packets = append(p.packets, build(&x, len(p.packets)+1, MaxSteps))
 }
+
+// isPacket: the kinds of line a page draws.
+func isPacket(kind string) bool { return kind == "journey" || kind == "path" || kind == "oneway" }
 
 // Geometry, in CSS pixels. None of it depends on text, so Layout can tell where each
 // box is drawn.

@@ -293,3 +293,18 @@ func TestLongTextFits(t *testing.T) {
 		t.Fatalf("no text checked (%d), or the long rule is not on the page", checked)
 	}
 }
+
+// BenchmarkPageWrite: a capture hands its page every journey it writes, as a JSON line.
+func BenchmarkPageWrite(b *testing.B) {
+	lines := bytes.SplitAfter(fixture(b), []byte("\n"))
+	b.ReportAllocs()
+	n := 0
+	for b.Loop() {
+		p := pathview.New("bench")
+		for _, l := range lines {
+			p.Write(l)
+			n++
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(n), "ns/line")
+}
