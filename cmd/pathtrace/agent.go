@@ -315,9 +315,9 @@ func agentMain(o *agentOpts, log *slog.Logger) error {
 	}
 	a.ready.Store(true)
 	lean()
-	// Loading the kernel's BTF and the programs leaves ~15 MB of garbage behind; hand
-	// it back to the kernel now rather than as the runtime's scavenger gets to it, so
-	// the resident size is what the agent uses.
+	// The tracer handed the kernel's BTF back before attaching; attaching and setting
+	// up leave garbage too: hand it back now rather than as the runtime's scavenger
+	// gets to it, so the resident size is what the agent uses.
 	debug.FreeOSMemory()
 	names := []string{}
 	for _, i := range tr.Ifaces() {

@@ -303,7 +303,7 @@ func writeBody(b *strings.Builder, title string, packets []*packet, failed int, 
 		}
 		f(`<text class="t3" x="8" y="60">%s%s%s</text>`+"\n", esc(pk.Ends), sep, esc(pk.Note))
 		for i, l := range pk.Lanes {
-			f(`<rect class="lane%d" x="0" y="%d" width="%d" height="156"/>`+"\n", i%2, TitleH+i*LaneH, pk.Width)
+			f(`<rect class="lane%d" x="0" y="%d" width="%d" height="%d"/>`+"\n", i%2, TitleH+i*LaneH, pk.Width, LaneH)
 			f(`<text class="lanename" x="8" y="%d" data-lane="%d">%s</text>`+"\n", TitleH+i*LaneH+82, i, esc(l))
 		}
 		for _, c := range pk.Conns {
@@ -335,8 +335,8 @@ func writeBody(b *strings.Builder, title string, packets []*packet, failed int, 
 			if st.NAT != "" {
 				f(`<path class="natmark" d="M%d %d l6 6 l-6 6 l-6 -6 z"/><text class="nat" x="%d" y="%d">%s</text>`+"\n", st.X+6, st.Y-20, st.X+16, st.Y-10, esc(st.NAT))
 			}
-			f(`<rect class="box" x="%d" y="%d" width="130" height="64"/>`+"\n", st.X, st.Y)
-			f(`<rect class="tab" x="%d" y="%d" width="130" height="10"/>`+"\n", st.X, st.Y)
+			f(`<rect class="box" x="%d" y="%d" width="%d" height="%d"/>`+"\n", st.X, st.Y, BoxW, BoxH)
+			f(`<rect class="tab" x="%d" y="%d" width="%d" height="%d"/>`+"\n", st.X, st.Y, BoxW, TabH)
 			f(`<text class="label" x="%d" y="%d">%s</text>`+"\n", st.X+6, st.Y+26, esc(st.Label))
 			f(`<text class="sub" x="%d" y="%d">%s</text>`+"\n", st.X+6, st.Y+42, esc(st.Sub))
 			f(`<text class="delta" x="%d" y="%d">%s</text>`+"\n", st.X+6, st.Y+57, esc(st.Delta))

@@ -3,6 +3,7 @@ package pathview_test
 import (
 	"bytes"
 	"fmt"
+	"html"
 	"slices"
 	"strings"
 	"testing"
@@ -281,7 +282,7 @@ func TestLongTextFits(t *testing.T) {
 				var x int
 				fmt.Sscanf(el, "%d", &x)
 				text := el[strings.Index(el, ">")+1 : strings.Index(el, "</text>")]
-				text = strings.NewReplacer("&#34;", `"`, "&#39;", "'", "&amp;", "&", "&lt;", "<", "&gt;", ">").Replace(text)
+				text = html.UnescapeString(text)
 				if need := x + 6*len([]rune(text)); need > w {
 					t.Errorf("%s %q at x %d needs %d px, the picture is %d wide", class, text, x, need, w)
 				}
